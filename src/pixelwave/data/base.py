@@ -1,0 +1,50 @@
+"""What the training loop, `eval` and the CLI need from any data set, images or audio.
+
+A data set lives in memory and hands out batches as dicts whose keys are the keyword arguments of the model's
+`forward` (= `log_prob(..., reduce=True)`): images give {"x", "y"}; audio gives {"a", "speaker", "cond"}.
+`dims` is the number of modelled values per example, so bits/dim = -sum(log p) / (N * dims * ln 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ImageDataset:
+    """Images as integer levels. x: uint8 (N, C, H, W) in [0, levels); y: int64 (N,) or None."""
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor | None
+    levels: int
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    kind: str = field(default="image", init=False)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.x.shape[2], self.x.shape[3])
+
+    @property
+    def dims(self) -> int:
+        return self.x.shape[1] * self.x.shape[2] * self.x.shape[3]
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """The examples at `idx` as model inputs: {"x": LongTensor (B, C, H, W), "y": LongTensor (B,) | None}."""
+        y = self.y[idx].long() if self.y is not None else None
+        return {"x": self.x[idx].long(), "y": y}
+
+    def info(self) -> dict:
+        """JSON-serialisable description saved with a run (so sample/complete know size and classes)."""
+        return {"kind": self.kind, "name": self.name, "channels": self.channels, "size": list(self.size),
+                "levels": self.levels, "num_classes": self.num_classes, "class_names": self.class_names}

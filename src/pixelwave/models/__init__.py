@@ -1,0 +1,11 @@
+"""One file per model family. `MODELS` maps the CLI / checkpoint name to the class."""
+
+from pixelwave.models.gated_pixelcnn import GatedPixelCNN
+from pixelwave.models.pixelcnn import PixelCNN
+
+MODELS = {
+    PixelCNN.model_name: PixelCNN,
+    GatedPixelCNN.model_name: GatedPixelCNN,
+}
+
+__all__ = ["MODELS", "GatedPixelCNN", "PixelCNN"]
