@@ -1,0 +1,139 @@
+"""What every image model shares: input checks, the exact likelihood, and the sequential sampler.
+
+A subclass implements `logits(x, y, cond)`: from the scaled image (B, C, H, W) to (B, C, levels, H, W) logits in
+which the distribution of sub-pixel (c, i, j) depends only on sub-pixels before it in raster, then R -> G -> B,
+order. Everything else follows from that.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pixelwave.distributions import categorical_log_prob, categorical_sample
+
+
+class ImageAutoregressive(nn.Module):
+    model_name = ""
+    data_kind = "image"
+    channels: int
+    levels: int
+    num_classes: int | None = None
+    cond_channels: int | None = None
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer levels (B, C, H, W) -> floats in [-1, 1], the network's input."""
+        dtype = next(self.parameters()).dtype
+        return x.to(dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def logits(self, x: torch.Tensor, y: torch.Tensor | None = None,
+               cond: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- checks: raise ValueError with one line; the CLI turns its own checks into UserError ----
+    def check_inputs(self, x: torch.Tensor, y: torch.Tensor | None, cond: torch.Tensor | None) -> None:
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"x must be (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        if x.dtype.is_floating_point:
+            raise ValueError("x must hold integer levels (a LongTensor), not floats")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.levels):
+            raise ValueError(f"x values must be in [0, {self.levels}), got [{int(x.min())}, {int(x.max())}]")
+        self.check_class(y, x.shape[0])
+        if self.cond_channels is None:
+            if cond is not None:
+                raise ValueError(f"{type(self).__name__} was built without cond_channels; cond must be None")
+        elif cond is None or cond.shape != (x.shape[0], self.cond_channels, *x.shape[2:]):
+            got = None if cond is None else tuple(cond.shape)
+            raise ValueError(f"cond must be (B, {self.cond_channels}, H, W) = "
+                             f"({x.shape[0]}, {self.cond_channels}, {x.shape[2]}, {x.shape[3]}), got {got}")
+
+    def check_class(self, y: torch.Tensor | None, batch: int) -> None:
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError(f"{type(self).__name__} was built without num_classes; y must be None")
+            return
+        if y is None:
+            raise ValueError(f"this model is class-conditional (num_classes={self.num_classes}); pass y")
+        if y.shape != (batch,):
+            raise ValueError(f"y must be ({batch},), got {tuple(y.shape)}")
+        if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
+            raise ValueError(f"class labels must be in [0, {self.num_classes}), got [{int(y.min())}, {int(y.max())}]")
+
+    # ---- likelihood ----
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, reduce: bool = True,
+                 cond: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x | y) in nats: (B,) summed over all C*H*W sub-pixels, or (B, C, H, W) with reduce=False."""
+        self.check_inputs(x, y, cond)
+        logits = self.logits(self.scale(x), y, cond)  # (B, C, L, H, W)
+        logp = categorical_log_prob(logits, x, dim=2)  # (B, C, H, W)
+        return logp.flatten(1).sum(1) if reduce else logp
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The training pass: log p(x | y), (B,) nats."""
+        return self.log_prob(x, y, reduce=True, cond=cond)
+
+    # ---- sampling ----
+    def _sampling_inputs(self, n, size, y, x, mask, cond, device):
+        if x is not None:
+            if x.dim() != 4 or x.shape[0] != n or x.shape[1] != self.channels:
+                raise ValueError(f"x must be ({n}, {self.channels}, H, W), got {tuple(x.shape)}")
+            if size is not None and tuple(size) != tuple(x.shape[2:]):
+                raise ValueError(f"size {tuple(size)} does not match x {tuple(x.shape[2:])}")
+            size = tuple(x.shape[2:])
+            if mask is None:
+                raise ValueError("completion needs mask= (True where x is kept)")
+        elif mask is not None:
+            raise ValueError("mask= needs x= (the known values)")
+        if size is None:
+            raise ValueError("pass size=(H, W) (or x= for completion)")
+        h, w = int(size[0]), int(size[1])
+        if h < 1 or w < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        if isinstance(y, int):
+            y = torch.full((n,), y, dtype=torch.long)
+        if y is not None:
+            y = y.to(device)
+        self.check_class(y, n)
+        out = torch.zeros(n, self.channels, h, w, dtype=torch.long, device=device)
+        keep = torch.zeros_like(out, dtype=torch.bool)
+        if x is not None:
+            keep = torch.as_tensor(mask, dtype=torch.bool, device=device).expand_as(out).clone()
+            out = torch.where(keep, x.to(device).long(), out)
+            self.check_inputs(out, y, cond)
+        elif cond is not None or self.cond_channels is not None:
+            self.check_inputs(out, y, cond)
+        return out, keep, y
+
+    @torch.no_grad()
+    def sample(self, n: int, size: tuple[int, int] | None = None, y: torch.Tensor | int | None = None,
+               generator: torch.Generator | None = None, cached: bool = True, x: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None, cond: torch.Tensor | None = None,
+               temperature: float = 1.0) -> torch.Tensor:
+        """Draw n images (n, C, H, W) one sub-pixel at a time; with x and mask, keep x where mask is True.
+
+        All randomness is drawn up front from `generator` (one uniform per sub-pixel), so every sampler
+        implementation given the same generator seed returns the same images.
+        """
+        device = next(self.parameters()).device
+        out, keep, y = self._sampling_inputs(n, size, y, x, mask, cond, device)
+        u = torch.rand(out.shape, generator=generator).to(device)  # (n, C, H, W)
+        if cached and hasattr(self, "_sample_cached"):
+            return self._sample_cached(out, keep, y, cond, u, temperature)
+        return self._sample_naive(out, keep, y, cond, u, temperature)
+
+    def _sample_naive(self, out, keep, y, cond, u, temperature):
+        """The reference sampler: one full parallel pass per sub-pixel."""
+        was_training = self.training
+        self.eval()
+        _, channels, h, w = out.shape
+        for i in range(h):
+            for j in range(w):
+                for c in range(channels):
+                    if bool(keep[:, c, i, j].all()):
+                        continue
+                    logits = self.logits(self.scale(out), y, cond)  # (n, C, L, H, W)
+                    s = categorical_sample(logits[:, c, :, i, j], u[:, c, i, j], temperature)  # (n,)
+                    out[:, c, i, j] = torch.where(keep[:, c, i, j], out[:, c, i, j], s)
+        self.train(was_training)
+        return out

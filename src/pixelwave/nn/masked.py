@@ -1,0 +1,66 @@
+"""Masked convolutions with the R -> G -> B sub-pixel order.
+
+Every feature map in an image model is split into `groups` contiguous channel blocks, one per colour (groups =
+number of image channels). A block "belongs" to colour g: its value at pixel (i, j) may depend on pixels before
+(i, j) in raster order, and at (i, j) itself only on colours < g (mask A, the first layer) or <= g (mask B, all
+later layers). With groups = 1 mask A hides the centre and mask B shows it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def channel_groups(n: int, groups: int) -> torch.Tensor:
+    """Colour group of each of `n` channels: contiguous blocks, so C*L logits reshape to (C, L) by colour."""
+    return torch.arange(n) * groups // n  # (n,)
+
+
+def pixel_mask(out_groups: torch.Tensor, in_groups: torch.Tensor, kernel_size: tuple[int, int],
+               centre: tuple[int, int], mask_type: str) -> torch.Tensor:
+    """Mask (out, in, kh, kw): 1 above the centre row, 1 left of the centre in its row, group rule at the centre."""
+    if mask_type not in ("A", "B"):
+        raise ValueError(f"mask_type must be 'A' or 'B', not {mask_type!r}")
+    kh, kw = kernel_size
+    cy, cx = centre
+    mask = torch.ones(len(out_groups), len(in_groups), kh, kw)
+    mask[:, :, cy + 1:, :] = 0  # rows below the centre: the future
+    mask[:, :, cy, cx + 1:] = 0  # right of the centre in its row: the future
+    og, ig = out_groups[:, None], in_groups[None, :]
+    mask[:, :, cy, cx] = (ig < og) if mask_type == "A" else (ig <= og)
+    return mask
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A conv whose weight is multiplied by a causal mask; padding is explicit so the centre can sit anywhere.
+
+    `padding` is (left, right, top, bottom) as in F.pad. `out_groups` / `in_groups` override the default
+    contiguous colour blocks (used for the two halves of a gate, which share one group layout).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], mask_type: str,
+                 groups: int, centre: tuple[int, int] | None = None,
+                 padding: tuple[int, int, int, int] | None = None,
+                 out_groups: torch.Tensor | None = None, in_groups: torch.Tensor | None = None):
+        kh, kw = kernel_size
+        super().__init__(in_channels, out_channels, (kh, kw), padding=0)
+        centre = centre if centre is not None else (kh // 2, kw // 2)
+        self.pad = padding if padding is not None else (kw // 2, kw // 2, kh // 2, kh // 2)
+        og = out_groups if out_groups is not None else channel_groups(out_channels, groups)
+        ig = in_groups if in_groups is not None else channel_groups(in_channels, groups)
+        self.register_buffer("mask", pixel_mask(og, ig, (kh, kw), centre, mask_type), persistent=False)
+        self.mask_type = mask_type
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, self.pad)  # (B, C, H + top + bottom, W + left + right)
+        return F.conv2d(x, self.weight * self.mask, self.bias)
+
+
+def gate(x: torch.Tensor) -> torch.Tensor:
+    """tanh(a) * sigmoid(b) for x = [a, b] split on channels: (B, 2C, ...) -> (B, C, ...)."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
