@@ -207,3 +207,21 @@ def test_bad_inputs_raise_one_line_errors():
 def test_bits_per_dim():
     lp = torch.tensor([-784 * 0.6931471805599453, -2 * 784 * 0.6931471805599453])
     assert torch.isclose(pw.bits_per_dim(lp, 784), torch.tensor(1.5, dtype=lp.dtype))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_gated_cached_sampler_equals_naive_with_kernel_5_and_a_spatial_map(channels):
+    torch.manual_seed(0)
+    model = GatedPixelCNN(channels=channels, levels=3, hidden=24, layers=4, kernel_size=5, num_classes=2,
+                          cond_channels=2).double()
+    cond = torch.randn(2, 2, 5, 6, dtype=torch.float64)
+    y = torch.tensor([1, 0])
+    known = torch.randint(0, 3, (2, channels, 5, 6))
+    keep = torch.rand(2, channels, 5, 6, generator=torch.Generator().manual_seed(1)) < 0.3  # scattered known
+
+    def draw(cached, **kw):
+        return model.sample(2, (5, 6), y=y, cond=cond, generator=torch.Generator().manual_seed(5), cached=cached,
+                            **kw)
+
+    assert torch.equal(draw(True), draw(False))
+    assert torch.equal(draw(True, x=known, mask=keep), draw(False, x=known, mask=keep))

@@ -1,0 +1,5 @@
+import sys
+
+from pixelwave.cli import main
+
+sys.exit(main())
