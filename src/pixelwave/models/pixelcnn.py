@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelwave.distributions import categorical_sample
 from pixelwave.models.base import ImageAutoregressive
 from pixelwave.nn import MaskedConv2d
 
@@ -92,3 +93,60 @@ class PixelCNN(ImageAutoregressive):
         for block, bias in zip(self.blocks, biases[1:], strict=True):
             out = block(out if bias is None else out + bias)
         return self.head(out).view(b, c, self.levels, h, w)  # (B, C, L, H, W): channel index = c * L + level
+
+    # ---- fast generation (Ramachandran et al. 2017) ----
+    @torch.no_grad()
+    def _sample_cached(self, out, keep, y, cond, u, temperature):
+        """Same samples as the naive sampler, computing each layer only at the sub-pixel being drawn.
+
+        Each spatial conv keeps its (zero-padded) input map; the conv at (i, j) reads one window of it. Rows
+        below and pixels to the right are still zeros there, which is harmless: the mask hides them.
+        """
+        n, channels, height, width = out.shape
+        k, p = self.config.kernel_size, self.config.kernel_size // 2
+        x = self.scale(out)
+        dtype, device = x.dtype, x.device
+
+        def matrix(conv):  # masked conv weights as (out, in * kh * kw)
+            return (conv.weight * conv.mask).flatten(1)
+
+        x_map = torch.zeros(n, channels, height + 6, width + 6, dtype=dtype, device=device)  # 7x7 input conv
+        x_map[:, :, 3:3 + height, 3:3 + width] = x
+        w_in = matrix(self.input_conv)
+        blocks = [dict(block=b, w_red=matrix(b.reduce), w_conv=matrix(b.conv), w_exp=matrix(b.expand),
+                       # the k x k conv's input, relu(reduce(.)), zero-padded
+                       cache=torch.zeros(n, b.conv.in_channels, height + 2 * p, width + 2 * p, dtype=dtype,
+                                         device=device))
+                  for b in self.blocks]
+        biases = [None] * (len(self.blocks) + 1)
+        if self.class_bias is not None:
+            biases = self.class_bias(y).view(n, len(self.blocks) + 1, -1).unbind(1)  # each (n, hidden)
+        head1, head2 = self.head[1], self.head[3]
+        w1, w2 = head1.weight.flatten(1) * head1.mask.flatten(1), head2.weight.flatten(1) * head2.mask.flatten(1)
+
+        for i in range(height):
+            for j in range(width):
+                todo = [c for c in range(channels) if not bool(keep[:, c, i, j].all())]
+                # The last pass leaves the caches final: hidden units at (i, j) never see the last colour.
+                passes = todo if todo and todo[-1] == channels - 1 else todo + [channels - 1]
+                for c in passes:
+                    window = x_map[:, :, i:i + 7, j:j + 7].flatten(1)  # (n, C * 49)
+                    a = F.linear(window, w_in, self.input_conv.bias)  # (n, hidden)
+                    if biases[0] is not None:
+                        a = a + biases[0]
+                    for d, bias in zip(blocks, biases[1:], strict=True):
+                        b = d["block"]
+                        if bias is not None:
+                            a = a + bias
+                        d["cache"][:, :, i + p, j + p] = F.relu(F.linear(F.relu(a), d["w_red"], b.reduce.bias))
+                        window = d["cache"][:, :, i:i + k, j:j + k].flatten(1)  # (n, half * k * k)
+                        h = F.linear(window, d["w_conv"], b.conv.bias)
+                        a = a + F.linear(F.relu(h), d["w_exp"], b.expand.bias)
+                    if c not in todo:
+                        continue
+                    hidden = F.relu(F.linear(F.relu(a), w1, head1.bias))
+                    logits = F.linear(hidden, w2, head2.bias).view(n, channels, self.levels)
+                    s = categorical_sample(logits[:, c], u[:, c, i, j], temperature)  # (n,)
+                    out[:, c, i, j] = torch.where(keep[:, c, i, j], out[:, c, i, j], s)
+                    x_map[:, c, i + 3, j + 3] = self.scale(out[:, :, i, j][:, :, None, None])[:, c, 0, 0]
+        return out
