@@ -1,0 +1,137 @@
+"""The command line end to end: train -> eval -> sample -> complete, and bad input -> one line, exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pixelwave as pw
+from pixelwave.cli import main
+
+TINY = ["--preset", "tiny", "--no-progress", "--eval-every", "0", "--samples", "0"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    rc = main(["train", "--model", "gated_pixelcnn", "--data", "mnist-sample-binary", "--steps", "3",
+               "--out", str(out), *TINY])
+    assert rc == 0
+    return out
+
+
+def test_train_writes_a_loadable_run(run_dir):
+    model = pw.load(run_dir)
+    assert model.model_name == "gated_pixelcnn" and model.num_classes == 10 and model.levels == 2
+    info = json.loads((run_dir / "data.json").read_text())
+    assert info["size"] == [28, 28] and info["num_classes"] == 10
+
+
+def test_eval_json(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--data", "mnist-sample-binary", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["examples"] == 500 and 0 < result["bits_per_dim"] < 2
+
+
+def test_sample_grid_one_row_per_class(run_dir, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(run_dir), "-n", "10", "--out", str(out), "--scale", "1"]) == 0
+    img = Image.open(out)
+    assert img.size == (2 + 1 * 30, 2 + 10 * 30)  # 10 rows (classes) of 1 sample, 28 px + 2 px padding
+    assert main(["sample", str(run_dir), "-n", "4", "--class", "3", "--out", str(tmp_path / "g3.png")]) == 0
+
+
+def test_complete_keeps_the_top_half(run_dir, tmp_path):
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[4:14, 10:18] = 255
+    Image.fromarray(digit).save(tmp_path / "in.png")
+    out = tmp_path / "done.png"
+    rc = main(["complete", str(run_dir), "--image", str(tmp_path / "in.png"), "--keep", "top-half", "--class", "1",
+               "-n", "2", "--out", str(out), "--scale", "1"])
+    assert rc == 0
+    grid = np.array(Image.open(out))  # original | kept | 2 completions, 2 px padding
+    panels = [grid[2:30, 2 + k * 30: 30 + k * 30] for k in range(4)]
+    for completion in panels[2:]:
+        assert np.array_equal(completion[:14], digit[:14])
+    mask = np.zeros((28, 28), dtype=np.uint8)
+    mask[:, :7] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    rc = main(["complete", str(run_dir), "--image", str(tmp_path / "in.png"), "--keep", str(tmp_path / "mask.png"),
+               "--class", "1", "-n", "1", "--out", str(tmp_path / "m.png")])
+    assert rc == 0
+
+
+def test_receptive_field_figure(tmp_path, capsys):
+    out = tmp_path / "rf.png"
+    assert main(["receptive-field", "--model", "pixelcnn,gated_pixelcnn", "--layers", "4", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    pixelcnn_line, gated_line = [line for line in text.splitlines() if "blind spot" in line]
+    assert "blind spot: 0" not in pixelcnn_line and gated_line.endswith("blind spot: 0")
+    assert Image.open(out).size[0] > 300
+
+
+def bad(argv, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("pixelwave: error:"), err
+    assert "Traceback" not in err
+    return err
+
+
+def test_bad_input_one_line_exit_2(run_dir, tmp_path, capsys):
+    (tmp_path / "garbage.png").write_bytes(b"not an image at all")
+    Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(tmp_path / "small.png")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "cfg.json").write_text(json.dumps({"hidden": 8, "no_such_flag": 1}))
+    (tmp_path / "cfg_type.json").write_text(json.dumps({"hidden": "wide"}))
+    grid = str(tmp_path / "x.png")
+    cases = [
+        (["train", "--model", "nope", "--data", "mnist-sample", "--out", str(tmp_path / "r")], "nope"),
+        (["train", "--model", "pixelcnn", "--data", "nope", "--out", str(tmp_path / "r")], "unknown data"),
+        (["train", "--model", "pixelcnn", "--data", f"images:{tmp_path / 'empty'}", "--out", str(tmp_path / "r")],
+         "empty"),
+        (["train", "--model", "pixelcnn", "--data", "mnist-sample", "--config", str(tmp_path / "cfg.json")],
+         "no_such_flag"),
+        (["train", "--model", "pixelcnn", "--data", "mnist-sample", "--config", str(tmp_path / "cfg_type.json")],
+         "hidden"),
+        (["train", "--model", "pixelcnn", "--data", "mnist-sample", "--hidden", "-3"], "hidden"),
+        (["sample", str(run_dir), "--class", "12", "--out", grid], "out of range"),
+        (["sample", str(tmp_path), "--out", grid], "not a pixelwave checkpoint"),
+        (["sample", str(tmp_path / "missing"), "--out", grid], "no such"),
+        (["eval", str(run_dir), "--data", "mnist-sample"], "levels"),
+        (["complete", str(run_dir), "--image", str(tmp_path / "garbage.png"), "--keep", "top-half", "--class", "1",
+          "--out", grid], "not a readable image"),
+        (["complete", str(run_dir), "--image", str(tmp_path / "small.png"), "--keep", "top-half", "--class", "1",
+          "--out", grid], "10x10"),
+        (["receptive-field", "--model", "wavenet", "--layers", "3", "--out", grid], "wavenet"),
+    ]
+    for argv, expected in cases:
+        err = bad(argv, capsys)
+        assert expected in err, (argv, err)
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "r").exists()
+
+
+def test_nothing_is_overwritten(run_dir, tmp_path, capsys):
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    err = bad(["train", "--model", "gated_pixelcnn", "--data", "mnist-sample-binary", "--out", str(run_dir),
+               *TINY], capsys)
+    assert "--resume" in err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    existing = tmp_path / "keep.png"
+    existing.write_bytes(b"precious")
+    bad(["sample", str(run_dir), "-n", "2", "--out", str(existing)], capsys)
+    assert existing.read_bytes() == b"precious"
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed entry point, in a real process: one line on stderr, exit 2, no traceback."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    r = subprocess.run([sys.executable, "-m", "pixelwave", "eval", str(tmp_path), "--data", "mnist-sample"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
