@@ -1,0 +1,203 @@
+"""Audio maths and files: the mu-law codec, log-mel features, reading (mono, resampled) and writing WAV.
+
+mu-law (ITU-T G.711 style companding, as in the WaveNet paper, with mu = levels - 1):
+
+    encode   y = sign(x) * ln(1 + mu |x|) / ln(1 + mu)          x in [-1, 1] -> y in [-1, 1]
+             code = floor((y + 1) / 2 * mu + 1/2)               y -> integer code in 0 .. mu  (levels values)
+    decode   y = 2 code / mu - 1                                 the centre of the code's bin in the y domain
+             x = sign(y) * ((1 + mu)^|y| - 1) / mu
+
+so encode(decode(c)) == c for every code, and |decode(encode(x)) - x| is at most half the width of x's bin
+(the bins are 2/mu wide in y; in x they are narrow near 0 and wide near +-1). Code 0 is -1.0, code levels-1
+is +1.0; silence (0.0) is code floor(mu/2 + 1/2) = 128 for 256 levels (`silence_code`). Input outside
+[-1, 1] is clipped.
+
+Files are read with soundfile (WAV, FLAC, OGG, ... whatever libsndfile reads), mixed down to mono by averaging
+the channels and resampled with soxr (high quality). Anything unreadable -- not audio, truncated, empty --
+raises `UserError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelwave.errors import UserError
+
+__all__ = ["mu_law_encode", "mu_law_decode", "silence_code", "mel_filterbank", "log_mel", "read_audio",
+           "write_wav", "trim_silence", "resample"]
+
+
+# ----------------------------------------------------------------------------------------------- mu-law codec
+def _check_levels(levels: int) -> int:
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, not {levels!r}")
+    return levels
+
+
+def mu_law_encode(wave: torch.Tensor | np.ndarray | float, levels: int = 256) -> torch.Tensor:
+    """Waveform in [-1, 1] (any shape) -> LongTensor of mu-law codes in [0, levels); mu = levels - 1."""
+    mu = _check_levels(levels) - 1
+    x = torch.as_tensor(wave)
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"mu_law_encode takes a float waveform in [-1, 1], not {x.dtype}")
+    x = x.double().clamp(-1.0, 1.0)  # float64: the code boundaries are the same whatever the input dtype
+    y = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+    return torch.floor((y + 1.0) / 2.0 * mu + 0.5).long()
+
+
+def mu_law_decode(codes: torch.Tensor | np.ndarray | int, levels: int = 256) -> torch.Tensor:
+    """mu-law codes in [0, levels) (any shape) -> float32 wave in [-1, 1], each code's bin centre."""
+    mu = _check_levels(levels) - 1
+    c = torch.as_tensor(codes)
+    if c.dtype.is_floating_point:
+        raise ValueError(f"mu_law_decode takes integer codes, not {c.dtype}")
+    if c.numel() and (int(c.min()) < 0 or int(c.max()) > mu):
+        raise ValueError(f"codes must be in [0, {levels}), got [{int(c.min())}, {int(c.max())}]")
+    y = c.double() * (2.0 / mu) - 1.0
+    x = torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu
+    return x.float()
+
+
+def silence_code(levels: int = 256) -> int:
+    """The code of 0.0: what the model sees before t = 0."""
+    return int(mu_law_encode(torch.tensor(0.0), levels))
+
+
+# ----------------------------------------------------------------------------------------------- log-mel
+def _hz_to_mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)  # HTK mel scale
+
+
+def _mel_to_hz(m):
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 80, f_min: float = 0.0,
+                   f_max: float | None = None) -> torch.Tensor:
+    """Triangular filters (n_mels, n_fft // 2 + 1) on the HTK mel scale, each of unit area (Slaney-style)."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    if not 0 <= f_min < f_max <= sample_rate / 2:
+        raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}")
+    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)  # (F,) centre of every STFT bin
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))  # (n_mels + 2,)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (n_mels, 1) each
+    rising = (freqs[None] - lo) / (mid - lo)
+    falling = (hi - freqs[None]) / (hi - mid)
+    tri = np.maximum(0.0, np.minimum(rising, falling))  # (n_mels, F)
+    tri *= (2.0 / (hi - lo))  # equal area: wide high-frequency filters do not dominate
+    return torch.from_numpy(tri).float()
+
+
+def log_mel(wave: torch.Tensor, sample_rate: int, n_mels: int = 80, hop_length: int = 200, n_fft: int = 800,
+            f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
+    """Log-magnitude mel spectrogram: (T,) -> (n_mels, ceil(T / hop)); (B, T) -> (B, n_mels, ceil(T / hop)).
+
+    Frame f is a Hann window of n_fft samples centred on sample f * hop (the signal is zero-padded at both
+    ends), so a signal of T = F * hop samples has exactly F frames. log(max(|STFT| @ mel, 1e-5)), natural log.
+    Defaults (16 kHz): 50 ms windows every 12.5 ms, 80 mel bands from 0 to 8 kHz.
+    """
+    wave = torch.as_tensor(wave)
+    if not wave.dtype.is_floating_point or wave.dim() not in (1, 2):
+        raise ValueError(f"log_mel takes a float wave (T,) or (B, T), got {wave.dtype} {tuple(wave.shape)}")
+    if hop_length < 1 or n_fft < 2:
+        raise ValueError(f"need hop_length >= 1 and n_fft >= 2, got {hop_length}, {n_fft}")
+    single = wave.dim() == 1
+    x = wave.float()[None] if single else wave.float()  # (B, T)
+    frames = -(-x.shape[-1] // hop_length)
+    window = torch.hann_window(n_fft, device=x.device)
+    spec = torch.stft(x, n_fft, hop_length=hop_length, window=window, center=True, pad_mode="constant",
+                      return_complex=True)  # (B, n_fft // 2 + 1, 1 + T // hop)
+    mel = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max).to(x.device) @ spec.abs()  # (B, n_mels, .)
+    out = torch.log(mel.clamp(min=1e-5))[..., :frames]  # (B, n_mels, ceil(T / hop))
+    return out[0] if single else out
+
+
+# ----------------------------------------------------------------------------------------------- files
+def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Mono float32 waveform from one sample rate to another with soxr (high quality); a no-op if equal."""
+    if from_rate == to_rate:
+        return np.ascontiguousarray(wave, dtype=np.float32)
+    import soxr
+
+    return soxr.resample(np.ascontiguousarray(wave, dtype=np.float32), from_rate, to_rate).astype(np.float32)
+
+
+_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as a mono float32 waveform in [-1, 1]: (wave (T,), rate).
+
+    Channels are averaged; with `sample_rate` the audio is resampled to it (soxr) and that rate is returned.
+    Not audio, truncated (the header promises more data than the file holds) or empty -> UserError.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such audio file")
+    try:
+        info = sf.info(str(path))
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (T, channels)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable audio file ({message})") from None
+    declared = _DATA_SIZE.search(info.extra_info or "")
+    # libsndfile reads a cut-off WAV without complaint but logs "data : <declared> (should be <present>)";
+    # 0 and 0xFFFFFFFF are the placeholders of streamed WAVs, not truncation.
+    header, present = (int(declared.group(1)), int(declared.group(2))) if declared else (0, 0)
+    if 0 < header < 0xFFFFFFFF and header > present:
+        raise UserError(f"{path}: truncated ({present} of the {header} audio bytes its header declares)")
+    if info.frames > 0 and data.shape[0] < info.frames:
+        raise UserError(f"{path}: truncated ({data.shape[0]} of {info.frames} frames)")
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise UserError(f"{path}: empty (no audio frames)")
+    if not np.isfinite(data).all():
+        raise UserError(f"{path}: holds NaN or infinite samples")
+    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]  # mono mix-down
+    if sample_rate is not None and sample_rate != rate:
+        wave, rate = resample(wave, rate, sample_rate), sample_rate
+    return np.clip(wave, -1.0, 1.0).astype(np.float32), int(rate)
+
+
+def write_wav(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
+    """Write a mono waveform in [-1, 1] ((T,) float) as a 16-bit PCM WAV file (clipped to [-1, 1])."""
+    import soundfile as sf
+
+    if isinstance(wave, torch.Tensor):
+        wave = wave.detach().cpu().float().numpy()
+    w = np.asarray(wave, np.float32)
+    if w.ndim != 1:
+        raise ValueError(f"write_wav takes a mono waveform (T,), got shape {w.shape}")
+    path = Path(path)
+    sf.write(str(path), np.clip(w, -1.0, 1.0), int(sample_rate), subtype="PCM_16", format="WAV")
+    return path
+
+
+def trim_silence(wave: np.ndarray, sample_rate: int, top_db: float = 40.0, frame_ms: float = 10.0,
+                 margin_ms: float = 50.0) -> np.ndarray:
+    """Cut leading and trailing silence; pauses inside the utterance are kept.
+
+    The energy threshold: split the wave into non-overlapping `frame_ms` frames; a frame is sound when its RMS
+    is within `top_db` dB of the loudest frame's RMS. Everything before the first and after the last sound
+    frame is cut, keeping `margin_ms` on each side. An all-zero wave comes back empty.
+    """
+    frame = max(1, int(round(sample_rate * frame_ms / 1000)))
+    n = len(wave) // frame
+    if n == 0:
+        return wave if np.abs(wave).max(initial=0.0) > 0 else wave[:0]
+    rms = np.sqrt(np.mean(np.square(wave[: n * frame].reshape(n, frame), dtype=np.float64), axis=1))  # (n,)
+    peak = rms.max()
+    if peak <= 0:
+        return wave[:0]
+    loud = np.flatnonzero(rms >= peak * 10.0 ** (-top_db / 20.0))
+    margin = int(round(sample_rate * margin_ms / 1000))
+    start = max(0, loud[0] * frame - margin)
+    end = min(len(wave), (loud[-1] + 1) * frame + margin)
+    return wave[start:end]
