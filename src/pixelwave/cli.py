@@ -333,12 +333,12 @@ def cmd_complete(args, parser) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     completions = model.sample(n, x=x, mask=mask, y=y, generator=gen, cached=not args.naive,
                                temperature=args.temperature)
-    shown = known.clone()
-    shown[:, ~keep] = model.levels // 2  # the part to fill, in mid-grey
-    from pixelwave.viz import image_grid, save_image
+    from pixelwave.viz import image_grid, save_image, to_uint8
 
-    panel = torch.cat([known[None], shown[None], completions.cpu()])
-    save_image(image_grid(panel, model.levels, nrow=len(panel), scale=args.scale), out)
+    panel = torch.cat([known[None], known[None], completions.cpu()])  # original | kept part | completions
+    panel = torch.from_numpy(to_uint8(panel, model.levels)).permute(0, 3, 1, 2).long()  # (N, C, H, W), 0..255
+    panel[1][:, ~keep] = 128  # the part to fill, in mid-grey
+    save_image(image_grid(panel, 256, nrow=len(panel), scale=args.scale), out)
     print(f"wrote {out} (original, kept part, {n} completions)")
     return 0
 
