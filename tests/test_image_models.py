@@ -9,7 +9,6 @@ import pixelwave as pw
 from pixelwave.models import GatedPixelCNN, PixelCNN
 
 
-
 def tiny(model_cls, channels, levels=4, **kw):
     torch.manual_seed(0)
     defaults = dict(hidden=24, layers=3, kernel_size=3)

@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                             "--out", str(out / "receptive_field.png"), "--force"])
     print(f"\ndemo done. In {out}/:")
     print(f"  {run_dir}/          the trained model (pixelwave.load('{run_dir}')), TensorBoard logs in tb/")
-    print(f"  samples.png         a row of samples per digit class")
-    print(f"  completion_*.png    held-out digit, its kept top half, 6 completions")
-    print(f"  receptive_field.png PixelCNN's blind spot next to Gated PixelCNN without one")
+    print("  samples.png         a row of samples per digit class")
+    print("  completion_*.png    held-out digit, its kept top half, 6 completions")
+    print("  receptive_field.png PixelCNN's blind spot next to Gated PixelCNN without one")
     return 0
 
 
