@@ -116,7 +116,8 @@ def build_speech_corpus(out_dir: str | os.PathLike, voices=None,
             plan += [(i, v, "test") for v in voices]
         else:
             k = len(voices) if voices_per_sentence is None else voices_per_sentence
-            plan += [(i, voices[(n_train + j) % len(voices)], "train") for j in range(k)]
+            chosen = sorted({(n_train + j) % len(voices) for j in range(k)})  # round-robin, in voice order
+            plan += [(i, voices[v], "train") for v in chosen]
             n_train += 1
 
     import soundfile as sf
