@@ -1,0 +1,431 @@
+"""The training loop: run directory, exact evaluation, bit-identical resume (in-process and after SIGKILL),
+refusing to clobber runs, divergence, no pickle, torchrun with 2 CPU processes, learning on real data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import pixelwave as pw
+from pixelwave import train, train_state
+from pixelwave.data.base import ImageDataset
+from pixelwave.errors import UserError
+
+TESTS = Path(__file__).resolve().parent
+SRC = Path(pw.__file__).resolve().parents[1]
+
+
+# ---- tiny things shared with the subprocess scripts below (they import this module) ----
+def toy_sets(n_train: int = 20, n_test: int = 9) -> tuple[ImageDataset, ImageDataset]:
+    """Binary 6x6 images with a little structure (vertical bars) and 2 classes."""
+    g = torch.Generator().manual_seed(1234)
+    n = n_train + n_test
+    y = torch.randint(0, 2, (n,), generator=g)
+    cols = torch.rand(n, 1, 1, 6, generator=g) < 0.3 + 0.4 * y[:, None, None, None]  # (N, 1, 1, 6)
+    noise = torch.rand(n, 1, 6, 6, generator=g) < 0.1
+    x = (cols.expand(n, 1, 6, 6) ^ noise).to(torch.uint8)  # (N, 1, 6, 6)
+    make = lambda s: ImageDataset("toy", x[s], y[s], levels=2, num_classes=2)  # noqa: E731
+    return make(slice(0, n_train)), make(slice(n_train, n))
+
+
+def tiny_model(seed: int = 0, **kw) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return pw.models.GatedPixelCNN(**{"channels": 1, "levels": 2, "hidden": 4, "layers": 2, "kernel_size": 3,
+                                      **kw})
+
+
+def make_args(out, *flags: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    train.add_train_arguments(parser)
+    base = ["--out", str(out), "--no-progress", "--samples", "0", "--log-every", "1", "--eval-every", "0",
+            "--batch-size", "8", "--warmup-steps", "2", "--lr", "1e-2"]
+    return parser.parse_args(base + list(flags))
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and 2 OpenMP threads on busy shared cores can be 100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["OMP_NUM_THREADS"] = "1"
+    e["PYTHONPATH"] = os.pathsep.join([str(SRC), str(TESTS), e.get("PYTHONPATH", "")])
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        e.pop(k, None)
+    return e
+
+
+# A script that trains the tiny model: `python script.py OUT FLAGS...` (also under torchrun).
+SCRIPT = """
+import sys
+from test_train import make_args, tiny_model, toy_sets
+from pixelwave import train
+train_set, test_set = toy_sets()
+train.run(make_args(sys.argv[1], *sys.argv[2:]), tiny_model(), train_set, test_set)
+"""
+
+
+# ---- tests ----
+def test_learning_rate_schedule():
+    lrs = [train.learning_rate(s, 1.0, 0.1, 4, 20) for s in range(22)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]  # linear warm-up reaching the peak
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))  # then never increasing
+    assert lrs[19] > 0.1 and math.isclose(lrs[20], 0.1) and lrs[21] == 0.1  # min-lr exactly at --steps
+
+
+def test_run_writes_a_loadable_run_directory(tmp_path):
+    train_set, test_set = toy_sets()
+    out = tmp_path / "run"
+    model = tiny_model()
+    metrics = train.run(make_args(out, "--steps", "3", "--ema", "0.9"), model, train_set, test_set)
+
+    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "ema.safetensors",
+                                               "data.json", "train_args.json", "tb", "checkpoints"}
+    assert json.loads((out / "data.json").read_text()) == json.loads(json.dumps(train_set.info()))
+    assert json.loads((out / "train_args.json").read_text())["steps"] == 3
+    assert [s for s, _ in train_state.list_checkpoints(out)] == [3]
+
+    loaded = pw.load(out)
+    batch = test_set.batch(torch.arange(len(test_set)))
+    model.eval()
+    assert torch.equal(loaded(batch["x"]), model(batch["x"]))  # unconditional model: labels dropped
+    # The reported held-out bits/dim is the exact whole-split figure of the saved weights.
+    assert metrics["step"] == 3 and metrics["test_examples"] == len(test_set)
+    expected = train.evaluate(loaded, test_set, 4, "cpu")["bits_per_dim"]
+    assert metrics["test_bits_per_dim"] == pytest.approx(expected, rel=1e-12)
+    ema = pw.load(out, weights="ema.safetensors")
+    assert metrics["test_ema_bits_per_dim"] == pytest.approx(
+        train.evaluate(ema, test_set, 5, "cpu")["bits_per_dim"], rel=1e-12)
+    assert not torch.equal(ema(batch["x"]), loaded(batch["x"]))
+
+
+def test_ema_is_the_moving_average_of_the_weights(tmp_path):
+    train_set, test_set = toy_sets()
+    init = {k: v.clone() for k, v in tiny_model().state_dict().items()}
+    train.run(make_args(tmp_path / "run", "--steps", "1", "--ema", "0.75"), tiny_model(), train_set, test_set)
+    final, ema = weights(tmp_path / "run/model.safetensors"), weights(tmp_path / "run/ema.safetensors")
+    assert sum(not torch.equal(final[k], init[k]) for k in init) > len(init) // 2  # it trained
+    for k in init:
+        torch.testing.assert_close(ema[k], 0.75 * init[k] + 0.25 * final[k])
+
+
+def test_evaluate_aggregates_the_whole_set_exactly():
+    _, test_set = toy_sets(n_test=23)
+    model = tiny_model().eval()
+    x = test_set.batch(torch.arange(23))["x"]
+    with torch.no_grad():
+        log_p = model(x).double()  # (23,)
+    expected = -log_p.sum().item() / (23 * 36 * math.log(2))
+    for batch_size in (1, 5, 23, 64):  # uneven last batches must not be over-weighted
+        r = train.evaluate(model, test_set, batch_size, "cpu")
+        assert r["examples"] == 23
+        assert r["bits_per_dim"] == pytest.approx(expected, rel=1e-6)  # float32 convs differ ~1e-8 by batch
+        assert r["nats_per_example"] == pytest.approx(-log_p.mean().item(), rel=1e-6)
+    assert train.evaluate(model, test_set, 5, "cpu", max_batches=2)["examples"] == 10
+
+
+def test_conditional_model_trains_and_needs_labels(tmp_path):
+    train_set, test_set = toy_sets()
+    metrics = train.run(make_args(tmp_path / "c", "--steps", "2"), tiny_model(num_classes=2), train_set,
+                        test_set)
+    assert math.isfinite(metrics["test_bits_per_dim"])
+    unlabelled = ImageDataset("toy-nolabels", train_set.x, None, levels=2)
+    with pytest.raises(UserError, match="has no labels"):
+        train.run(make_args(tmp_path / "d", "--steps", "2"), tiny_model(num_classes=2), unlabelled, None)
+    assert not (tmp_path / "d").exists()  # bad input: nothing written
+
+
+def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path):
+    """6 steps straight vs SIGTERM during step 3, then --resume: same weights, optimizer state and EMA."""
+    flags = ["--steps", "6", "--ema", "0.9", "--optimizer", "adamw", "--weight-decay", "0.1",
+             "--grad-clip", "0.5", "--checkpoint-every", "4"]  # 20 examples / batch 8: two new epochs
+    train_set, test_set = toy_sets()
+    train.run(make_args(tmp_path / "a", *flags), tiny_model(), train_set, test_set)
+
+    calls = {"n": 0}
+    real_batch = train_set.batch
+
+    def batch_then_sigterm(idx, generator=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_batch(idx, generator)
+
+    train_set.batch = batch_then_sigterm
+    with pytest.raises(SystemExit) as stop:
+        train.run(make_args(tmp_path / "b", *flags), tiny_model(), train_set, test_set)
+    assert stop.value.code == 143
+    assert [s for s, _ in train_state.list_checkpoints(tmp_path / "b")] == [3]  # saved on the way out
+    assert signal.getsignal(signal.SIGTERM) is not None and calls["n"] == 3
+    train_set.batch = real_batch
+
+    train.run(make_args(tmp_path / "b", *flags, "--resume"), tiny_model(seed=99), train_set, test_set)
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        assert_same_tensors(weights(tmp_path / "a/checkpoints/step-000006" / name),
+                            weights(tmp_path / "b/checkpoints/step-000006" / name))
+    a = json.loads((tmp_path / "a/checkpoints/step-000006/state.json").read_text())
+    b = json.loads((tmp_path / "b/checkpoints/step-000006/state.json").read_text())
+    assert (a["epoch"], a["epoch_offset"]) == (b["epoch"], b["epoch_offset"]) == (2, 16)
+    assert a["lr"] == b["lr"]
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    """--steps 3, then --resume --steps 6 equals --steps 6 when the schedule does not depend on --steps."""
+    flags = ["--warmup-steps", "0", "--min-lr", "1e-2"]  # constant learning rate
+    train_set, test_set = toy_sets()
+    train.run(make_args(tmp_path / "a", "--steps", "6", *flags), tiny_model(), train_set, test_set)
+    train.run(make_args(tmp_path / "b", "--steps", "3", *flags), tiny_model(), train_set, test_set)
+    metrics = train.run(make_args(tmp_path / "b", "--steps", "6", "--resume", *flags), tiny_model(),
+                        train_set, test_set)
+    assert metrics["step"] == 6
+    assert_same_tensors(weights(tmp_path / "a/model.safetensors"), weights(tmp_path / "b/model.safetensors"))
+    with pytest.raises(UserError, match="already at step 6"):
+        train.run(make_args(tmp_path / "b", "--steps", "5", "--resume", *flags), tiny_model(), train_set,
+                  test_set)
+
+
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
+    script = tmp_path / "train_toy.py"
+    script.write_text(SCRIPT)
+    flags = ["--steps", "60", "--checkpoint-every", "1", "--keep-checkpoints", "2", "--ema", "0.5"]
+    subprocess.run([sys.executable, str(script), str(tmp_path / "ref"), *flags], env=env(), check=True,
+                   capture_output=True, timeout=120)
+    out = tmp_path / "killed"
+    rng = random.Random()
+    kills = []
+    for attempt in range(3):
+        args = [sys.executable, str(script), str(out), *flags] + (["--resume"] if attempt else [])
+        proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        start = train_state.latest_checkpoint(out)
+        deadline = time.time() + 60
+        while train_state.latest_checkpoint(out) == start and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)  # wait until this attempt has made progress
+        delay = rng.uniform(0.0, 0.2)
+        time.sleep(delay)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.kill()  # SIGKILL: no handler runs, possibly in the middle of writing a checkpoint
+        proc.wait()
+        kills.append((delay, train_state.latest_checkpoint(out).name))
+        assert len(train_state.list_checkpoints(out)) <= 3  # K, or K + 1 if killed between rename and prune
+    subprocess.run([sys.executable, str(script), str(out), *flags, "--resume"], env=env(), check=True,
+                   capture_output=True, timeout=120)
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert_same_tensors(weights(tmp_path / "ref" / name), weights(out / name)), kills
+    assert [s for s, _ in train_state.list_checkpoints(out)] == [59, 60]
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # temporaries cleaned
+
+
+def test_sigint_in_a_subprocess_checkpoints_says_so_and_exits_130(tmp_path):
+    script = tmp_path / "train_toy.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(script), str(out), "--steps", "100000", "--checkpoint-every",
+                             "50"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while train_state.latest_checkpoint(out) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    (line,) = [s for s in stdout.splitlines() if s.startswith("stopped by SIGINT")]
+    step = int(line.split("after step ")[1].split(":")[0])
+    assert step > 50  # signalled after checkpoint 50 was written: the step it interrupted is saved too
+    assert train_state.list_checkpoints(out)[-1][0] == step and f"step-{step:06d}" in line
+    assert "Traceback" not in stderr
+
+
+def test_existing_directory_needs_resume_or_overwrite(tmp_path):
+    train_set, test_set = toy_sets()
+    out = tmp_path / "run"
+    train.run(make_args(out, "--steps", "1"), tiny_model(), train_set, test_set)
+    before = weights(out / "model.safetensors")
+
+    with pytest.raises(UserError, match=r"run directory .* exists: pass --resume to continue it or --overw"):
+        train.run(make_args(out, "--steps", "2"), tiny_model(), train_set, test_set)
+    with pytest.raises(UserError, match="contradict"):
+        train.run(make_args(out, "--steps", "2", "--resume", "--overwrite"), tiny_model(), train_set,
+                  test_set)
+    with pytest.raises(UserError, match="was trained as gated_pixelcnn"):
+        train.run(make_args(out, "--steps", "2", "--resume"), tiny_model(hidden=6), train_set, test_set)
+    assert_same_tensors(before, weights(out / "model.safetensors"))  # refused: nothing touched
+
+    train.run(make_args(out, "--steps", "2", "--overwrite"), tiny_model(seed=5), train_set, test_set)
+    assert [s for s, _ in train_state.list_checkpoints(out)] == [2]
+
+    # --overwrite never deletes a folder that is not a run; --resume does not write into one either.
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    for flag in ("--overwrite", "--resume"):
+        with pytest.raises(UserError, match="mine"):
+            train.run(make_args(other, "--steps", "1", flag), tiny_model(), train_set, test_set)
+    assert [p.name for p in other.iterdir()] == ["thesis.tex"]
+
+    # --resume in an empty or missing folder starts a new run; an unwritable --out is one clear error.
+    train.run(make_args(tmp_path / "new", "--steps", "1", "--resume"), tiny_model(), train_set, test_set)
+    assert (tmp_path / "new/model.safetensors").is_file()
+    with pytest.raises(UserError, match="cannot write the run directory"):
+        train.run(make_args(tmp_path / "mine/thesis.tex/run", "--steps", "1"), tiny_model(), train_set,
+                  test_set)
+
+
+def test_bad_flags_are_one_line_errors_before_anything_is_written(tmp_path):
+    train_set, test_set = toy_sets()
+    for flags, message in [(["--steps", "0"], "--steps"), (["--batch-size", "21"], "larger than the"),
+                           (["--lr", "nan"], "--lr"), (["--lr", "1e-3", "--min-lr", "1e-2"], "--min-lr"),
+                           (["--ema", "1"], "--ema"), (["--keep-checkpoints", "0"], "--keep-checkpoints"),
+                           (["--grad-clip", "-1"], "--grad-clip"), (["--device", "cuda"], "--device cuda")]:
+        if flags[-1] == "cuda" and torch.cuda.is_available():
+            continue
+        with pytest.raises(UserError, match=message):
+            train.run(make_args(tmp_path / "bad", *flags), tiny_model(), train_set, test_set)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    train_set, test_set = toy_sets()
+    model = tiny_model()
+    real_forward, calls = model.forward, {"n": 0}
+
+    def forward_nan_at_third_call(*args, **kwargs):
+        calls["n"] += 1
+        log_p = real_forward(*args, **kwargs)
+        return log_p * float("nan") if calls["n"] == 3 else log_p
+
+    model.forward = forward_nan_at_third_call
+    out = tmp_path / "run"
+    with pytest.raises(train.NonFiniteLoss, match=r"loss is nan at step 3.*step-000002") as err:
+        train.run(make_args(out, "--steps", "6", "--checkpoint-every", "1"), model, train_set, test_set)
+    assert isinstance(err.value, UserError) and "\n" not in str(err.value)
+    assert [s for s, _ in train_state.list_checkpoints(out)] == [1, 2]  # the bad step was not saved
+    last = weights(out / "checkpoints/step-000002/model.safetensors")
+    assert all(torch.isfinite(t).all() for t in last.values())
+    assert_same_tensors(last, weights(out / "model.safetensors"))
+    # ... and the run continues from there.
+    train.run(make_args(out, "--steps", "4", "--resume"), tiny_model(), train_set, test_set)
+    assert [s for s, _ in train_state.list_checkpoints(out)][-1] == 4
+
+
+def test_training_state_holds_no_pickle_and_refuses_one(tmp_path):
+    train_set, test_set = toy_sets()
+    out = tmp_path / "run"
+    train.run(make_args(out, "--steps", "2", "--ema", "0.9", "--checkpoint-every", "1"), tiny_model(),
+              train_set, test_set)
+    for path in out.rglob("*"):
+        if path.is_dir() or path.parent.name == "tb":
+            continue
+        assert path.suffix in (".json", ".safetensors"), path
+        head = path.read_bytes()[:2]
+        assert head[:1] != b"\x80" and head != b"PK", path  # neither a pickle nor a torch.save zip
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            load_file(str(path))
+
+    # Plant a pickle payload where the optimizer state goes: resuming refuses it and it never runs.
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"state": Payload()}, out / "checkpoints/step-000002/optimizer.safetensors")
+    with pytest.raises(UserError, match="optimizer.safetensors"):
+        train.run(make_args(out, "--steps", "3", "--resume"), tiny_model(), train_set, test_set)
+    assert not marker.exists()
+
+
+def test_tensorboard_scalars_and_sample_grid(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_set, test_set = toy_sets()
+    out = tmp_path / "run"
+    train.run(make_args(out, "--steps", "2", "--eval-every", "1", "--samples", "4", "--bf16"),
+              tiny_model(num_classes=2), train_set, test_set)
+    events = EventAccumulator(str(out / "tb")).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/bits_per_dim", "test/bits_per_dim", "lr", "throughput/examples_per_second",
+            "throughput/dims_per_second"} <= scalars
+    assert [e.step for e in events.Scalars("test/bits_per_dim")] == [1, 2]
+    (image,) = events.Images("samples")
+    assert (image.height, image.width) == (2 * 7 + 1, 2 * 7 + 1)  # 4 samples, a class a column, 6x6 + pad
+
+
+def test_grid_layout():
+    x = torch.tensor([0, 1, 1, 0]).view(4, 1, 1, 1).expand(4, 1, 2, 2)
+    grid = train.image_grid(x, levels=2, nrow=2, pad=1)
+    assert grid.shape == (1, 7, 7)
+    assert grid[0, 1, 1] == 0 and grid[0, 1, 4] == 1 and grid[0, 4, 1] == 1 and grid[0, 0, 0] == 0.5
+
+
+def test_torchrun_two_cpu_processes_match_one(tmp_path):
+    script = tmp_path / "train_toy.py"
+    script.write_text(SCRIPT)
+    flags = ["--steps", "4", "--eval-every", "2", "--checkpoint-every", "2"]
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), *flags], env=env(),
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = subprocess.run([*torchrun, str(script), str(tmp_path / "two"), *flags], env=env(),
+                         capture_output=True, text=True, timeout=180)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("done: step 4") == 1  # rank 0 alone logs
+    assert "(4 on each of 2 processes)" in two.stdout
+    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if "tb" not in p.parts)  # noqa: E731
+    assert files(tmp_path / "two") == files(tmp_path / "one")
+    assert len(list((tmp_path / "two/tb").iterdir())) == 1  # one writer
+    # The same global batches, gradients averaged over the ranks: the same weights up to summation order.
+    a, b = weights(tmp_path / "one/model.safetensors"), weights(tmp_path / "two/model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    ta = json.loads((tmp_path / "one/checkpoints/step-000004/state.json").read_text())["metrics"]
+    tb = json.loads((tmp_path / "two/checkpoints/step-000004/state.json").read_text())["metrics"]
+    assert tb["test_examples"] == ta["test_examples"] == 9  # the whole split, shared over ranks, counted once
+    assert tb["test_bits_per_dim"] == pytest.approx(ta["test_bits_per_dim"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_learns_binary_mnist(tmp_path):
+    """A tiny Gated PixelCNN, 200 steps (~20 s) on the real MNIST sample: held-out bits/dim well under the
+    0.57 of a model that knows only the fraction of ink and the 0.38 of one that knows each pixel's own
+    frequency (measured: 0.146 after 200 steps; bound 0.2)."""
+    from pixelwave.data.images import load_images
+
+    train_set = load_images("mnist-sample-binary", "train")
+    test_set = load_images("mnist-sample-binary", "test")
+    ink = train_set.x.float().mean().item()
+    marginal = -(ink * math.log2(ink) + (1 - ink) * math.log2(1 - ink))
+    assert marginal > 0.5
+    torch.manual_seed(0)
+    model = pw.models.GatedPixelCNN(channels=1, levels=2, hidden=16, layers=4, kernel_size=5)
+    metrics = train.run(make_args(tmp_path / "mnist", "--steps", "200", "--batch-size", "32", "--lr", "3e-3",
+                                  "--warmup-steps", "20", "--log-every", "50"), model, train_set, test_set)
+    assert metrics["test_examples"] == 500
+    assert metrics["test_bits_per_dim"] < 0.2 < marginal
