@@ -135,3 +135,15 @@ def test_console_script_exit_code(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pixelwave", "eval", str(tmp_path), "--data", "mnist-sample"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_resume_takes_the_saved_model_sizes(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--model", "pixelcnn", "--data", "mnist-sample-binary", "--out", str(out), *TINY]
+    assert main([*base, "--hidden", "6", "--steps", "2"]) == 0
+    assert main([*base, "--steps", "4", "--resume"]) == 0  # sizes come from the run, not the preset
+    model = pw.load(out)
+    assert model.config.hidden == 6
+    assert json.loads(next(out.glob("checkpoints/step-000004/state.json")).read_text())["step"] == 4
+    err = bad([*base, "--hidden", "12", "--steps", "6", "--resume"], capsys)
+    assert "--resume" in err

@@ -205,9 +205,25 @@ def cmd_train(args, parser) -> int:
         raise UserError("train needs --model and --data (or a --preset / --config that sets them)")
     train_set = load_data(args.data, "train", _kind_for(args.model), args=args)
     test_set = load_data(args.data, "test", _kind_for(args.model), args=args)
+    torch.manual_seed(args.seed)  # weight initialisation is part of the run's seed
     model = build_model(args, train_set)
+    saved = Path(args.out or "") / checkpoint.CONFIG
+    if args.resume and args.out and saved.is_file():
+        # Resume the model that was saved: the sizes need not be repeated on the command line.
+        meta = checkpoint.read_config(args.out)
+        given = {k: getattr(args, k) for k in ("hidden", "layers", "kernel_size")
+                 if any(a == flag(k) or a.startswith(flag(k) + "=") for a in args.argv)}
+        clash = {k: v for k, v in given.items() if meta["config"].get(k, v) != v}
+        if clash or meta["model"] != args.model:
+            raise UserError(f"--resume: {args.out} holds a {meta['model']} with {meta['config']}; "
+                            f"the flags ask for {args.model} with {given}")
+        model = checkpoint.build(meta)
     train.run(args, model, train_set, test_set)
     return 0
+
+
+def flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
 
 
 def _kind_for(model_name: str) -> str:
@@ -470,6 +486,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser]
         if args.config:
             apply_config_file(train_parser, args.config)
         args = parser.parse_args(argv)
+    args.argv = list(argv)  # what was typed, to tell explicit flags from preset / config defaults
     return args, parser
 
 

@@ -23,7 +23,7 @@ from pixelwave.nn import MaskedConv2d, channel_groups, gate
 
 
 class GatedLayer(nn.Module):
-    def __init__(self, in_channels: int, hidden: int, kernel_size: int, groups: int, first: bool,
+    def __init__(self, in_channels: int, hidden: int, kernel_size: int, groups: int, first: bool, last: bool,
                  num_classes: int | None, cond_channels: int | None):
         super().__init__()
         k, half = kernel_size, kernel_size // 2
@@ -39,7 +39,8 @@ class GatedLayer(nn.Module):
                                        out_groups=gate_groups, in_groups=in_groups)
         # The shifted vertical pre-activations enter the horizontal gate: they only hold rows above, so no mask.
         self.vertical_to_horizontal = nn.Conv2d(2 * hidden, 2 * hidden, 1)
-        self.horizontal_out = MaskedConv2d(hidden, hidden, (1, 1), "B", groups)
+        # The last layer's horizontal output would feed nothing (the head reads the skips): leave it out.
+        self.horizontal_out = None if last else MaskedConv2d(hidden, hidden, (1, 1), "B", groups)
         self.skip = MaskedConv2d(hidden, hidden, (1, 1), "B", groups)
         self.class_proj = nn.Embedding(num_classes, 4 * hidden) if num_classes else None  # V_f, V_g for both stacks
         self.cond_proj = nn.Conv2d(cond_channels, 4 * hidden, 1) if cond_channels else None
@@ -63,6 +64,8 @@ class GatedLayer(nn.Module):
         v_out = gate(v_pre)  # (B, h, H, W)
         h_gated = gate(h_pre)  # (B, h, H, W)
         skip = self.skip(h_gated)
+        if self.horizontal_out is None:
+            return v_out, None, skip
         h_out = self.horizontal_out(h_gated)
         if not self.first:  # residual on the horizontal stack (not in the first layer: C_in != hidden)
             h_out = h_out + h
@@ -99,8 +102,8 @@ class GatedPixelCNN(ImageAutoregressive):
         self.num_classes, self.cond_channels = num_classes, cond_channels
         groups = channels
         self.layers = nn.ModuleList(
-            GatedLayer(channels if i == 0 else hidden, hidden, kernel_size, groups, i == 0, num_classes,
-                       cond_channels)
+            GatedLayer(channels if i == 0 else hidden, hidden, kernel_size, groups, i == 0, i == layers - 1,
+                       num_classes, cond_channels)
             for i in range(layers))
         self.head = nn.Sequential(nn.ReLU(), MaskedConv2d(hidden, hidden, (1, 1), "B", groups), nn.ReLU(),
                                   MaskedConv2d(hidden, channels * levels, (1, 1), "B", groups))
@@ -144,7 +147,8 @@ class GatedPixelCNN(ImageAutoregressive):
             layers.append(dict(
                 layer=layer,
                 w_h=(layer.horizontal.weight * layer.horizontal.mask).flatten(1),  # (2h, C_in * (half + 1))
-                w_out=matrix(layer.horizontal_out), w_skip=matrix(layer.skip),
+                w_skip=matrix(layer.skip),
+                w_out=None if layer.horizontal_out is None else matrix(layer.horizontal_out),
                 v_extra=v_extra.expand(n, 2 * hidden, height, width),
                 h_extra=h_extra.expand(n, 2 * hidden, height, width),
                 # rows i-half..i of this layer's vertical-stack input, zero-padded left and right
@@ -175,10 +179,10 @@ class GatedPixelCNN(ImageAutoregressive):
                         pre = pre + d["v_to_h"][:, :, j] + d["h_extra"][:, :, i, j]
                         gated = torch.tanh(pre[:, :hidden]) * torch.sigmoid(pre[:, hidden:])  # (n, h)
                         skips = skips + F.linear(gated, d["w_skip"], layer.skip.bias)
-                        h_out = F.linear(gated, d["w_out"], layer.horizontal_out.bias)
-                        if not layer.first:
-                            h_out = h_out + h_rows[l][:, :, j + half]
-                        if l + 1 < len(layers):
+                        if layer.horizontal_out is not None:
+                            h_out = F.linear(gated, d["w_out"], layer.horizontal_out.bias)
+                            if not layer.first:
+                                h_out = h_out + h_rows[l][:, :, j + half]
                             h_rows[l + 1][:, :, j + half] = h_out
                     if c not in todo:
                         continue
