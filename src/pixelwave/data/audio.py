@@ -120,8 +120,8 @@ class AudioDataset:
             out["speaker"] = self.speaker[utt]
         if self.mel is not None:
             frames = self.crop // self.hop_length
-            # (B, F)
-            fpos = (self.frame_offsets[utt] + start // self.hop_length)[:, None] + torch.arange(frames)
+            first = self.frame_offsets[utt] + start // self.hop_length  # (B,)
+            fpos = first[:, None] + torch.arange(frames)  # (B, F)
             out["cond"] = self.mel[fpos].transpose(1, 2).contiguous()  # (B, F, n_mels) -> (B, n_mels, F)
         return out
 

@@ -85,8 +85,7 @@ class ConditionUpsampler(nn.Module):
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         frames, hop = cond.shape[-1], self.hop_length
         up = self.interpolate(self.frame_conv(cond))  # (B, C, (F + 1) * hop)
-        # (B, C, F * hop): drop the half-kernel before frame 0's centre
-        return up[..., hop: hop + frames * hop]
+        return up[..., hop: hop + frames * hop]  # (B, C, F * hop): from frame 0's centre on
 
 
 class ResidualBlock(nn.Module):
@@ -243,8 +242,8 @@ class WaveNet(nn.Module):
             if spk is not None:
                 h = h + spk[:, i]  # (B, 2G)
             if block.residual is not None:
-                # (1|B, R)
-                x = x + F.linear(block.gate(h), block.residual.weight[:, :, 0], block.residual.bias)
+                z = block.gate(h)  # (1|B, G)
+                x = x + F.linear(z, block.residual.weight[:, :, 0], block.residual.bias)  # (1|B, R)
         return states
 
     def _network(self, inp: torch.Tensor, spk: torch.Tensor | None, up: torch.Tensor | None) -> torch.Tensor:
@@ -315,7 +314,7 @@ class WaveNet(nn.Module):
     def _generate_naive(self, steps, spk, up, u, temperature) -> torch.Tensor:
         """The reference: for every sample, the parallel pass over the window of inputs it can see."""
         batch, field = u.shape[0], self.receptive_field
-        # seq[t] = a[t-1]
+        # seq[t + 1] = a[t]; seq[0] is the silence before the start
         seq = torch.full((batch, steps + 1), self.silence, dtype=torch.long, device=u.device)
         for t in range(steps):
             lo = max(0, t + 1 - field)  # outside the window nothing can reach the output at t
@@ -331,13 +330,11 @@ class WaveNet(nn.Module):
         layers = len(self.blocks)
         states = self._silence_states(spk)
         dtype = states[0].dtype
-        # Per-layer weights as matmuls on (B, features) rows.
-        # (k*R, 2G): tap j rows
+        # Per-layer weights as matmuls on (B, features) rows. taps: (k*R, 2G), rows j*R .. (j+1)*R - 1 = tap j,
+        # the one applied to the input (k-1-j)*d steps back; res_w: (G, R); skip_w: (L*G, S), all skips at once.
         taps = [b.conv.weight.permute(2, 1, 0).reshape(k * r, 2 * g) for b in self.blocks]
-        # (G, R)
         res_w = [None if b.residual is None else b.residual.weight[:, :, 0].t() for b in self.blocks]
         res_b = [None if b.residual is None else b.residual.bias for b in self.blocks]  # (R,)
-        # (L*G, S): all skips in one matmul
         skip_w = torch.cat([b.skip.weight[:, :, 0].t() for b in self.blocks])
         skip_b = torch.stack([b.skip.bias for b in self.blocks]).sum(0)  # (S,)
         head1, head2 = self.head[1], self.head[3]
@@ -351,8 +348,7 @@ class WaveNet(nn.Module):
             cond_b = torch.cat([b.cond_proj.bias for b in self.blocks])  # (L*2G,)
         # Queues start full of the silence state: exactly the parallel pass's left padding.
         spans = [(k - 1) * d for d in self.dilations]
-        # repeat() always copies: the first state is a view of the embedding weight, never to be written.
-        # (B, span, R)
+        # (B, span, R) each. repeat() copies: the first state is a view of the embedding weight.
         queues = [states[i].expand(batch, -1)[:, None, :].repeat(1, spans[i], 1) for i in range(layers)]
         z_all = torch.empty(batch, layers * g, dtype=dtype, device=u.device)  # every layer's gate output
         emb = self.embedding.weight  # (levels, R)
@@ -363,17 +359,15 @@ class WaveNet(nn.Module):
             if up is not None and t % _COND_CHUNK == 0:
                 chunk = up[..., t: t + _COND_CHUNK]  # (B, C, n)
                 proj = torch.einsum("bcn,kc->nbk", chunk, cond_w) + cond_b  # (n, B, L*2G)
-                proj = (proj.view(chunk.shape[-1], batch, layers, 2 * g) + static[None])  # (n, B, L, 2G)
-                # (n, L, B, 2G): one step's biases are contiguous
-                proj = proj.permute(0, 2, 1, 3).contiguous()
+                proj = proj.view(chunk.shape[-1], batch, layers, 2 * g) + static[None]  # (n, B, L, 2G)
+                proj = proj.permute(0, 2, 1, 3).contiguous()  # (n, L, B, 2G): a step's biases contiguous
             if up is not None:
                 bias = proj[t % _COND_CHUNK]  # (L, B, 2G)
             x = emb[code]  # (B, R): the previous sample
             for i in range(layers):
                 q, span = queues[i], spans[i]
-                if k == 2:
-                    # (B, R): the input d steps ago (read before this step overwrites it)
-                    past = q[:, t % span]
+                if k == 2:  # the input d steps ago, read before this step overwrites its slot
+                    past = q[:, t % span]  # (B, R)
                 else:
                     idx = [(t - (k - 1 - j) * self.dilations[i]) % span for j in range(k - 1)]
                     past = q[:, idx].reshape(batch, (k - 1) * r)  # (B, (k-1)*R): taps 0 .. k-2
