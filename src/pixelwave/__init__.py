@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from pixelwave import models
+from pixelwave import audio, models
 from pixelwave.checkpoint import load, save
 from pixelwave.errors import UserError
 
@@ -16,4 +16,4 @@ def bits_per_dim(log_prob: torch.Tensor, dims: int) -> torch.Tensor:
     return -log_prob.mean() / (dims * math.log(2.0))
 
 
-__all__ = ["UserError", "bits_per_dim", "load", "models", "save"]
+__all__ = ["UserError", "audio", "bits_per_dim", "load", "models", "save"]

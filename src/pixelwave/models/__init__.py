@@ -2,10 +2,12 @@
 
 from pixelwave.models.gated_pixelcnn import GatedPixelCNN
 from pixelwave.models.pixelcnn import PixelCNN
+from pixelwave.models.wavenet import WaveNet
 
 MODELS = {
     PixelCNN.model_name: PixelCNN,
     GatedPixelCNN.model_name: GatedPixelCNN,
+    WaveNet.model_name: WaveNet,
 }
 
-__all__ = ["MODELS", "GatedPixelCNN", "PixelCNN"]
+__all__ = ["MODELS", "GatedPixelCNN", "PixelCNN", "WaveNet"]
