@@ -2,12 +2,14 @@
 
 from pixelwave.models.gated_pixelcnn import GatedPixelCNN
 from pixelwave.models.pixelcnn import PixelCNN
+from pixelwave.models.pixelvae import PixelVAE
 from pixelwave.models.wavenet import WaveNet
 
 MODELS = {
     PixelCNN.model_name: PixelCNN,
     GatedPixelCNN.model_name: GatedPixelCNN,
     WaveNet.model_name: WaveNet,
+    PixelVAE.model_name: PixelVAE,
 }
 
-__all__ = ["MODELS", "GatedPixelCNN", "PixelCNN", "WaveNet"]
+__all__ = ["MODELS", "GatedPixelCNN", "PixelCNN", "PixelVAE", "WaveNet"]
