@@ -252,3 +252,29 @@ def test_masked_conv_output_ignores_the_future(n, c, size):
     x2[:, :, -1, -1] += 1  # the last pixel: nothing before it may change
     diff = (conv(x2) - y).abs().amax((0, 1))
     assert (diff.flatten()[:-1] == 0).all()
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    """A checkpoint write that fails (ENOSPC) stops the run with one line; the last complete checkpoint survives."""
+    import errno
+
+    import pixelwave.checkpoint as ckpt
+
+    out = tmp_path / "run"
+    real_save = ckpt.save_file
+
+    def save_file(tensors, path, metadata=None):
+        if (out / "checkpoints" / "step-000001").is_dir():  # the first checkpoint went through; now the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", save_file)
+    rc = main(["train", "--model", "pixelcnn", "--data", "mnist-sample-binary", "--out", str(out), *TINY,
+               "--steps", "3", "--checkpoint-every", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "No space left on device" in err[0] and "step-000001" in err[0], err
+    monkeypatch.setattr(ckpt, "save_file", real_save)
+    assert [p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")] == ["step-000001"]
+    assert pw.load(out / "checkpoints" / "step-000001").config.hidden == 8
+    assert main(["train", "--model", "pixelcnn", "--data", "mnist-sample-binary", "--out", str(out), *TINY,
+                 "--steps", "3", "--checkpoint-every", "1", "--resume"]) == 0
