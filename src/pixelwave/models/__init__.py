@@ -2,6 +2,7 @@
 
 from pixelwave.models.gated_pixelcnn import GatedPixelCNN
 from pixelwave.models.pixelcnn import PixelCNN
+from pixelwave.models.pixelrnn import DiagonalBiLSTMPixelRNN, RowLSTMPixelRNN
 from pixelwave.models.pixelvae import PixelVAE
 from pixelwave.models.wavenet import WaveNet
 
@@ -10,6 +11,8 @@ MODELS = {
     GatedPixelCNN.model_name: GatedPixelCNN,
     WaveNet.model_name: WaveNet,
     PixelVAE.model_name: PixelVAE,
+    RowLSTMPixelRNN.model_name: RowLSTMPixelRNN,
+    DiagonalBiLSTMPixelRNN.model_name: DiagonalBiLSTMPixelRNN,
 }
 
-__all__ = ["MODELS", "GatedPixelCNN", "PixelCNN", "PixelVAE", "WaveNet"]
+__all__ = ["MODELS", "DiagonalBiLSTMPixelRNN", "GatedPixelCNN", "PixelCNN", "PixelVAE", "RowLSTMPixelRNN", "WaveNet"]
