@@ -1,4 +1,4 @@
-"""pixelwave command line: train | eval | sample | complete | receptive-field.
+"""pixelwave command line: train | eval | sample | complete | generate | resynthesize | receptive-field | data.
 
 Every user mistake becomes one line on stderr and exit code 2 (UserError); nothing already saved is touched.
 """
@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -18,13 +19,28 @@ from pixelwave import checkpoint
 from pixelwave.errors import UserError
 
 IMAGE_MODELS = ("pixelcnn", "gated_pixelcnn")
-ALL_MODELS = IMAGE_MODELS
+AUDIO_MODELS = ("wavenet",)
+ALL_MODELS = IMAGE_MODELS + AUDIO_MODELS
+# Model size flags (= constructor argument names) of each kind of model, and the flags only one kind takes.
+MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size"),
+               "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size")}
+AUDIO_DATA_FLAGS = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db")
+ONLY_FOR = {"image": ("hidden", "image_size", "channels"),
+            "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", *AUDIO_DATA_FLAGS)}
 
-# Presets fill in flag defaults; a config file and explicit flags override them.
+# Presets fill in flag defaults; a config file and explicit flags override them. An "image" / "audio" entry
+# holds the defaults for that kind of model only (so `--preset tiny` works for every model).
 PRESETS = {
     "demo": dict(model="gated_pixelcnn", data="mnist-sample-binary", hidden=32, layers=6, kernel_size=5,
                  steps=600, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=300, checkpoint_every=300),
-    "tiny": dict(hidden=8, layers=2, kernel_size=3, steps=2, batch_size=4),
+    # A small speaker-conditioned WaveNet for CPU: 10 layers (receptive field 1,024 samples = 64 ms at 16 kHz).
+    "wavenet": dict(model="wavenet", data="speech-sample", layers=10, stacks=1, residual_channels=32,
+                    gate_channels=32, skip_channels=64, kernel_size=2, crop=2000, steps=1200, batch_size=8,
+                    lr=3e-3, warmup_steps=50, eval_every=0, checkpoint_every=400, sample_seconds=0.25),
+    "tiny": dict(steps=2, batch_size=4,
+                 image=dict(hidden=8, layers=2, kernel_size=3),
+                 audio=dict(layers=2, stacks=1, residual_channels=8, gate_channels=8, skip_channels=8,
+                            kernel_size=2, crop=400, sample_seconds=0.01)),
 }
 
 
@@ -57,6 +73,11 @@ def positive(kind=int):
     return check
 
 
+def explicit(args, dest: str) -> bool:
+    """Whether --DEST was typed on the command line (not filled in by a preset or a config file)."""
+    return any(a == flag(dest) or a.startswith(flag(dest) + "=") for a in getattr(args, "argv", ()))
+
+
 def output_path(path: str, force: bool) -> Path:
     """A new output file (never silently replace one that exists)."""
     p = Path(path)
@@ -73,24 +94,34 @@ def output_path(path: str, force: bool) -> Path:
 # Loading checkpoints and data
 
 
+def read_data_info(path: str) -> tuple[Path, dict]:
+    """The run's data.json ({} if there is none): size, classes, sample rate, speaker table, mel options."""
+    info_path = Path(path) / "data.json"
+    if not info_path.is_file():
+        return info_path, {}
+    try:
+        info = json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{info_path}: not valid JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{info_path}: not a data description (a JSON object)")
+    return info_path, info
+
+
 def load_checkpoint(path: str, device: torch.device):
     model = checkpoint.load(path).to(device)
-    data_info = {}
-    info_path = Path(path) / "data.json"
-    if info_path.is_file():
-        try:
-            data_info = json.loads(info_path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{info_path}: not valid JSON ({e})") from None
+    _, data_info = read_data_info(path)
     return model, data_info
 
 
-def load_data(name: str, split: str, model_kind: str, data_info: dict | None = None, args=None):
+def load_data(name: str, split: str, model_kind: str, data_info: dict | None = None, args=None, model=None):
     from pixelwave import data
 
     kind = data.data_kind(name)
     if kind != model_kind:
         raise UserError(f"data {name!r} is {kind} data but the model is an {model_kind} model")
+    if kind == "audio":
+        return data.load(name, split=split, **audio_options(args, data_info, model))
     opts = {}
     if kind == "image" and args is not None:
         if getattr(args, "image_size", None):
@@ -105,6 +136,45 @@ def load_data(name: str, split: str, model_kind: str, data_info: dict | None = N
     return data.load(name, split=split, **opts)
 
 
+def audio_options(args=None, info: dict | None = None, model=None) -> dict:
+    """`load_audio` options: the run's data.json (`info`) where there is one, else what the model says; flags
+    typed on the command line override; with no run (a fresh `train`) the flags, preset or config, decide."""
+    opts = {}
+    if model is not None:
+        opts["levels"] = model.levels
+        if model.cond_channels is not None:
+            opts.update(with_mel=True, n_mels=model.cond_channels, hop_length=model.hop_length)
+    if info and info.get("kind") == "audio":
+        opts.update(sample_rate=info["sample_rate"], levels=info["levels"], crop=info["crop"],
+                    trim_db=info.get("trim_db"), with_mel=bool(info.get("mel")))
+        if info.get("mel"):
+            opts.update({k: info["mel"][k] for k in ("n_mels", "hop_length", "n_fft")})
+    if args is not None:
+        def given(dest):
+            return getattr(args, dest, None) not in (None, False) and (not info or explicit(args, dest))
+
+        for dest in ("levels", "crop", "sample_rate", "n_mels", "hop_length", "n_fft"):
+            if given(dest):
+                opts[dest] = getattr(args, dest)
+        if given("trim_db"):
+            opts["trim_db"] = None if args.trim_db == "off" else args.trim_db
+        if given("mel"):
+            opts["with_mel"] = True
+    return opts
+
+
+def trim_db(text: str):
+    if text.lower() in ("off", "none"):
+        return "off"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected dB (e.g. 40) or 'off', got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of dB or 'off', got {text!r}")
+    return value
+
+
 def image_size(text: str) -> tuple[int, int]:
     try:
         parts = [int(p) for p in text.lower().split("x")]
@@ -117,10 +187,27 @@ def image_size(text: str) -> tuple[int, int]:
     return (parts[0], parts[1])
 
 
-def check_compatible(model, dataset) -> None:
-    """The data set must be what the model was built for (channels, levels, classes)."""
+def check_compatible(model, dataset, info: dict | None = None) -> None:
+    """The data set must be what the model was built for (channels, levels, classes, speakers, mel frames)."""
     if getattr(model, "data_kind", "image") != dataset.kind:
         raise UserError(f"the model is an {model.data_kind} model but the data is {dataset.kind} data")
+    if dataset.kind == "audio":
+        if dataset.levels != model.levels:
+            raise UserError(f"data has {dataset.levels} mu-law levels but the model expects {model.levels}")
+        if model.num_speakers:
+            if dataset.speakers is None:
+                raise UserError(f"the model is speaker-conditional but {dataset.name} has no speakers")
+            known = (info or {}).get("speakers")
+            if known is not None and dataset.speakers != known:
+                raise UserError(f"{dataset.name} has speakers {', '.join(dataset.speakers)} but the model was "
+                                f"trained with {', '.join(known)} (speaker ids would not match)")
+            if len(dataset.speakers) > model.num_speakers:
+                raise UserError(f"{dataset.name} has {len(dataset.speakers)} speakers but the model knows "
+                                f"{model.num_speakers}")
+        if model.cond_channels is not None and (dataset.n_mels, dataset.hop_length) != (model.cond_channels,
+                                                                                       model.hop_length):
+            raise UserError(f"data has {dataset.n_mels} mel bands every {dataset.hop_length} samples but the "
+                            f"model expects {model.cond_channels} every {model.hop_length}")
     if dataset.kind == "image":
         if dataset.channels != model.channels:
             raise UserError(f"data has {dataset.channels} channel(s) but the model expects {model.channels}")
@@ -139,31 +226,44 @@ def check_compatible(model, dataset) -> None:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (defaults: the constructor's)")
     g.add_argument("--model", choices=ALL_MODELS, help="model family")
-    g.add_argument("--hidden", type=positive(), help="hidden channels")
-    g.add_argument("--layers", type=positive(), help="number of layers / residual blocks")
+    g.add_argument("--hidden", type=positive(), help="image models: hidden channels")
+    g.add_argument("--layers", type=positive(), help="number of layers (WaveNet: dilated layers in all stacks)")
     g.add_argument("--kernel-size", type=positive(), help="kernel size")
-    g.add_argument("--unconditional", action="store_true", help="ignore class labels even if the data has them")
+    g.add_argument("--stacks", type=positive(), help="wavenet: stacks of dilations 1, 2, 4, ... (default 2)")
+    g.add_argument("--residual-channels", type=positive(), help="wavenet: residual channels (default 64)")
+    g.add_argument("--gate-channels", type=positive(), help="wavenet: channels of each gate half (default 128)")
+    g.add_argument("--skip-channels", type=positive(), help="wavenet: skip channels (default 256)")
+    g.add_argument("--mel", action="store_true",
+                   help="wavenet: condition on log-mel frames of the audio (a vocoder; see resynthesize)")
+    g.add_argument("--unconditional", action="store_true",
+                   help="ignore class labels / speakers even if the data has them")
 
 
 def build_model(args, train_set):
     from pixelwave.models import MODELS
 
-    kwargs = {k: getattr(args, k) for k in ("hidden", "layers", "kernel_size") if getattr(args, k) is not None}
     cls = MODELS[args.model]
     if cls.data_kind != train_set.kind:
         raise UserError(f"--model {args.model} models {cls.data_kind} data but --data {args.data} is "
                         f"{train_set.kind} data")
+    kwargs = {k: getattr(args, k) for k in MODEL_SIZES[cls.data_kind] if getattr(args, k) is not None}
     if train_set.kind == "image":
         kwargs.update(channels=train_set.channels, levels=train_set.levels)
         if train_set.num_classes and not args.unconditional:
             kwargs["num_classes"] = train_set.num_classes
+    else:
+        kwargs["levels"] = train_set.levels
+        if train_set.speakers and not args.unconditional:
+            kwargs["num_speakers"] = len(train_set.speakers)  # the table itself is in the run's data.json
+        if train_set.n_mels is not None:
+            kwargs.update(cond_channels=train_set.n_mels, hop_length=train_set.hop_length)
     try:
         return cls(**kwargs)
     except ValueError as e:
         raise UserError(f"--model {args.model}: {e}") from None
 
 
-def apply_config_file(parser: argparse.ArgumentParser, path: str) -> None:
+def apply_config_file(parser: argparse.ArgumentParser, path: str) -> dict:
     """Flag defaults from a JSON or TOML file whose keys are flag names (dashes or underscores)."""
     p = Path(path)
     if not p.is_file():
@@ -196,6 +296,7 @@ def apply_config_file(parser: argparse.ArgumentParser, path: str) -> None:
             raise UserError(f"--config {p}: {key} must be one of {', '.join(map(str, action.choices))}")
         values[dest] = value
     parser.set_defaults(**values)
+    return values
 
 
 def cmd_train(args, parser) -> int:
@@ -203,16 +304,28 @@ def cmd_train(args, parser) -> int:
 
     if args.model is None or args.data is None:
         raise UserError("train needs --model and --data (or a --preset / --config that sets them)")
-    train_set = load_data(args.data, "train", _kind_for(args.model), args=args)
-    test_set = load_data(args.data, "test", _kind_for(args.model), args=args)
+    kind = _kind_for(args.model)
+    wrong = [flag(k) for k in ONLY_FOR["audio" if kind == "image" else "image"] if getattr(args, k) not in
+             (None, False)]
+    if wrong:
+        raise UserError(f"{', '.join(wrong)}: not a flag for --model {args.model} ({kind} data)")
+    if kind == "audio" and not args.mel:
+        mel_flags = [flag(k) for k in ("n_mels", "hop_length", "n_fft") if explicit(args, k)]
+        if mel_flags:
+            raise UserError(f"{', '.join(mel_flags)} set(s) up mel features: add --mel to condition on them")
+    run_info = None
+    if args.resume and args.out and (Path(args.out) / "data.json").is_file():
+        # Resume with the run's data options (audio crop, rate, mel): they need not be repeated either.
+        _, run_info = read_data_info(args.out)
+    train_set = load_data(args.data, "train", kind, run_info, args=args)
+    test_set = load_data(args.data, "test", kind, run_info, args=args)
     torch.manual_seed(args.seed)  # weight initialisation is part of the run's seed
     model = build_model(args, train_set)
     saved = Path(args.out or "") / checkpoint.CONFIG
     if args.resume and args.out and saved.is_file():
         # Resume the model that was saved: the sizes need not be repeated on the command line.
         meta = checkpoint.read_config(args.out)
-        given = {k: getattr(args, k) for k in ("hidden", "layers", "kernel_size")
-                 if any(a == flag(k) or a.startswith(flag(k) + "=") for a in args.argv)}
+        given = {k: getattr(args, k) for k in MODEL_SIZES[kind] if explicit(args, k)}
         clash = {k: v for k, v in given.items() if meta["config"].get(k, v) != v}
         if clash or meta["model"] != args.model:
             raise UserError(f"--resume: {args.out} holds a {meta['model']} with {meta['config']}; "
@@ -241,18 +354,28 @@ def cmd_eval(args, parser) -> int:
 
     device = device_of(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
-    dataset = load_data(args.data, args.split, model.data_kind, info, args)
-    check_compatible(model, dataset)
+    audio = model.data_kind == "audio"
+    # Audio is loaded as the run was: its sample rate, mu-law levels, crop and mel options (data.json).
+    dataset = load_data(args.data, args.split, model.data_kind, info, None if audio else args, model=model)
+    check_compatible(model, dataset, info)
     if len(dataset) == 0:
         raise UserError(f"the {args.split} split of {args.data} is empty")
-    result = evaluate(model, dataset, args.batch_size, device)
+    batch_size = args.batch_size or (16 if audio else 100)
+    result = evaluate(model, dataset, batch_size, device)
     result.update(data=args.data, split=args.split, checkpoint=str(args.checkpoint), model=model.model_name)
+    if audio:
+        seconds = result["examples"] * dataset.crop / dataset.sample_rate
+        result.update(bits_per_sample=result["bits_per_dim"], samples_per_example=dataset.crop,
+                      sample_rate=dataset.sample_rate, seconds=seconds)
     if args.json:
         print(json.dumps(result))
+    elif audio:
+        print(f"{args.data} [{args.split}]: {result['bits_per_sample']:.4f} bits/sample, "
+              f"{result['nats_per_example']:.1f} nats per clip ({result['examples']} clips of {dataset.crop} "
+              f"samples, {seconds:.1f} s at {dataset.sample_rate} Hz)")
     else:
-        unit = "image" if dataset.kind == "image" else "clip"
         print(f"{args.data} [{args.split}]: {result['bits_per_dim']:.4f} bits/dim, "
-              f"{result['nats_per_example']:.2f} nats per {unit} ({result['examples']} {unit}s)")
+              f"{result['nats_per_example']:.2f} nats per image ({result['examples']} images)")
     return 0
 
 
@@ -284,7 +407,8 @@ def cmd_sample(args, parser) -> int:
     device = device_of(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     if model.data_kind != "image":
-        raise UserError(f"{args.checkpoint} is a {model.model_name} checkpoint: use `pixelwave generate`")
+        raise UserError(f"{args.checkpoint} is a {model.model_name} (audio) checkpoint: use `pixelwave generate` "
+                        f"(or `pixelwave resynthesize` for a mel-conditioned one)")
     size = _image_size(args, info)
     y, per_row = _class_labels(model, args.n, args.klass, info)
     n = args.n if y is None else len(y)
@@ -325,7 +449,8 @@ def cmd_complete(args, parser) -> int:
     device = device_of(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     if model.data_kind != "image":
-        raise UserError(f"{args.checkpoint} is a {model.model_name} checkpoint, not an image model")
+        raise UserError(f"{args.checkpoint} is a {model.model_name} (audio) checkpoint, not an image model: use "
+                        f"`pixelwave generate` or `pixelwave resynthesize`")
     size = _image_size(args, info)
     known = read_image(args.image, model.channels, size, model.levels, "--image")  # (C, H, W)
     h, w = size
@@ -356,6 +481,153 @@ def cmd_complete(args, parser) -> int:
     panel[1][:, ~keep] = 128  # the part to fill, in mid-grey
     save_image(image_grid(panel, 256, nrow=len(panel), scale=args.scale), out)
     print(f"wrote {out} (original, kept part, {n} completions)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generate / resynthesize (audio)
+
+
+def audio_output(path: str, force: bool) -> tuple[Path, Path]:
+    """A new .wav file and its picture (same stem, .png); neither may exist without --force."""
+    p = Path(path)
+    if p.suffix.lower() != ".wav":
+        raise UserError(f"{p}: output must be a .wav file")
+    if not p.parent.exists():
+        raise UserError(f"{p.parent}: output folder does not exist")
+    png = p.with_suffix(".png")
+    for q in (p, png):
+        if q.exists() and not force:
+            raise UserError(f"{q} exists: choose another --out or pass --force to replace it")
+    return p, png
+
+
+def load_audio_model(args, command: str):
+    device = device_of(args.device)
+    model, info = load_checkpoint(args.checkpoint, device)
+    if model.data_kind != "audio":
+        raise UserError(f"{args.checkpoint} is a {model.model_name} (image) checkpoint: `pixelwave {command}` is "
+                        f"for WaveNet; use `pixelwave sample` or `pixelwave complete`")
+    if not info.get("sample_rate"):
+        raise UserError(f"{args.checkpoint} has no data.json with the sample rate it was trained at: it is "
+                        f"needed to write audio (train with `pixelwave train` to get one)")
+    return model, info, device
+
+
+def speaker_id(model, info: dict, name: str | None) -> tuple[int | None, str | None]:
+    """--speaker NAME (or its number) -> (id, name) by the run's speaker table; None for speaker-less models."""
+    if model.num_speakers is None:
+        if name is not None:
+            raise UserError("the model was trained without speakers (no speaker conditioning): leave out --speaker")
+        return None, None
+    names = info.get("speakers") or [str(i) for i in range(model.num_speakers)]
+    if name is None:
+        raise UserError(f"the model is speaker-conditional: pass --speaker NAME (one of {', '.join(names)})")
+    if name in names:
+        return names.index(name), name
+    if name.isdigit() and int(name) < len(names):
+        return int(name), names[int(name)]
+    raise UserError(f"unknown speaker {name!r}: the model knows {', '.join(names)}")
+
+
+def write_audio(out: Path, png: Path, codes: torch.Tensor, model, rate: int, title: str,
+                reference=None) -> float:
+    """Write the generated codes (T,) as a 16-bit WAV and its waveform + log-mel picture; returns seconds."""
+    from pixelwave.audio import mu_law_decode, write_wav
+    from pixelwave.viz import audio_figure, save_image
+
+    wave = mu_law_decode(codes.cpu(), model.levels).numpy()  # (T,) in [-1, 1]
+    write_wav(out, wave, rate)
+    panels = ([reference] if reference is not None else []) + [(title, wave)]
+    save_image(audio_figure(panels, rate), png)
+    return len(wave) / rate
+
+
+def cmd_generate(args, parser) -> int:
+    out, png = audio_output(args.out, args.force)
+    model, info, device = load_audio_model(args, "generate")
+    if model.cond_channels is not None:
+        raise UserError(f"{args.checkpoint} is conditioned on mel spectrograms (trained with --mel): it needs a "
+                        f"recording to follow; use `pixelwave resynthesize {args.checkpoint} --input SPEECH.wav`")
+    speaker, name = speaker_id(model, info, args.speaker)
+    rate = info["sample_rate"]
+    steps = max(1, round(args.seconds * rate))
+    gen = torch.Generator().manual_seed(args.seed)
+    t0 = time.perf_counter()
+    codes = model.generate(steps, speaker=speaker, generator=gen, cached=not args.naive,
+                           temperature=args.temperature)  # (1, steps)
+    took = time.perf_counter() - t0
+    who = f", speaker {name}" if name else ""
+    seconds = write_audio(out, png, codes[0], model, rate, f"{model.model_name}{who}, seed {args.seed}")
+    print(f"wrote {out} and {png} ({seconds:.2f} s at {rate} Hz{who}; generated {steps:,} samples in "
+          f"{took:.1f} s, {steps / took:,.0f} samples/s, {'naive' if args.naive else 'cached'})")
+    return 0
+
+
+def cmd_resynthesize(args, parser) -> int:
+    from pixelwave.audio import log_mel, read_audio
+
+    out, png = audio_output(args.out, args.force)
+    model, info, device = load_audio_model(args, "resynthesize")
+    if model.cond_channels is None:
+        raise UserError(f"{args.checkpoint} has no mel conditioning (train with --mel to get a vocoder): it "
+                        f"cannot follow a recording; use `pixelwave generate`")
+    mel = info.get("mel")
+    if not mel or (mel["n_mels"], mel["hop_length"]) != (model.cond_channels, model.hop_length):
+        raise UserError(f"{args.checkpoint}: data.json does not hold the mel settings the model was trained with")
+    speaker, name = speaker_id(model, info, args.speaker)
+    rate, hop = info["sample_rate"], mel["hop_length"]
+    wave, _ = read_audio(args.input, rate)  # mono, resampled to the model's rate; bad files: UserError
+    if args.seconds:
+        wave = wave[: max(1, round(args.seconds * rate))]
+    cond = log_mel(torch.from_numpy(wave), rate, **mel)[None]  # (1, n_mels, ceil(T / hop))
+    steps = cond.shape[-1] * hop
+    gen = torch.Generator().manual_seed(args.seed)
+    t0 = time.perf_counter()
+    codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen, cached=not args.naive,
+                           temperature=args.temperature)  # (1, steps)
+    took = time.perf_counter() - t0
+    who = f", speaker {name}" if name else ""
+    seconds = write_audio(out, png, codes[0], model, rate, f"resynthesised{who}",
+                          reference=(f"input: {Path(args.input).name}", wave))
+    print(f"wrote {out} and {png} ({seconds:.2f} s at {rate} Hz from the log-mel frames of {args.input}{who}; "
+          f"{steps:,} samples in {took:.1f} s, {steps / took:,.0f} samples/s)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data
+
+
+def cmd_data_speech(args, parser) -> int:
+    from tqdm import tqdm
+
+    from pixelwave.data import speech
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder: choose a new --out (nothing is overwritten)")
+    voices = [v.strip() for v in args.voices.split(",") if v.strip()] if args.voices else None
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="utterance", disable=args.no_progress)
+        bar.update(done - bar.n)
+
+    try:
+        meta = speech.build_speech_corpus(out, voices=voices, sentences_file=args.sentences,
+                                          sample_rate=args.sample_rate, voices_per_sentence=args.voices_per_sentence,
+                                          test_every=args.test_every, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    utts = meta["utterances"]
+    test = sum(u["split"] == "test" for u in utts)
+    print(f"wrote {out}: {len(utts)} utterances ({meta['seconds']:.0f} s at {meta['sample_rate']} Hz) of "
+          f"{meta['sentences']} sentences in {len(meta['speakers'])} voices ({', '.join(meta['speakers'])}), "
+          f"{test} held out; train on it with --data wav:{out}")
     return 0
 
 
@@ -414,10 +686,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (one loop for every model)")
     add_model_arguments(p)
-    p.add_argument("--data", help="data set: mnist-sample, mnist-sample-binary, mnist:DIR, cifar10:DIR, images:DIR")
+    p.add_argument("--data", help="data set: mnist-sample, mnist-sample-binary, mnist:DIR, cifar10:DIR, images:DIR "
+                                  "(images); speech-sample, wav:DIR, vctk:DIR (audio)")
     p.add_argument("--image-size", type=image_size, help="images:DIR only: the size images have (HxW)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="images:DIR only: 1 (gray) or 3 (RGB)")
-    p.add_argument("--levels", type=int, help="requantise pixels to this many levels (2..256)")
+    p.add_argument("--levels", type=int, help="images: requantise pixels to this many levels (2..256); audio: "
+                                              "mu-law levels (default 256)")
+    g = p.add_argument_group("audio data (wavenet)")
+    g.add_argument("--crop", type=positive(), help="samples per training example (default 8000)")
+    g.add_argument("--sample-rate", type=positive(), help="resample all audio to this rate (default 16000)")
+    g.add_argument("--n-mels", type=positive(), help="with --mel: mel bands (default 80)")
+    g.add_argument("--hop-length", type=positive(), help="with --mel: samples per mel frame (default 200)")
+    g.add_argument("--n-fft", type=positive(), help="with --mel: STFT window (default 800)")
+    g.add_argument("--trim-db", type=trim_db, help="cut leading/trailing audio this many dB below the loudest "
+                                                   "(default 40), or 'off'")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named set of defaults (flags override)")
     p.add_argument("--config", help="JSON or TOML file of flag values (flags on the command line override)")
     train.add_train_arguments(p)
@@ -428,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=positive(), default=100)
+    p.add_argument("--batch-size", type=positive(), help="examples per forward pass (default 100; audio 16)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
 
@@ -462,6 +744,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_complete, size=None)
 
+    p = sub.add_parser("generate", help="speak: draw audio from a WaveNet checkpoint into a WAV (+ PNG)")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="output .wav; the waveform + log-mel picture goes to .png beside it")
+    p.add_argument("--seconds", type=positive(float), default=1.0, help="length (default 1 s)")
+    p.add_argument("--speaker", help="speaker name (or number) of a speaker-conditional model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=positive(float), default=1.0)
+    p.add_argument("--naive", action="store_true", help="use the reference generator (same audio, much slower)")
+    p.add_argument("--force", action="store_true", help="replace --out and its .png if they exist")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("resynthesize", help="re-speak a recording from its log-mel frames (mel WaveNet)")
+    p.add_argument("checkpoint")
+    p.add_argument("--input", required=True, help="WAV/FLAC/OGG recording")
+    p.add_argument("--out", required=True, help="output .wav; input and output pictures go to .png beside it")
+    p.add_argument("--speaker", help="speaker name (or number) of a speaker-conditional model")
+    p.add_argument("--seconds", type=positive(float), help="use only the first S seconds of --input")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=positive(float), default=1.0)
+    p.add_argument("--naive", action="store_true", help="use the reference generator (same audio, much slower)")
+    p.add_argument("--force", action="store_true", help="replace --out and its .png if they exist")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_resynthesize)
+
+    p = sub.add_parser("data", help="build data sets")
+    data_sub = p.add_subparsers(dest="dataset", required=True, parser_class=Parser)
+    p = data_sub.add_parser("speech", help="an accent-labelled speech corpus made with espeak-ng (load: wav:DIR)")
+    p.add_argument("--out", required=True, help="new (or empty) folder")
+    p.add_argument("--voices", help="comma-separated espeak-ng voices (default en-us,en-gb,en-gb-scotland,en-029)")
+    p.add_argument("--sentences", help="text file, one sentence a line (default: the 104 shipped sentences)")
+    p.add_argument("--sample-rate", type=positive(), default=16000)
+    p.add_argument("--voices-per-sentence", type=positive(),
+                   help="training sentences are spoken by this many voices in turn (default: all)")
+    p.add_argument("--test-every", type=positive(), default=10, help="every N-th sentence is held out (default 10)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_speech)
+
     p = sub.add_parser("receptive-field", help="measure which pixels a model's output can see")
     p.add_argument("--model", required=True, help="pixelcnn, gated_pixelcnn, or both comma-separated")
     p.add_argument("--layers", type=positive(), required=True)
@@ -481,11 +801,16 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser]
     args = parser.parse_args(argv)
     if args.command == "train" and (args.preset or args.config):
         train_parser = parser._subparsers._group_actions[0].choices["train"]
-        if args.preset:
-            train_parser.set_defaults(**PRESETS[args.preset])
-        if args.config:
-            apply_config_file(train_parser, args.config)
+        preset = dict(PRESETS.get(args.preset) or {})
+        by_kind = {k: preset.pop(k) for k in ("image", "audio") if k in preset}
+        train_parser.set_defaults(**preset)
+        from_config = apply_config_file(train_parser, args.config) if args.config else {}
         args = parser.parse_args(argv)
+        if by_kind and args.model is not None:
+            # The preset's sizes for this kind of model; what the config file set stays.
+            kind_defaults = {k: v for k, v in by_kind.get(_kind_for(args.model), {}).items() if k not in from_config}
+            train_parser.set_defaults(**kind_defaults)
+            args = parser.parse_args(argv)
     args.argv = list(argv)  # what was typed, to tell explicit flags from preset / config defaults
     return args, parser
 

@@ -5,6 +5,10 @@ and minimises bits/dim = -mean(log p) / (dims * ln 2). `pixelwave train` builds 
 and calls `run(args, model, train_set, test_set)`; `evaluate` scores a whole data set exactly (`pixelwave
 eval` uses it).
 
+Conditions ride in the batch ("y" labels, "speaker" ids, "cond" mel frames) and reach the model only if it was
+built for them (`_CONDITIONS`). Audio has one dim per sample, so its logs and TensorBoard tags say bits per
+sample; its TensorBoard samples are short clips, one per speaker, generated with the cached generator.
+
 Distributed: under torchrun (RANK / WORLD_SIZE / LOCAL_RANK set) each process joins a gloo (CPU) or nccl
 (GPU) group and DDP averages gradients. Every epoch has one global permutation drawn from (--seed, epoch);
 step s takes the next --batch-size indices of it and rank r trains on its slice, so the global batch -- and
@@ -46,7 +50,7 @@ LN2 = math.log(2.0)
 # What a run directory may hold before its first checkpoint; --resume starts afresh in such a folder.
 _FRESH_RUN_FILES = {"train_args.json", "data.json", "tb", train_state.CHECKPOINTS}
 # Batch keys that carry a condition, and the model config field that says whether the model takes it.
-_CONDITIONS = {"y": "num_classes", "speaker": "num_speakers"}
+_CONDITIONS = {"y": "num_classes", "speaker": "num_speakers", "cond": "cond_channels"}
 
 
 class NonFiniteLoss(UserError):
@@ -87,8 +91,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-batches", type=int, default=None,
                    help="cap the periodic evaluations at this many batches (the final one is always whole)")
     g.add_argument("--sample-every", type=int, default=0,
-                   help="steps between TensorBoard sample grids (image models); 0 = only at the end")
-    g.add_argument("--samples", type=int, default=16, help="images per sample grid; 0 = none (default 16)")
+                   help="steps between TensorBoard sample grids (images) or clips (audio); 0 = only at the end")
+    g.add_argument("--samples", type=int, default=16,
+                   help="images per sample grid; audio: 0 = no clips, else one clip per speaker (default 16)")
+    g.add_argument("--sample-seconds", type=float, default=0.5,
+                   help="audio models: length of each TensorBoard clip (default 0.5 s; generation is sequential)")
     g.add_argument("--log-every", type=int, default=50, help="steps between log lines and scalars")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -195,6 +202,8 @@ def _check_args(args, model, train_set, test_set, world: int) -> float:
     need(finite(args.grad_clip) and args.grad_clip >= 0,
          f"--grad-clip must be >= 0 (0 = off), got {args.grad_clip}")
     need(finite(args.ema) and 0 <= args.ema < 1, f"--ema must be in [0, 1) (0 = off), got {args.ema}")
+    need(finite(args.sample_seconds) and args.sample_seconds > 0,
+         f"--sample-seconds must be a positive number, got {args.sample_seconds}")
     for flag in ("checkpoint_every", "eval_every", "sample_every", "samples"):
         need(getattr(args, flag) >= 0, f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     need(args.keep_checkpoints >= 1, f"--keep-checkpoints must be at least 1, got {args.keep_checkpoints}")
@@ -216,6 +225,20 @@ def _check_args(args, model, train_set, test_set, world: int) -> float:
                                    f"{info.get('name')!r} has no labels for it")
             need(have <= wanted, f"the data {info.get('name')!r} has {key}={have} but the model was built "
                                  f"with {key}={wanted}")
+    levels = getattr(model.config, "levels", None)
+    need(info.get("levels") in (None, levels), f"the data {info.get('name')!r} has {info.get('levels')} levels "
+                                               f"but the model was built with levels={levels}")
+    # Local conditioning: the data's mel frames must be what the model's upsampler was built for.
+    cond_channels = getattr(model.config, "cond_channels", None)
+    if cond_channels is not None and kind == "audio":
+        hop = model.config.hop_length
+        need(info.get("n_mels") is not None, f"{model.model_name} is conditioned on mel frames "
+                                             f"(cond_channels={cond_channels}) but the data "
+                                             f"{info.get('name')!r} has no mel features")
+        need(info["n_mels"] == cond_channels, f"the data has {info['n_mels']} mel bands but the model was built "
+                                              f"with cond_channels={cond_channels}")
+        need(info.get("hop_length") == hop, f"the data has mel frames every {info.get('hop_length')} samples "
+                                            f"but the model was built with hop_length={hop}")
     return min_lr
 
 
@@ -281,6 +304,9 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
                 if args.overwrite and out.exists():
                     shutil.rmtree(out)
                 out.mkdir(parents=True, exist_ok=True)
+                if resume_from is not None:
+                    # A run killed between writing a checkpoint and pruning left one too many: tidy up first.
+                    train_state.prune(out, args.keep_checkpoints)
                 checkpoint.write_json(out / "data.json", train_set.info())
                 checkpoint.write_json(out / "train_args.json", {**_json_args(args), "world_size": world})
             except OSError as e:
@@ -344,8 +370,11 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
         per_rank = args.batch_size // world
         dims = train_set.dims
         info = train_set.info()
+        audio = getattr(raw, "data_kind", None) == "audio"
+        unit = "sample" if audio else "dim"  # audio: one dim per sample, so bits/dim is bits per sample
         log(f"training {raw.model_name} ({sum(p.numel() for p in raw.parameters()):,} parameters) on "
-            f"{info.get('name')}: {len(train_set):,} examples of {dims:,} dims, batch {args.batch_size}"
+            f"{info.get('name')}: {len(train_set):,} examples of {dims:,} "
+            + (f"samples ({dims / info['sample_rate']:.3g} s)" if audio else "dims") + f", batch {args.batch_size}"
             + (f" ({per_rank} on each of {world} processes)" if world > 1 else "")
             + f", {device.type}; run directory {out}")
 
@@ -367,21 +396,52 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
                     metrics[f"{name}_bits_per_dim"] = result["bits_per_dim"]
                     metrics[f"{name}_examples"] = result["examples"]
                     if writer:
-                        tag = f"{name.replace('_', '/')}/bits_per_dim"  # test/bits_per_dim, test/ema/...
+                        tag = f"{name.replace('_', '/')}/bits_per_{unit}"  # test/bits_per_dim, test/ema/...
                         writer.add_scalar(tag, result["bits_per_dim"], step)
             ema_note = f" (EMA {metrics['test_ema_bits_per_dim']:.4f})" if ema is not None else ""
-            log(f"step {step}: test {metrics['test_bits_per_dim']:.4f} bits/dim{ema_note} "
+            log(f"step {step}: test {metrics['test_bits_per_dim']:.4f} bits/{unit}{ema_note} "
                 f"over {metrics['test_examples']:,} examples")
 
         def draw_samples(step: int) -> None:
-            if not (writer and args.samples and getattr(raw, "data_kind", None) == "image"):
+            if not (writer and args.samples):
                 return
             m = ema if ema is not None else raw
+            if audio:
+                return draw_audio(m, step)
+            if getattr(raw, "data_kind", None) != "image":
+                return
             classes = getattr(m.config, "num_classes", None)
             y = torch.arange(args.samples, device=device) % classes if classes else None  # a class a column
             x = m.sample(args.samples, size=tuple(info["size"]), y=y,
                          generator=torch.Generator().manual_seed(_seed("samples", args.seed)))  # (n, C, H, W)
             writer.add_image("samples", image_grid(x, info["levels"], nrow=classes), step)
+
+        def draw_audio(m, step: int) -> None:
+            """One short clip per speaker (or one); a mel-conditioned model re-speaks held-out utterances."""
+            from pixelwave.audio import mu_law_decode
+
+            rate, config = info["sample_rate"], m.config
+            steps = max(1, round(args.sample_seconds * rate))
+            n = config.num_speakers or 1
+            speaker = torch.arange(n, device=device) if config.num_speakers else None
+            cond, names = None, info.get("speakers") or [str(i) for i in range(n)]
+            if config.cond_channels is not None:
+                if test_set is None or len(test_set) == 0:
+                    return
+                # Per clip a test utterance of that speaker (where there is one), all cut to the shortest.
+                pick = []
+                for s in range(n):
+                    mine = [] if test_set.speaker is None else (test_set.speaker == s).nonzero().flatten().tolist()
+                    pick.append(mine[0] if mine else s % test_set.num_utterances)
+                utts = [test_set.utterance(i) for i in pick]
+                frames = min([-(-steps // config.hop_length)] + [u["cond"].shape[-1] for u in utts])
+                cond = torch.cat([u["cond"][..., :frames] for u in utts]).to(device)  # (n, n_mels, frames)
+                steps = frames * config.hop_length
+            gen = torch.Generator().manual_seed(_seed("samples", args.seed))
+            codes = m.generate(steps, batch=n, speaker=speaker, cond=cond, generator=gen).cpu()  # (n, steps)
+            for i in range(n):
+                tag = f"samples/{names[i]}" if config.num_speakers else "samples"
+                writer.add_audio(tag, mu_law_decode(codes[i], config.levels)[None], step, sample_rate=rate)
 
         if master:
             from torch.utils.tensorboard import SummaryWriter
@@ -471,13 +531,13 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
                                dims_per_second=rate * dims)
                 bar.set_postfix(bpd=f"{mean_bpd:.4f}", lr=f"{lr:.2e}")
                 if writer:
-                    writer.add_scalar("train/bits_per_dim", mean_bpd, step)
+                    writer.add_scalar(f"train/bits_per_{unit}", mean_bpd, step)
                     writer.add_scalar("train/grad_norm", grad_norm, step)
                     writer.add_scalar("lr", lr, step)
                     writer.add_scalar("throughput/examples_per_second", rate, step)
                     writer.add_scalar("throughput/dims_per_second", rate * dims, step)
-                log(f"step {step}/{args.steps} | train {mean_bpd:.4f} bits/dim | lr {lr:.2e} | "
-                    f"{rate:,.0f} examples/s")
+                log(f"step {step}/{args.steps} | train {mean_bpd:.4f} bits/{unit} | lr {lr:.2e} | "
+                    + (f"{rate * dims:,.0f} samples/s" if audio else f"{rate:,.0f} examples/s"))
                 window_seconds, window_examples = 0.0, 0
             if step < args.steps and args.eval_every and step % args.eval_every == 0:
                 run_eval(step, final=False)
@@ -510,11 +570,11 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
         metrics.update(step=step, examples_per_second=rate, dims_per_second=rate * dims, run_dir=str(out),
                        train_seconds=train_seconds)
         test = metrics.get("test_bits_per_dim")
-        test_note = "" if test is None else f" | test {test:.4f} bits/dim"
+        test_note = "" if test is None else f" | test {test:.4f} bits/{unit}"
         if ema is not None and test is not None:
             test_note += f" (EMA {metrics['test_ema_bits_per_dim']:.4f})"
-        log(f"done: step {step} | train {metrics['train_bits_per_dim']:.4f} bits/dim{test_note} | "
-            f"{rate:,.0f} examples/s | run in {out}")
+        log(f"done: step {step} | train {metrics['train_bits_per_dim']:.4f} bits/{unit}{test_note} | "
+            + (f"{rate * dims:,.0f} samples/s" if audio else f"{rate:,.0f} examples/s") + f" | run in {out}")
         return metrics
     finally:
         for sig, handler in previous_handlers.items():

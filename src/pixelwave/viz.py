@@ -1,4 +1,5 @@
-"""Pictures: image grids, completion figures and receptive-field maps measured from a real model."""
+"""Pictures: image grids, completion figures, receptive-field maps measured from a real model, and audio (waveform
++ log-mel spectrogram), drawn with Pillow and numpy."""
 
 from __future__ import annotations
 
@@ -127,3 +128,86 @@ def blind_spot(m: torch.Tensor, target: tuple[int, int]) -> int:
     earlier[:ti] = True
     earlier[ti, :tj] = True
     return int((earlier & (m == 0)).sum())
+
+
+# ---------------------------------------------------------------------------------------------------- audio
+# Anchors of a perceptually ordered dark-to-bright colour map (after matplotlib's "magma"): quiet is black.
+_MAGMA = np.array([(0, 0, 4), (28, 16, 68), (79, 18, 123), (129, 37, 129), (181, 54, 122), (229, 80, 100),
+                   (251, 135, 97), (254, 194, 135), (252, 253, 191)], dtype=np.float64)
+
+
+def colour_map(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> uint8 RGB (..., 3), interpolating the magma anchors."""
+    v = np.clip(np.nan_to_num(values), 0.0, 1.0) * (len(_MAGMA) - 1)
+    lo = np.minimum(v.astype(np.int64), len(_MAGMA) - 2)
+    frac = (v - lo)[..., None]
+    return (_MAGMA[lo] * (1 - frac) + _MAGMA[lo + 1] * frac).round().astype(np.uint8)
+
+
+def waveform_image(wave: np.ndarray, width: int, height: int) -> Image.Image:
+    """The waveform (T,) in [-1, 1] as min..max bars, one a pixel column, on white with a grey zero line."""
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    mid = (height - 1) / 2
+    draw.line((0, mid, width, mid), fill=(200, 200, 200))
+    n = len(wave)
+    if n == 0:
+        return img
+    edges = np.linspace(0, n, width + 1).astype(np.int64)  # column j shows samples edges[j] .. edges[j+1]
+    for j in range(width):
+        seg = wave[edges[j]: max(edges[j + 1], edges[j] + 1)]
+        top, bottom = mid - float(seg.max()) * mid, mid - float(seg.min()) * mid
+        draw.line((j, top, j, bottom), fill=(31, 90, 160))
+    return img
+
+
+def mel_db(wave: np.ndarray, sample_rate: int, n_mels: int = 64) -> np.ndarray:
+    """Log-mel spectrogram in dB, (n_mels, frames): 10 ms hop, 40 ms window."""
+    from pixelwave.audio import log_mel
+
+    hop = max(1, sample_rate // 100)
+    mel = log_mel(torch.as_tensor(np.asarray(wave, np.float32)), sample_rate, n_mels=n_mels, hop_length=hop,
+                  n_fft=4 * hop).numpy()  # (n_mels, frames), natural log of magnitude
+    return 20.0 / math.log(10.0) * mel
+
+
+def spectrogram_image(db: np.ndarray, width: int, height: int, ceiling: float | None = None,
+                      top_db: float = 80.0) -> Image.Image:
+    """A dB spectrogram (n_mels, frames) with low frequencies at the bottom; `top_db` decibels below
+    `ceiling` (default: its own loudest bin) span the colour map."""
+    ceiling = float(db.max()) if ceiling is None else ceiling
+    scaled = (db - (ceiling - top_db)) / top_db  # (n_mels, frames) in [0, 1] after clipping
+    pixels = colour_map(scaled[::-1])  # (n_mels, frames, 3): row 0 is the highest band
+    return Image.fromarray(np.ascontiguousarray(pixels), mode="RGB").resize((width, height), Image.BILINEAR)
+
+
+def audio_figure(panels: list[tuple[str, np.ndarray]], sample_rate: int, width: int = 800,
+                 wave_height: int = 90, spec_height: int = 160) -> Image.Image:
+    """One panel per (title, wave (T,) in [-1, 1]): the title, the waveform, and its log-mel spectrogram.
+    Panels share the time axis (the longest wave spans the full width) and the colour scale (80 dB below the
+    loudest bin of any panel), so they can be compared."""
+    margin, gap, title_h = 10, 4, 16
+    longest = max(len(w) for _, w in panels) or 1
+    spectra = [mel_db(w, sample_rate) if len(w) else None for _, w in panels]
+    ceiling = max((float(d.max()) for d in spectra if d is not None), default=0.0)
+    panel_h = title_h + wave_height + gap + spec_height + 16
+    fig = Image.new("RGB", (width + 2 * margin, margin + len(panels) * (panel_h + margin)), "white")
+    draw = ImageDraw.Draw(fig)
+    for k, (title, wave) in enumerate(panels):
+        wave = np.asarray(wave, np.float32)
+        w = max(1, round(width * len(wave) / longest))
+        top = margin + k * (panel_h + margin)
+        seconds = len(wave) / sample_rate
+        draw.text((margin, top), f"{title}  ({seconds:.2f} s, {sample_rate} Hz)", fill="black")
+        y = top + title_h
+        fig.paste(waveform_image(wave, w, wave_height), (margin, y))
+        draw.rectangle((margin - 1, y - 1, margin + w, y + wave_height), outline=(160, 160, 160))
+        y += wave_height + gap
+        if spectra[k] is not None:
+            fig.paste(spectrogram_image(spectra[k], w, spec_height, ceiling), (margin, y))
+        draw.text((margin + 3, y + 2), f"log-mel, 0-{sample_rate // 2} Hz", fill=(255, 255, 255))
+        y += spec_height + 2
+        draw.text((margin, y), "0 s", fill="black")
+        label = f"{seconds:.2f} s"
+        draw.text((margin + w - 6 * len(label), y), label, fill="black")
+    return fig
