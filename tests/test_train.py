@@ -411,6 +411,68 @@ def test_torchrun_two_cpu_processes_match_one(tmp_path):
     assert tb["test_bits_per_dim"] == pytest.approx(ta["test_bits_per_dim"], rel=1e-4)
 
 
+def toy_audio(n_utts: int = 4, length: int = 256, mel: bool = True):
+    """Random 16-level codes in 2 speakers, with 4 mel bands every 16 samples: the AudioDataset protocol."""
+    from pixelwave.data.audio import AudioDataset
+
+    g = torch.Generator().manual_seed(7)
+    lengths = torch.full((n_utts,), length)
+    mel_options = dict(n_mels=4, hop_length=16, n_fft=64, f_min=0.0, f_max=4000.0) if mel else None
+
+    def split(name):
+        return AudioDataset(
+            name="toy-audio", split=name, sample_rate=8000, levels=16, crop=64,
+            codes=torch.randint(0, 16, (n_utts * length,), generator=g, dtype=torch.uint8),
+            offsets=torch.arange(n_utts) * length, lengths=lengths, speaker=torch.arange(n_utts) % 2,
+            speakers=["a", "b"], mel=torch.randn(n_utts * length // 16, 4, generator=g) if mel else None,
+            frame_offsets=torch.arange(n_utts) * (length // 16) if mel else None, mel_options=mel_options,
+            random_crops=name == "train")
+
+    return split("train"), split("test")
+
+
+def tiny_wavenet(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return pw.models.WaveNet(**{"layers": 2, "stacks": 1, "residual_channels": 4, "gate_channels": 4,
+                                "skip_channels": 4, "levels": 16, **kw})
+
+
+def test_audio_model_logs_bits_per_sample_and_a_clip_per_speaker(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_set, test_set = toy_audio()
+    out = tmp_path / "run"
+    metrics = train.run(make_args(out, "--steps", "2", "--eval-every", "1", "--samples", "1", "--sample-seconds",
+                                  "0.01"), tiny_wavenet(num_speakers=2, cond_channels=4, hop_length=16),
+                        train_set, test_set)
+    assert metrics["test_examples"] == 16  # 4 utterances x 4 whole crops of 64
+    events = EventAccumulator(str(out / "tb"), size_guidance={"audio": 0}).Reload()
+    assert {"train/bits_per_sample", "test/bits_per_sample"} <= set(events.Tags()["scalars"])
+    assert "train/bits_per_dim" not in events.Tags()["scalars"]
+    assert sorted(events.Tags()["audio"]) == ["samples/a", "samples/b"]
+    (clip,) = events.Audio("samples/b")
+    assert clip.sample_rate == 8000 and clip.length_frames == 80  # 0.01 s, 5 whole mel frames of 16
+
+
+def test_audio_conditions_must_match_the_model(tmp_path):
+    train_set, test_set = toy_audio()
+    # A model without mel conditioning or speakers trains on the same batches: cond and speaker are dropped.
+    metrics = train.run(make_args(tmp_path / "plain", "--steps", "1", "--samples", "1", "--sample-seconds",
+                                  "0.001"), tiny_wavenet(), train_set, test_set)
+    assert math.isfinite(metrics["test_bits_per_dim"])
+    cases = [(tiny_wavenet(cond_channels=5, hop_length=16), "cond_channels=5"),
+             (tiny_wavenet(cond_channels=4, hop_length=8), "hop_length=8"),
+             (tiny_wavenet(levels=256), "levels=256")]
+    for model, message in cases:
+        with pytest.raises(UserError, match=message):
+            train.run(make_args(tmp_path / "bad", "--steps", "1"), model, train_set, test_set)
+    no_mel, _ = toy_audio(mel=False)
+    with pytest.raises(UserError, match="no mel features"):
+        train.run(make_args(tmp_path / "bad", "--steps", "1"), tiny_wavenet(cond_channels=4, hop_length=16),
+                  no_mel, None)
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.slow
 def test_learns_binary_mnist(tmp_path):
     """A tiny Gated PixelCNN, 200 steps (~20 s) on the real MNIST sample: held-out bits/dim well under the

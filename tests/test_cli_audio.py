@@ -1,0 +1,208 @@
+"""WaveNet through the command line: train -> eval -> generate -> resynthesize on the embedded speech sample with
+tiny models, the `data speech` builder, and bad input -> one line on stderr, exit code 2, nothing overwritten."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import pixelwave as pw
+from pixelwave.cli import main
+from pixelwave.data import speech
+
+TINY = ["--model", "wavenet", "--data", "speech-sample", "--preset", "tiny", "--no-progress", "--eval-every", "0"]
+SPEECH = speech.SENTENCES.parent  # the embedded corpus: VOICE/NNN.flac
+ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-029"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and 2 OpenMP threads on busy shared cores can be 100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny runs: speaker-conditioned (the accents), and mel-conditioned without speakers (a vocoder)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("audio")
+    speakers, mel = root / "speakers", root / "mel"
+    assert main(["train", *TINY, "--steps", "2", "--out", str(speakers)]) == 0
+    assert main(["train", *TINY, "--steps", "2", "--out", str(mel), "--mel", "--unconditional", "--n-mels", "20",
+                 "--hop-length", "100", "--n-fft", "400", "--samples", "1"]) == 0
+    return speakers, mel
+
+
+def bad(argv, capsys, expected):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, (argv, err)
+    assert len(err.strip().splitlines()) == 1 and err.startswith("pixelwave: error:"), err
+    assert "Traceback" not in err
+    assert expected in err, (argv, err)
+    return err
+
+
+def tone(path, seconds=0.2, rate=8000):
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(str(path), (0.4 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ train / eval
+def test_train_saves_the_model_speakers_and_tensorboard(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    speakers, mel = runs
+    model = pw.load(speakers)
+    assert model.model_name == "wavenet" and model.num_speakers == 4 and model.cond_channels is None
+    assert (model.config.layers, model.config.stacks, model.config.residual_channels) == (2, 1, 8)  # tiny
+    info = json.loads((speakers / "data.json").read_text())
+    assert info["speakers"] == ACCENTS and info["sample_rate"] == 16000 and info["crop"] == 400
+    vocoder = pw.load(mel)
+    assert vocoder.num_speakers is None and (vocoder.cond_channels, vocoder.hop_length) == (20, 100)
+    assert json.loads((mel / "data.json").read_text())["mel"]["n_fft"] == 400
+
+    events = EventAccumulator(str(speakers / "tb"), size_guidance={"audio": 0}).Reload()
+    assert {"train/bits_per_sample", "test/bits_per_sample"} <= set(events.Tags()["scalars"])
+    assert sorted(events.Tags()["audio"]) == sorted(f"samples/{a}" for a in ACCENTS)  # a clip per accent
+    (clip,) = events.Audio("samples/en-gb")
+    assert clip.sample_rate == 16000
+    events = EventAccumulator(str(mel / "tb"), size_guidance={"audio": 0}).Reload()
+    assert events.Tags()["audio"] == ["samples"]  # the vocoder re-speaks a held-out utterance
+
+
+def test_eval_in_bits_per_sample_with_the_runs_audio_options(runs, capsys):
+    speakers, mel = runs
+    assert main(["eval", str(speakers), "--data", "speech-sample", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bits_per_sample"] == result["bits_per_dim"]
+    assert 4 < result["bits_per_sample"] < 9  # an untrained model: about log2(256) = 8 bits
+    assert result["samples_per_example"] == 400 and result["sample_rate"] == 16000  # crop from data.json
+    assert 30 < result["seconds"] < 40  # the whole held-out split (35 s) in 400-sample crops
+    assert main(["eval", str(mel), "--data", "speech-sample"]) == 0  # loads mel frames: the model needs them
+    line = capsys.readouterr().out
+    assert "bits/sample" in line and "at 16000 Hz" in line
+
+
+def test_resume_takes_the_runs_audio_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "1", "--crop", "800", "--out", str(out), "--samples", "0"]) == 0
+    # The preset says crop 400; the run was made with 800 and resumes with it without being told.
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out), "--samples", "0", "--resume"]) == 0
+    assert json.loads((out / "data.json").read_text())["crop"] == 800
+    assert json.loads(next(out.glob("checkpoints/step-000002/state.json")).read_text())["step"] == 2
+
+
+# ------------------------------------------------------------------------------------------------ generate
+def test_generate_writes_a_wav_and_its_picture(runs, tmp_path, capsys):
+    from PIL import Image
+
+    speakers, _ = runs
+    out = tmp_path / "gb.wav"
+    assert main(["generate", str(speakers), "--seconds", "0.05", "--speaker", "en-gb", "--out", str(out)]) == 0
+    assert "en-gb" in capsys.readouterr().out
+    info = sf.info(str(out))
+    assert (info.samplerate, info.frames, info.channels, info.subtype) == (16000, 800, 1, "PCM_16")
+    assert Image.open(out.with_suffix(".png")).size[0] > 400
+    wave = sf.read(str(out))[0]
+    # The same seed gives the same audio, another speaker other audio, --force replaces.
+    again, other = tmp_path / "again.wav", tmp_path / "us.wav"
+    assert main(["generate", str(speakers), "--seconds", "0.05", "--speaker", "en-gb", "--out", str(again)]) == 0
+    assert main(["generate", str(speakers), "--seconds", "0.05", "--speaker", "0", "--out", str(other)]) == 0
+    assert np.array_equal(sf.read(str(again))[0], wave)
+    assert not np.array_equal(sf.read(str(other))[0], wave)
+    assert main(["generate", str(speakers), "--seconds", "0.05", "--speaker", "en-gb", "--seed", "1", "--naive",
+                 "--out", str(out), "--force"]) == 0
+    assert not np.array_equal(sf.read(str(out))[0], wave)
+
+
+def test_resynthesize_follows_a_recording(runs, tmp_path, capsys):
+    _, mel = runs
+    out = tmp_path / "re.wav"
+    assert main(["resynthesize", str(mel), "--input", str(SPEECH / "en-gb" / "001.flac"), "--seconds", "0.1",
+                 "--out", str(out)]) == 0
+    assert sf.info(str(out)).frames == 1600  # 16 mel frames of 100 samples
+    assert out.with_suffix(".png").is_file()
+    # Any rate and format: an 8 kHz WAV is resampled to the model's 16 kHz first (0.2 s -> 3,200 samples).
+    assert main(["resynthesize", str(mel), "--input", str(tone(tmp_path / "tone.wav")), "--out",
+                 str(tmp_path / "tone_re.wav")]) == 0
+    assert sf.info(str(tmp_path / "tone_re.wav")).frames == 3200
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_bad_audio_input_one_line_exit_2_nothing_overwritten(runs, tmp_path, capsys):
+    speakers, mel = runs
+    (tmp_path / "text.wav").write_text("not audio, just words\n" * 50)
+    good = tone(tmp_path / "good.wav", seconds=0.5)
+    (tmp_path / "cut.wav").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    image_ckpt = tmp_path / "image"
+    pw.save(pw.models.PixelCNN(channels=1, levels=2, hidden=4, layers=2, kernel_size=3), image_ckpt)
+    precious = tmp_path / "keep.wav"
+    precious.write_bytes(b"precious")
+    png_only = tmp_path / "pic.wav"
+    (tmp_path / "pic.png").write_bytes(b"precious too")
+    out = str(tmp_path / "o.wav")
+    S, M = str(speakers), str(mel)
+    cases = [
+        (["resynthesize", M, "--input", str(tmp_path / "text.wav"), "--out", out], "not a readable audio file"),
+        (["resynthesize", M, "--input", str(tmp_path / "cut.wav"), "--out", out], "truncated"),
+        (["resynthesize", M, "--input", str(tmp_path / "missing.wav"), "--out", out], "no such audio file"),
+        (["generate", S, "--speaker", "en-au", "--out", out], "en-us, en-gb, en-gb-scotland, en-029"),
+        (["generate", S, "--out", out], "pass --speaker"),
+        (["generate", M, "--out", out], "resynthesize"),  # a vocoder needs a recording
+        (["resynthesize", M, "--input", str(good), "--speaker", "en-gb", "--out", out], "without speakers"),
+        (["resynthesize", S, "--input", str(good), "--speaker", "en-gb", "--out", out], "no mel conditioning"),
+        (["generate", str(image_ckpt), "--out", out], "pixelwave sample"),
+        (["sample", S, "--out", str(tmp_path / "x.png")], "pixelwave generate"),
+        (["complete", S, "--image", str(tmp_path / "x.png"), "--keep", "top-half", "--out",
+          str(tmp_path / "x.png")], "pixelwave generate"),
+        (["eval", S, "--data", "mnist-sample"], "image data"),
+        (["generate", S, "--speaker", "en-gb", "--out", str(tmp_path / "o.mp3")], ".wav"),
+        (["generate", S, "--speaker", "en-gb", "--out", str(precious)], "--force"),
+        (["generate", S, "--speaker", "en-gb", "--out", str(png_only)], "pic.png exists"),
+        (["train", *TINY, "--hidden", "8", "--out", str(tmp_path / "r")], "--hidden"),
+        (["train", *TINY, "--n-mels", "20", "--out", str(tmp_path / "r")], "--mel"),
+        (["train", *TINY, "--layers", "3", "--stacks", "2", "--out", str(tmp_path / "r")], "equal stacks"),
+        (["train", *TINY, "--crop", "10000000", "--out", str(tmp_path / "r")], "shorter crop"),
+        (["train", "--model", "pixelcnn", "--data", "mnist-sample", "--crop", "400", "--out", str(tmp_path / "r")],
+         "--crop"),
+    ]
+    for argv, expected in cases:
+        bad(argv, capsys, expected)
+    assert precious.read_bytes() == b"precious" and (tmp_path / "pic.png").read_bytes() == b"precious too"
+    assert not (tmp_path / "o.wav").exists() and not (tmp_path / "o.png").exists()
+    assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------------------ data speech
+def test_data_speech_without_espeak_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    bad(["data", "speech", "--out", str(tmp_path / "corpus")], capsys, "apt-get install espeak-ng")
+    assert not (tmp_path / "corpus").exists()
+
+
+def test_data_speech_never_overwrites(tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("mine")
+    bad(["data", "speech", "--out", str(tmp_path / "full")], capsys, "not an empty folder")
+    assert (tmp_path / "full" / "mine.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_data_speech_builds_a_corpus_that_loads_as_wav_dir(tmp_path, capsys):
+    (tmp_path / "s.txt").write_text("Good morning.\nThe rain stopped.\nSee you soon.\n")
+    out = tmp_path / "corpus"
+    assert main(["data", "speech", "--out", str(out), "--voices", "en-us,en-gb-scotland", "--sentences",
+                 str(tmp_path / "s.txt"), "--test-every", "3", "--sample-rate", "8000", "--no-progress"]) == 0
+    assert f"wav:{out}" in capsys.readouterr().out
+    from pixelwave.data import load
+
+    test = load(f"wav:{out}", "test", sample_rate=8000, crop=800)
+    assert test.speakers == ["en-us", "en-gb-scotland"] and test.texts == ["See you soon."] * 2
