@@ -1,6 +1,11 @@
-"""Output distributions. Categorical over `levels` values: exact likelihood, no dequantisation needed."""
+"""Output distributions: a categorical over `levels` values, and the discretized logistic mixture of PixelCNN++.
+
+Both give exact likelihoods over the `levels` values (no dequantisation needed) and sample from given uniforms.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -29,3 +34,134 @@ def categorical_sample(logits: torch.Tensor, u: torch.Tensor, temperature: float
     cdf = probs.cumsum(-1)  # (..., L)
     idx = (cdf < u.unsqueeze(-1)).sum(-1)  # first index whose CDF reaches u
     return idx.clamp_(max=logits.shape[-1] - 1)
+
+
+# ---- discretized logistic mixture (Salimans et al. 2017, PixelCNN++; also WaveNet's optional output) ----
+#
+# `levels` integer values sit at the centres of equal bins on [-1, 1]: value v <-> 2v/(levels-1) - 1, bin width
+# 2/(levels-1). A logistic(mean, scale) gives bin v the mass CDF(centre + w/2) - CDF(centre - w/2), except that the
+# first bin reaches down to -inf and the last up to +inf, so the masses over the `levels` bins sum to exactly 1.
+# Parameters come as (B, P, *S) with P = K * (1 + 2C + C(C-1)/2) for K components and C channels, laid out as
+# [weights K | means K*C | log-scales K*C | coefficients K*C(C-1)/2] (component-major inside each block). One
+# component is shared by all channels of a position; channel c's mean is shifted by tanh(coefficient) times each
+# earlier channel's value, so G depends on R and B on R and G (for C=3 the coefficients are alpha, beta, gamma).
+
+LOG_SCALE_MIN = -7.0
+LOG_FLOOR = 1e-12
+
+
+def mixture_param_count(channels: int, mixtures: int) -> int:
+    """P, the number of parameters per position for K mixtures over C channels."""
+    return mixtures * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+
+def split_mixture_params(params: torch.Tensor, channels: int):
+    """(B, P, *S) -> weights (B, K, *S), means, log-scales (B, K, C, *S), coefficients (B, K, C(C-1)/2, *S)."""
+    per = 1 + 2 * channels + channels * (channels - 1) // 2
+    if params.shape[1] % per:
+        raise ValueError(f"{params.shape[1]} mixture parameters do not split into components of {per} "
+                         f"for {channels} channel(s)")
+    k = params.shape[1] // per
+    b, rest = params.shape[0], params.shape[2:]
+    params = upcast(params)
+    n_coef = channels * (channels - 1) // 2
+    weights, means, log_scales, coeffs = params.split([k, k * channels, k * channels, k * n_coef], dim=1)
+    means = means.reshape(b, k, channels, *rest)  # (B, K, C, *S)
+    log_scales = log_scales.reshape(b, k, channels, *rest).clamp(min=LOG_SCALE_MIN)  # (B, K, C, *S)
+    coeffs = torch.tanh(coeffs.reshape(b, k, n_coef, *rest))  # (B, K, C(C-1)/2, *S)
+    return weights, means, log_scales, coeffs
+
+
+def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                                  levels: int) -> torch.Tensor:
+    """log P(bin x) under logistic(mean, exp(log_scale)) for integer x in [0, levels); all arguments broadcast.
+
+    Exact in log space: an interior bin's mass is sigma(a) - sigma(b) = sigma(a) sigma(-b) (1 - e^(b-a)), whose
+    log never cancels, however far the bin is in a tail. The edge bins are log sigma(a) and log(1 - sigma(b)) (the
+    softplus forms). Only when the bin is so narrow against the scale that 1 - e^(b-a) underflows below 1e-12
+    does it fall back to the density at the bin centre times the bin width (exact to O((b-a)^2) there).
+    """
+    log_scale = log_scale.clamp(min=LOG_SCALE_MIN)
+    inv_scale = torch.exp(-log_scale)
+    half = 1.0 / (levels - 1)  # half a bin
+    centre = x.to(mean.dtype) * (2.0 * half) - 1.0
+    a = (centre + half - mean) * inv_scale  # upper edge, standardised
+    b = (centre - half - mean) * inv_scale  # lower edge
+    log_cdf_upper = -F.softplus(-a)  # log sigma(a): the first bin reaches down to -inf
+    log_sf_lower = -F.softplus(b)  # log(1 - sigma(b)): the last bin reaches up to +inf
+    width = -torch.expm1(b - a)  # 1 - e^(b-a), in (0, 1]
+    # The floor keeps the unused branch of torch.where finite, so its gradient is 0, not NaN.
+    log_interior = log_cdf_upper + log_sf_lower + torch.log(width.clamp(min=LOG_FLOOR))
+    z = (centre - mean) * inv_scale
+    log_density_centre = z - 2.0 * F.softplus(z) - log_scale + math.log(2.0 * half)
+    log_interior = torch.where(width > LOG_FLOOR, log_interior, log_density_centre)
+    return torch.where(x == 0, log_cdf_upper, torch.where(x == levels - 1, log_sf_lower, log_interior))
+
+
+def _channel_means(means: torch.Tensor, coeffs: torch.Tensor, values: torch.Tensor, c: int) -> torch.Tensor:
+    """Mean of channel c, (B, K, *S): its own mean plus tanh'd coefficients times the earlier channels' values."""
+    mean = means[:, :, c]
+    first = c * (c - 1) // 2  # coefficients of channel c start here: (1,0), (2,0), (2,1), ...
+    for prev in range(c):
+        mean = mean + coeffs[:, :, first + prev] * values[:, prev].unsqueeze(1)
+    return mean
+
+
+def discretized_logistic_mixture_log_prob(params: torch.Tensor, x: torch.Tensor, levels: int) -> torch.Tensor:
+    """log p(x_c | x_<c) for every channel: params (B, P, *S), x (B, C, *S) integer levels -> (B, C, *S).
+
+    The component is shared across channels, so channel c's weights are the posterior over components given the
+    earlier channels; the C terms sum to the joint log p(x) = logsumexp_k(log pi_k + sum_c log p_k(x_c | x_<c)).
+    """
+    channels = x.shape[1]
+    weights, means, log_scales, coeffs = split_mixture_params(params, channels)
+    values = x.to(means.dtype) * (2.0 / (levels - 1)) - 1.0  # (B, C, *S) in [-1, 1]
+    joint = F.log_softmax(weights, dim=1)  # (B, K, *S): log pi_k, then + log p_k of each channel in turn
+    before = torch.logsumexp(joint, dim=1)  # (B, *S), 0 up to rounding
+    out = []
+    for c in range(channels):
+        mean = _channel_means(means, coeffs, values, c)  # (B, K, *S)
+        joint = joint + discretized_logistic_log_prob(x[:, c].unsqueeze(1), mean, log_scales[:, :, c], levels)
+        after = torch.logsumexp(joint, dim=1)  # (B, *S): log p(x_<=c)
+        out.append(after - before)
+        before = after
+    return torch.stack(out, dim=1)  # (B, C, *S)
+
+
+def discretized_logistic_mixture_table(params: torch.Tensor, x: torch.Tensor, levels: int,
+                                       channel: int | None = None) -> torch.Tensor:
+    """The exact categorical over all `levels` bins of each channel given the earlier channels of x.
+
+    params (B, P, *S), x (B, C, *S) -> log-probabilities (B, C, levels, *S), or (B, levels, *S) for one `channel`.
+    Row c depends on x only through channels < c. Sampling this table by inverse CDF (`categorical_sample`) draws
+    from exactly the distribution that `discretized_logistic_mixture_log_prob` scores.
+    """
+    channels = x.shape[1]
+    weights, means, log_scales, coeffs = split_mixture_params(params, channels)
+    values = x.to(means.dtype) * (2.0 / (levels - 1)) - 1.0  # (B, C, *S)
+    spatial = x.dim() - 2
+    bins = torch.arange(levels, device=x.device).view(1, 1, levels, *([1] * spatial))  # (1, 1, L, 1...)
+    log_w = F.log_softmax(weights, dim=1)  # (B, K, *S): posterior over components given channels < c
+    out = []
+    for c in range(channels if channel is None else channel + 1):
+        mean = _channel_means(means, coeffs, values, c)  # (B, K, *S)
+        if channel is None or c == channel:
+            table = discretized_logistic_log_prob(bins, mean.unsqueeze(2), log_scales[:, :, c].unsqueeze(2),
+                                                  levels)  # (B, K, L, *S)
+            out.append(torch.logsumexp(log_w.unsqueeze(2) + table, dim=1))  # (B, L, *S)
+        if c < channels - 1:
+            seen = discretized_logistic_log_prob(x[:, c].unsqueeze(1), mean, log_scales[:, :, c], levels)
+            log_w = F.log_softmax(log_w + seen, dim=1)  # (B, K, *S)
+    return out[-1] if channel is not None else torch.stack(out, dim=1)  # (B, C, L, *S) or (B, L, *S)
+
+
+def discretized_logistic_mixture_sample(params: torch.Tensor, u: torch.Tensor, levels: int,
+                                        temperature: float = 1.0) -> torch.Tensor:
+    """Exact sample, a deterministic function of uniforms u (B, C, *S): channel by channel, each from its exact
+    categorical over the bins given the channels already drawn (inverse CDF). params (B, P, *S) -> (B, C, *S) long.
+    """
+    x = torch.zeros(u.shape, dtype=torch.long, device=u.device)
+    for c in range(u.shape[1]):
+        table = discretized_logistic_mixture_table(params, x, levels, channel=c)  # (B, L, *S)
+        x[:, c] = categorical_sample(table.movedim(1, -1), u[:, c], temperature)
+    return x

@@ -2,6 +2,7 @@
 
 from pixelwave.models.gated_pixelcnn import GatedPixelCNN
 from pixelwave.models.pixelcnn import PixelCNN
+from pixelwave.models.pixelcnn_pp import PixelCNNPP
 from pixelwave.models.pixelrnn import DiagonalBiLSTMPixelRNN, RowLSTMPixelRNN
 from pixelwave.models.pixelvae import PixelVAE
 from pixelwave.models.wavenet import WaveNet
@@ -9,10 +10,12 @@ from pixelwave.models.wavenet import WaveNet
 MODELS = {
     PixelCNN.model_name: PixelCNN,
     GatedPixelCNN.model_name: GatedPixelCNN,
+    PixelCNNPP.model_name: PixelCNNPP,
     WaveNet.model_name: WaveNet,
     PixelVAE.model_name: PixelVAE,
     RowLSTMPixelRNN.model_name: RowLSTMPixelRNN,
     DiagonalBiLSTMPixelRNN.model_name: DiagonalBiLSTMPixelRNN,
 }
 
-__all__ = ["MODELS", "DiagonalBiLSTMPixelRNN", "GatedPixelCNN", "PixelCNN", "PixelVAE", "RowLSTMPixelRNN", "WaveNet"]
+__all__ = ["MODELS", "DiagonalBiLSTMPixelRNN", "GatedPixelCNN", "PixelCNN", "PixelCNNPP", "PixelVAE", "RowLSTMPixelRNN",
+           "WaveNet"]
