@@ -7,10 +7,24 @@ order. Everything else follows from that.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 from pixelwave.distributions import categorical_log_prob, categorical_sample
+
+
+@contextmanager
+def single_thread():
+    """Run a loop of tiny ops on one thread: at these sizes a second thread only adds synchronisation, and on a
+    busy machine every op waits for it (measured 14-360x slower with 2 threads; benchmarks/run.py)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class ImageAutoregressive(nn.Module):
@@ -119,7 +133,8 @@ class ImageAutoregressive(nn.Module):
         out, keep, y = self._sampling_inputs(n, size, y, x, mask, cond, device)
         u = torch.rand(out.shape, generator=generator).to(device)  # (n, C, H, W)
         if cached and hasattr(self, "_sample_cached"):
-            return self._sample_cached(out, keep, y, cond, u, temperature)
+            with single_thread():
+                return self._sample_cached(out, keep, y, cond, u, temperature)
         return self._sample_naive(out, keep, y, cond, u, temperature)
 
     def _sample_naive(self, out, keep, y, cond, u, temperature):
