@@ -156,8 +156,8 @@ class _RowCache:
             lo = max(0, 2 * r - 2)
             out = fn(*(t[:, :, lo:2 * r + 1] for t in inputs), **kw)[:, :, -1]
         else:  # "up"
-            out = fn(*(t[:, :, r // 2:r // 2 + 1] for t in inputs), size=(2, self.sizes[scale][1]), **kw)
-            out = out[:, :, r % 2]  # (B, C_out, W_s)
+            kw["size"] = (2, self.sizes[scale][1])  # both fine rows of the one coarse row, cropped in width
+            out = fn(*(t[:, :, r // 2:r // 2 + 1] for t in inputs), **kw)[:, :, r % 2]  # (B, C_out, W_s)
         if key not in self.store:
             self.store[key] = out.new_zeros(*out.shape[:2], *self.sizes[scale])  # (B, C_out, H_s, W_s)
         self.store[key][:, :, r] = out
@@ -239,17 +239,13 @@ class PixelCNNPP(ImageAutoregressive):
         u, ul = u_list.pop(), ul_list.pop()
         for stage, s in enumerate((2, 1, 0)):  # down pass, short-cuts popped in reverse
             if stage > 0:
-                u = run(self.upsample_u[stage - 1], u, kind="up", scale=s, per_row=True, **self._size(run, sizes, s))
-                ul = run(self.upsample_ul[stage - 1], ul, kind="up", scale=s, **self._size(run, sizes, s))
+                u = run(self.upsample_u[stage - 1], u, kind="up", scale=s, per_row=True, size=sizes[s])
+                ul = run(self.upsample_ul[stage - 1], ul, kind="up", scale=s, size=sizes[s])
             for block_u, block_ul in zip(self.down_u[stage], self.down_ul[stage], strict=True):
                 u = run(block_u, u, u_list.pop(), y=y, scale=s, per_row=True)
                 ul = run(block_ul, ul, u, ul_list.pop(), y=y, scale=s)
         assert not u_list and not ul_list
         return ul
-
-    @staticmethod
-    def _size(run, sizes, s):
-        return {"size": sizes[s]} if run is _parallel else {}  # the row cache crops transposed convs itself
 
     @staticmethod
     def _sizes(h: int, w: int) -> list[tuple[int, int]]:
@@ -264,7 +260,7 @@ class PixelCNNPP(ImageAutoregressive):
         return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, C + 1, H, W)
 
     def mixture_params(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Scaled image (B, C, H, W) -> mixture parameters (B, P, H, W); pixel (i, j)'s see only pixels before it."""
+        """Scaled image (B, C, H, W) -> mixture parameters (B, P, H, W); pixel (i, j)'s see earlier pixels only."""
         ul = self._trunk(self._with_ones(x), y, self._sizes(*x.shape[2:]))
         return self.head(F.elu(ul))  # (B, P, H, W)
 
