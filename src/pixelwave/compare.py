@@ -58,7 +58,8 @@ def matched_model(name: str, train_set, target: int, layers: int | None = None):
     step = 2 * train_set.channels
     for hidden in range(step, 513, step):
         try:
-            model = cls(hidden=hidden, **base)
+            extra = {"encoder_channels": max(4, hidden // 2)} if name == "pixelvae" else {}
+            model = cls(hidden=hidden, **base, **extra)
         except ValueError:
             continue
         n = sum(p.numel() for p in model.parameters())
