@@ -317,3 +317,32 @@ def test_image_folder_loader_round_trips(tmp_path_factory, h, w, count, rgb, see
     loaded = {t.numpy().tobytes() for t in torch.cat([train.x, test.x])}
     expected = {(p.transpose(2, 0, 1) if rgb else p[None]).tobytes() for p in pics}
     assert loaded == expected
+
+
+def test_torchrun_resume_is_bit_identical(tmp_path):
+    """Two CPU processes: 4 steps straight vs 2 steps then --resume to 4 give the same weights, and only rank 0
+    writes. (A constant schedule, so that --steps 2 and --steps 4 share it.)"""
+    import subprocess
+    import sys
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "pixelwave", "train", "--model", "pixelcnn", "--data", "mnist-sample-binary", *TINY,
+                "--batch-size", "8", "--warmup-steps", "0", "--lr", "1e-3", "--min-lr", "1e-3",
+                "--checkpoint-every", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def run(*argv):
+        r = subprocess.run([*torchrun, *argv], capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    run("--steps", "4", "--out", str(tmp_path / "straight"))
+    run("--steps", "2", "--out", str(tmp_path / "resumed"))
+    out = run("--steps", "4", "--out", str(tmp_path / "resumed"), "--resume")
+    assert out.count("done: step 4") == 1  # rank 0 alone reports
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(list((tmp_path / "resumed" / "tb").iterdir())) <= 2  # one writer per (re)start
