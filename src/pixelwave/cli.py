@@ -35,8 +35,8 @@ PRESETS = {
                  steps=600, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=300, checkpoint_every=300),
     # A small speaker-conditioned WaveNet for CPU: 10 layers (receptive field 1,024 samples = 64 ms at 16 kHz).
     "wavenet": dict(model="wavenet", data="speech-sample", layers=10, stacks=1, residual_channels=32,
-                    gate_channels=32, skip_channels=64, kernel_size=2, crop=2000, steps=1200, batch_size=8,
-                    lr=3e-3, warmup_steps=50, eval_every=0, checkpoint_every=400, sample_seconds=0.25),
+                    gate_channels=32, skip_channels=64, kernel_size=2, crop=2000, steps=600, batch_size=8,
+                    lr=3e-3, warmup_steps=50, eval_every=0, checkpoint_every=300, sample_seconds=0.25),
     "tiny": dict(steps=2, batch_size=4,
                  image=dict(hidden=8, layers=2, kernel_size=3),
                  audio=dict(layers=2, stacks=1, residual_channels=8, gate_channels=8, skip_channels=8,
