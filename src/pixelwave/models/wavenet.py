@@ -281,13 +281,16 @@ class WaveNet(nn.Module):
     @torch.no_grad()
     def generate(self, steps: int, batch: int = 1, speaker: torch.Tensor | int | None = None,
                  cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 cached: bool = True, temperature: float = 1.0) -> torch.Tensor:
+                 cached: bool = True, temperature: float = 1.0, fast: bool | None = None) -> torch.Tensor:
         """Draw `batch` waveforms of `steps` mu-law codes: LongTensor (batch, steps).
 
         speaker: an int or (batch,) ids; cond: (batch, cond_channels, ceil(steps / hop_length)) mel frames.
         cached=True keeps a queue per layer (O(layers) per sample); cached=False re-runs the parallel pass
         over the last `receptive_field` inputs for every sample. Both consume the same uniforms from
-        `generator`.
+        `generator`. fast (cached=True only): None runs the fused C++ step of `pixelwave.fast.wavenet_step`
+        where it can run (CPU, float32/float64, categorical output, a C++ compiler at first use, and
+        $PIXELWAVE_NO_FAST unset), else this PyTorch loop; False always runs this loop; True requires the
+        fused step. All draw the same codes from the same seed.
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, not {steps!r}")
@@ -306,6 +309,15 @@ class WaveNet(nn.Module):
         self.eval()
         try:
             if cached:
+                if fast is not False:
+                    from pixelwave.fast import wavenet_step
+
+                    codes = wavenet_step.generate(self, steps, spk, up, u, temperature)
+                    if codes is not None:
+                        return codes
+                    if fast:
+                        why = wavenet_step.unsupported(self, param.dtype, param.device) or "the kernel failed to start"
+                        raise RuntimeError(f"fast=True, but the fused WaveNet step cannot run here: {why}")
                 return self._generate_cached(steps, spk, up, u, temperature)
             return self._generate_naive(steps, spk, up, u, temperature)
         finally:

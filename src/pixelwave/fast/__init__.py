@@ -1,0 +1,5 @@
+"""Fused kernels for the sampling loops that eager PyTorch runs op by op (~3 us per small op on a CPU).
+
+wavenet_step: the whole WaveNet generation step in C++ (built at first use, see _build.py), with the
+PyTorch path as the fallback. Set PIXELWAVE_NO_FAST=1 to always take the PyTorch path.
+"""

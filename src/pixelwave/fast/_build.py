@@ -1,0 +1,128 @@
+"""Build a C++ kernel of this package at first use and load it with ctypes; None (and one warning) if it can't.
+
+The shared library goes to a cache folder ($PIXELWAVE_CACHE, else $XDG_CACHE_HOME/pixelwave, else
+~/.cache/pixelwave; a temporary folder if none is writable), named by a hash of the source, the compiler
+command and this CPU's feature flags: a change to any of them builds afresh, and machines sharing a home folder
+never load each other's -march=native builds. Builds are written to a temporary name and renamed into place,
+so concurrent first uses (pytest-xdist, several workers) are safe. The compiler is $CXX, else c++ / g++ /
+clang++ from PATH. Nothing needs Python or torch headers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+_LOCK = threading.Lock()
+_LOADED: dict[str, ctypes.CDLL | None] = {}
+_ERRORS: dict[str, str] = {}
+
+# -O3 with FMA contraction on (the ISO default is off); -march=native: this machine's SIMD (AVX-512 here).
+_FLAGS = ["-O3", "-std=gnu++17", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden"]
+_NATIVE = ["-march=native"]
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("PIXELWAVE_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "pixelwave"
+
+
+def _cpu_signature() -> str:
+    """The CPU's model and feature flags: what -march=native compiles for."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip()
+                if key in ("flags", "Features", "model name", "cpu family", "model"):
+                    text += line
+                if key in ("flags", "Features"):
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    return text
+
+
+def _compiler() -> str | None:
+    for name in filter(None, [os.environ.get("CXX"), "c++", "g++", "clang++"]):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _compile(cxx: str, src: Path, out: Path, native: bool) -> tuple[bool, str]:
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    cmd = [cxx, *_FLAGS, *(_NATIVE if native else []), str(src), "-o", str(tmp)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, f"{' '.join(cmd)}: {e}"
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        return False, f"{' '.join(cmd)}:\n{proc.stderr[-2000:]}"
+    os.replace(tmp, out)
+    return True, ""
+
+
+def load(source: str) -> ctypes.CDLL | None:
+    """The compiled library for `source` (a file name in this folder), building it if needed; None if it can't.
+
+    The reason for a None is in `build_error(source)`; the first failure in a process also warns once.
+    """
+    with _LOCK:
+        if source in _LOADED:
+            return _LOADED[source]
+        lib, err = _build_and_load(source)
+        _LOADED[source] = lib
+        if lib is None:
+            _ERRORS[source] = err
+            warnings.warn(f"pixelwave: the fast kernel {source} is unavailable, using the PyTorch path ({err})",
+                          RuntimeWarning, stacklevel=3)
+        return lib
+
+
+def build_error(source: str) -> str | None:
+    return _ERRORS.get(source)
+
+
+def _build_and_load(source: str) -> tuple[ctypes.CDLL | None, str]:
+    src = _HERE / source
+    try:
+        code = src.read_bytes()
+    except OSError as e:
+        return None, f"source missing: {e}"
+    cxx = _compiler()
+    if cxx is None:
+        return None, "no C++ compiler found (set CXX, or install g++)"
+    errors = []
+    for native in (True, False):  # -march=native first; a compiler that lacks it still gets a portable build
+        key = hashlib.sha256(b"\0".join([code, cxx.encode(), " ".join(_FLAGS).encode(), str(native).encode(),
+                                         _cpu_signature().encode(), sys.platform.encode()])).hexdigest()[:16]
+        name = f"{src.stem}-{key}.so"
+        for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"pixelwave-{os.getuid()}"):
+            out = folder / name
+            try:
+                if not out.exists():
+                    folder.mkdir(parents=True, exist_ok=True)
+                    ok, err = _compile(cxx, src, out, native)
+                    if not ok:
+                        errors.append(err)
+                        break  # the compiler failed: another folder will not help
+                return ctypes.CDLL(str(out)), ""
+            except OSError as e:
+                errors.append(f"{out}: {e}")
+    return None, "; ".join(errors)

@@ -1,0 +1,785 @@
+// pixelwave: fused WaveNet generation step (Paine et al. 2016 queues), float32 and float64.
+//
+// Built at first use by pixelwave/fast/_build.py (c++ -O3 -march=native -shared) and called through ctypes;
+// pixelwave/fast/wavenet_step.py prepares the inputs and is the only caller. No Python or torch headers.
+//
+// One generation step per sample, for every batch row:
+//   x = emb[code]; for each layer i:  h = bias(t, i) + W_tap,i . [x_{t-(k-1)d}, ..., x_{t-d}, x]   (2G)
+//                                    z_i = tanh(h[:G]) * sigmoid(h[G:])                           (G)
+//                                    x  = x + W_res,i . z_i + b_res,i      (all layers but the last)
+//   s = relu(skip_b + W_skip . [z_0 .. z_{L-1}]); hid = relu(b1 + W1 s); logits = b2 + W2 hid
+//   code = inverse CDF of softmax(logits / temperature) at the uniform u[b, t]
+// bias(t, i) is the conv bias (+ the speaker's V h) (+ the mel projection at t), prepared by the caller.
+//
+// Every matrix is stored once, packed "input-major" in tiles of `tile` SIMD vectors of outputs, and all the
+// matrices one thread uses lie in one buffer in the order a step reads them, so a step streams its weights
+// front to back (at batch 1 it is a chain of matrix-vector products: memory-bound, ~6.5 MB fp32 per sample
+// for the standard model). The microkernel keeps a (rows x tile) block of outputs in registers.
+//
+// Threads: with batch > 1 the rows are split between threads, which then run independently. With batch 1
+// and 2 threads ("split" mode), each thread owns half of every layer's gate units (its half of the conv,
+// residual and skip weights) and half of each head layer's outputs; per sample the threads exchange their
+// partial residuals (one per layer), partial skip sums and head halves through double-buffered slots with
+// a sequence counter each: L + 2 exchanges per sample.
+//
+// Float32 uses a polynomial exp (Cephes, ~1 ulp) for tanh, sigmoid and the softmax; float64 uses libm, so
+// float64 results equal PyTorch's to rounding (~1e-15) and the drawn codes are the same.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static inline void cpu_relax() { _mm_pause(); }
+#elif defined(__aarch64__)
+static inline void cpu_relax() { asm volatile("yield" ::: "memory"); }
+#else
+static inline void cpu_relax() {}
+#endif
+
+#define PW_API extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+constexpr int64_t kAlign = 64;  // bytes: one SIMD vector and one cache line
+
+template <class T> struct VT;
+template <> struct VT<float> {
+    typedef float V __attribute__((vector_size(64)));
+    typedef int32_t I __attribute__((vector_size(64)));
+    static constexpr int N = 16;
+};
+template <> struct VT<double> {
+    typedef double V __attribute__((vector_size(64)));
+    typedef int64_t I __attribute__((vector_size(64)));
+    static constexpr int N = 8;
+};
+
+template <class T> static inline typename VT<T>::V vload(const T* p) {
+    typename VT<T>::V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+template <class T> static inline void vstore(T* p, typename VT<T>::V v) { std::memcpy(p, &v, sizeof v); }
+template <class T> static inline typename VT<T>::V vsplat(T x) {
+    typename VT<T>::V v = {x};
+    return __builtin_shuffle(v, typename VT<T>::I{});  // lane 0 everywhere: one broadcast
+}
+
+static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+static inline int64_t pos_mod(int64_t a, int64_t m) { int64_t r = a % m; return r < 0 ? r + m : r; }
+
+template <class T> struct Buf {  // a 64-byte aligned, zeroed array
+    T* p = nullptr;
+    int64_t n = 0;
+    Buf() = default;
+    explicit Buf(int64_t count) { resize(count); }
+    Buf(const Buf&) = delete;
+    Buf& operator=(const Buf&) = delete;
+    Buf(Buf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; o.n = 0; }
+    Buf& operator=(Buf&& o) noexcept { std::swap(p, o.p); std::swap(n, o.n); return *this; }
+    ~Buf() { std::free(p); }
+    void resize(int64_t count) {
+        std::free(p);
+        n = count;
+        size_t bytes = (size_t)round_up(std::max<int64_t>(count, 1) * (int64_t)sizeof(T), kAlign);
+        p = static_cast<T*>(std::aligned_alloc(kAlign, bytes));
+        if (!p) throw std::bad_alloc();
+        std::memset(p, 0, bytes);
+    }
+    T& operator[](int64_t i) { return p[i]; }
+};
+
+// ------------------------------------------------------------------------------------------ microkernel
+// Y[b, 0 : OB*N] += sum_k X[b, k] * W[k, 0 : OB*N] for b < BB; W is one packed tile, (K, OB*N) row-major.
+// The accumulators stay in registers. FMA latency (4 cycles) needs >= 8 independent chains to keep two FMA
+// pipes busy, so small blocks (BB*OB < 8) keep U partial sums over k (k mod U) and add them at the end.
+template <class T, int BB, int OB>
+static void mk(int64_t K, const T* __restrict W, const T* __restrict X, int64_t ldx, T* __restrict Y, int64_t ldy) {
+    using V = typename VT<T>::V;
+    constexpr int N = VT<T>::N;
+    constexpr int U = BB * OB >= 8 ? 1 : 8 / (BB * OB);
+    V acc[U][BB][OB];
+#pragma GCC unroll 16
+    for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+            acc[0][b][o] = vload<T>(Y + b * ldy + o * N);
+#pragma GCC unroll 8
+            for (int j = 1; j < U; ++j) acc[j][b][o] = V{};
+        }
+    int64_t k = 0;
+    for (; k + U <= K; k += U) {
+#pragma GCC unroll 8
+        for (int j = 0; j < U; ++j) {
+            const T* w = W + (k + j) * (OB * N);
+#pragma GCC unroll 16
+            for (int b = 0; b < BB; ++b) {
+                V xb = vsplat<T>(X[b * ldx + k + j]);
+#pragma GCC unroll 16
+                for (int o = 0; o < OB; ++o) acc[j][b][o] += xb * vload<T>(w + o * N);
+            }
+        }
+    }
+    for (; k < K; ++k) {
+        const T* w = W + k * (OB * N);
+#pragma GCC unroll 16
+        for (int b = 0; b < BB; ++b) {
+            V xb = vsplat<T>(X[b * ldx + k]);
+#pragma GCC unroll 16
+            for (int o = 0; o < OB; ++o) acc[0][b][o] += xb * vload<T>(w + o * N);
+        }
+    }
+#pragma GCC unroll 16
+    for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+#pragma GCC unroll 8
+            for (int j = 1; j < U; ++j) acc[0][b][o] += acc[j][b][o];
+            vstore<T>(Y + b * ldy + o * N, acc[0][b][o]);
+        }
+}
+
+constexpr int kMaxRows = 6;   // rows per microkernel call
+constexpr int kMaxTile = 16;  // SIMD vectors per tile at one row; kMaxTileRows with more rows
+constexpr int kMaxTileRows = 8;
+
+template <class T> using MkFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t);
+
+template <class T, int BB> static MkFn<T> pick_tile(int ob) {
+    switch (ob) {
+        case 1: return mk<T, BB, 1>;
+        case 2: return mk<T, BB, 2>;
+        case 3: return mk<T, BB, 3>;
+        case 4: return mk<T, BB, 4>;
+        case 5: return mk<T, BB, 5>;
+        case 6: return mk<T, BB, 6>;
+        case 7: return mk<T, BB, 7>;
+        default: return mk<T, BB, 8>;
+    }
+}
+template <class T> static MkFn<T> pick_wide(int ob) {  // one row, up to 16 vectors
+    switch (ob) {
+        case 9: return mk<T, 1, 9>;
+        case 10: return mk<T, 1, 10>;
+        case 11: return mk<T, 1, 11>;
+        case 12: return mk<T, 1, 12>;
+        case 13: return mk<T, 1, 13>;
+        case 14: return mk<T, 1, 14>;
+        case 15: return mk<T, 1, 15>;
+        case 16: return mk<T, 1, 16>;
+        default: return pick_tile<T, 1>(ob);
+    }
+}
+template <class T> static MkFn<T> pick(int bb, int ob) {
+    switch (bb) {
+        case 1: return pick_wide<T>(ob);
+        case 2: return pick_tile<T, 2>(ob);
+        case 3: return pick_tile<T, 3>(ob);
+        case 4: return pick_tile<T, 4>(ob);
+        case 5: return pick_tile<T, 5>(ob);
+        default: return pick_tile<T, 6>(ob);
+    }
+}
+
+// A packed matrix: K inputs, M outputs (padded to a multiple of N), in tiles of `tile` vectors of outputs;
+// tile j holds outputs [j*tile*N, ...) as a (K, width_j) row-major block, the blocks one after another.
+template <class T> struct PMat {
+    const T* data = nullptr;
+    int64_t K = 0, M = 0, tile = 1;
+};
+
+// Y (rows, M) += X (rows, K) . W, X and Y with row strides ldx, ldy.
+template <class T>
+static void gemm(const PMat<T>& W, int64_t rows, int row_block, const T* X, int64_t ldx, T* Y, int64_t ldy) {
+    constexpr int N = VT<T>::N;
+    const int64_t mv = W.M / N;
+    const T* wp = W.data;
+    for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
+        const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
+        for (int64_t r = 0; r < rows; r += row_block) {
+            const int bb = (int)std::min<int64_t>(row_block, rows - r);
+            pick<T>(bb, ob)(W.K, wp, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
+        }
+        wp += W.K * ob * N;
+    }
+}
+
+// Y[0:M] += X[0:rows] . (rows k0 .. k0+rows of the packed matrix W): one layer's share of the skip matrix.
+template <class T> static void skip_rows(const PMat<T>& W, int64_t k0, int64_t rows, const T* X, T* Y) {
+    constexpr int N = VT<T>::N;
+    const int64_t mv = W.M / N;
+    const T* wp = W.data;
+    for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
+        const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
+        pick<T>(1, ob)(rows, wp + k0 * ob * N, X, 0, Y + v0 * N, 0);
+        wp += W.K * ob * N;
+    }
+}
+
+// ------------------------------------------------------------------------------------------ nonlinearities
+static inline VT<float>::V exp_ps(VT<float>::V x) {  // Cephes expf: ~1 ulp on [-88.4, 88.4]
+    using V = VT<float>::V;
+    using I = VT<float>::I;
+    const V hi = vsplat<float>(88.3762626647949f), lo = vsplat<float>(-88.3762626647949f);
+    x = x > hi ? hi : x;
+    x = x < lo ? lo : x;
+    V fx = x * 1.44269504088896341f;
+    const V magic = vsplat<float>(12582912.0f);  // 1.5 * 2^23: adding and subtracting rounds to nearest
+    fx = (fx + magic) - magic;
+    V r = x - fx * 0.693359375f;
+    r = r - fx * -2.12194440e-4f;
+    V y = vsplat<float>(1.9875691500E-4f);
+    y = y * r + 1.3981999507E-3f;
+    y = y * r + 8.3334519073E-3f;
+    y = y * r + 4.1665795894E-2f;
+    y = y * r + 1.6666665459E-1f;
+    y = y * r + 5.0000001201E-1f;
+    y = y * (r * r) + r + 1.0f;
+    I n = __builtin_convertvector(fx, I);
+    I bits = (n + 127) << 23;
+    V p2;
+    std::memcpy(&p2, &bits, sizeof p2);
+    return y * p2;
+}
+
+// z[0:G] = tanh(h[0:G]) * sigmoid(h[PG:PG+G]); h holds the filter half at 0 and the gate half at PG.
+static void gate(const float* h, int64_t PG, int64_t G, float* z, float* tmp) {
+    using V = VT<float>::V;
+    constexpr int N = VT<float>::N;
+    const V one = vsplat<float>(1.0f), two = vsplat<float>(2.0f);
+    for (int64_t v = 0; v < PG; v += N) {
+        V a = vload<float>(h + v), b = vload<float>(h + PG + v);
+        V th = one - two / (exp_ps(a + a) + one);
+        V sg = one / (one + exp_ps(-b));
+        vstore<float>(tmp + v, th * sg);
+    }
+    std::memcpy(z, tmp, G * sizeof(float));
+}
+static void gate(const double* h, int64_t PG, int64_t G, double* z, double*) {
+    for (int64_t j = 0; j < G; ++j) z[j] = std::tanh(h[j]) * (1.0 / (1.0 + std::exp(-h[PG + j])));
+}
+
+// Inverse-CDF draw from softmax(logits[0:C] / temperature) at u, as distributions.categorical_sample:
+// the first index whose CDF reaches u, clamped to C - 1. `tmp` holds >= round_up(C, N) values.
+static int64_t draw(const float* logits, int64_t C, float temperature, float u, float* tmp) {
+    using V = VT<float>::V;
+    constexpr int N = VT<float>::N;
+    float m = -INFINITY;
+    for (int64_t j = 0; j < C; ++j) { tmp[j] = logits[j] / temperature; m = std::max(m, tmp[j]); }
+    const int64_t PC = round_up(C, N);
+    for (int64_t j = C; j < PC; ++j) tmp[j] = m;
+    for (int64_t v = 0; v < PC; v += N) vstore<float>(tmp + v, exp_ps(vload<float>(tmp + v) - m));
+    float s = 0.0f;
+    for (int64_t j = 0; j < C; ++j) s += tmp[j];
+    float cdf = 0.0f;
+    for (int64_t j = 0; j < C; ++j) {
+        cdf += tmp[j] / s;
+        if (!(cdf < u)) return j;
+    }
+    return C - 1;
+}
+static int64_t draw(const double* logits, int64_t C, double temperature, double u, double* tmp) {
+    double m = -INFINITY;
+    for (int64_t j = 0; j < C; ++j) { tmp[j] = logits[j] / temperature; m = std::max(m, tmp[j]); }
+    double s = 0.0;
+    for (int64_t j = 0; j < C; ++j) { tmp[j] = std::exp(tmp[j] - m); s += tmp[j]; }
+    double cdf = 0.0;
+    for (int64_t j = 0; j < C; ++j) {
+        cdf += tmp[j] / s;
+        if (!(cdf < u)) return j;
+    }
+    return C - 1;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------ the plan
+// Everything the caller passes, in the model's own (torch) layouts, contiguous, all of dtype T.
+struct PwDesc {
+    int64_t layers, residual, gate, skip, out_channels, kernel, batch, threads;
+    int64_t tile, row_block;  // SIMD vectors per weight tile, rows per microkernel call (0: defaults)
+    int64_t initial_code;      // the code before t = 0 (silence)
+    int64_t patience;          // split mode: slow waits per run before one thread goes on alone (0: default,
+                               // < 0: never; for tests)
+    int64_t split_limit;       // split mode: steps per run before one thread goes on alone (0: no limit; tests)
+    const int64_t* dilations;  // (L,)
+    const void* emb;           // (levels, R)
+    const void* conv_w;        // (L, 2G, R, k)
+    const void* res_w;         // (L-1, R, G)
+    const void* res_b;         // (L-1, R)
+    const void* skip_w;        // (L, S, G)
+    const void* skip_b;        // (S,): the layers' skip biases, summed
+    const void* h1_w;          // (S, S)
+    const void* h1_b;          // (S,)
+    const void* h2_w;          // (C, S)
+    const void* h2_b;          // (C,)
+    const void* init_states;   // (B, L, R): each layer's input after endless silence, the queues' fill
+};
+
+namespace {
+
+template <class T> struct Part {  // the weights one thread multiplies by
+    int64_t g0 = 0, gp = 0, PG = 0;  // gate units [g0, g0 + gp); h row = [filter PG | gate PG]
+    int64_t s0 = 0, sp = 0;          // head-1 outputs [s0, s0 + sp)
+    int64_t c0 = 0, cp = 0;          // logits [c0, c0 + cp)
+    Buf<T> arena;
+    std::vector<PMat<T>> tap, res;
+    PMat<T> skip, h1, h2;
+};
+
+template <class T> struct Ctx {  // one thread's rows, workspace and generation state
+    const Part<T>* part = nullptr;
+    int64_t row0 = 0, nb = 0;
+    Buf<T> own_queues, xin, h, z, r, sk, hid, logits, tmp;
+    std::vector<int64_t> own_code;
+    T* queues = nullptr;     // (per layer i, at qoff[i]: (nb, span_i, R)); own_queues or another context's
+    int64_t* code = nullptr;  // (nb,) the previous codes; own_code or another context's
+    std::vector<int64_t> qoff;
+    int64_t ldx = 0, ldh = 0, ldz = 0, ldr = 0, lds = 0, ldc = 0;
+};
+
+struct alignas(64) Seq {
+    std::atomic<int64_t> v{0};
+    char pad[64 - sizeof(std::atomic<int64_t>)];
+};
+
+// Split mode stops (for the rest of a run call) after this many waits that outlasted the spin budget: the
+// two threads are not running at the same time (a busy machine), and one thread alone is then faster.
+constexpr int kSlowWaits = 8;
+constexpr int kSpins = 2000;
+
+template <class T> struct Plan {
+    int64_t L, R, G, S, C, k, B, threads, row_block;
+    bool split;  // batch 1 on two threads: contexts 0 and 1 split the units; context 2 runs alone
+    bool peer_stale = false;  // context 1's copy of the state is behind context 0's (after a solo stretch)
+    std::vector<int64_t> dil, span;  // span: (k-1)*d, a layer's queue length
+    Buf<T> emb, res_b, skip_b, h1_b, h2_b;
+    std::vector<Part<T>> parts;
+    std::vector<Ctx<T>> ctx;
+    // split mode: exchange slots [parity][part] and one sequence counter per thread
+    Buf<T> ex_r, ex_sk, ex_hid, ex_log;
+    int64_t PR = 0, PS = 0, PC = 0;
+    Seq seq[2];
+    int64_t nex[2] = {0, 0};
+    int64_t patience = kSlowWaits, split_limit = 0;
+    std::atomic<int64_t> slow{0}, stop_at{-1};
+    int64_t split_steps = 0, solo_steps = 0;  // statistics, per plan
+};
+
+// Pack a (K, M) matrix given by get(k, m) with padded column count Mp (columns m >= M are zero) into dst.
+template <class T, class F>
+static T* pack(T* dst, PMat<T>& out, int64_t K, int64_t Mp, int64_t tile, F get) {
+    constexpr int N = VT<T>::N;
+    out.data = dst;
+    out.K = K;
+    out.M = Mp;
+    out.tile = tile;
+    const int64_t mv = Mp / N;
+    for (int64_t v0 = 0; v0 < mv; v0 += tile) {
+        const int64_t w = std::min<int64_t>(tile, mv - v0) * N;
+        for (int64_t kk = 0; kk < K; ++kk)
+            for (int64_t j = 0; j < w; ++j) dst[kk * w + j] = get(kk, v0 * N + j);
+        dst += K * w;
+    }
+    return dst;
+}
+
+// Pack part p of `nparts` (gate units, head-1 outputs and logits split evenly) into W.
+template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W, int64_t p, int64_t nparts,
+                                         int64_t tile) {
+    constexpr int N = VT<T>::N;
+    const int64_t L = P->L, R = P->R, G = P->G, S = P->S, C = P->C, k = P->k;
+    const T* conv_w = static_cast<const T*>(d->conv_w);
+    const T* res_w = static_cast<const T*>(d->res_w);
+    const T* skip_w = static_cast<const T*>(d->skip_w);
+    const T* h1_w = static_cast<const T*>(d->h1_w);
+    const T* h2_w = static_cast<const T*>(d->h2_w);
+    auto lo = [&](int64_t n) { return n * p / nparts; };
+    auto len = [&](int64_t n) { return n * (p + 1) / nparts - n * p / nparts; };
+    W.g0 = lo(G); W.gp = len(G); W.PG = round_up(W.gp, N);
+    W.s0 = lo(S); W.sp = len(S);
+    W.c0 = lo(C); W.cp = len(C);
+    const int64_t PSp = round_up(W.sp, N), PCp = round_up(W.cp, N);
+    W.arena = Buf<T>(L * (k * R) * 2 * W.PG + (L - 1) * W.gp * P->PR + L * W.gp * P->PS + S * PSp + S * PCp);
+    T* dst = W.arena.p;  // in the order a step reads them
+    W.tap.resize(L);
+    W.res.resize(L > 1 ? L - 1 : 0);
+    for (int64_t i = 0; i < L; ++i) {
+        // tap inputs: kk = j*R + c is tap j (the input (k-1-j)*d steps back), channel c
+        const T* cw = conv_w + i * (2 * G) * R * k;
+        dst = pack<T>(dst, W.tap[i], k * R, 2 * W.PG, tile, [&](int64_t kk, int64_t m) -> T {
+            const int64_t j = kk / R, c = kk % R;
+            const bool gate_half = m >= W.PG;
+            const int64_t u = gate_half ? m - W.PG : m;
+            if (u >= W.gp) return T(0);
+            const int64_t o = (gate_half ? G : 0) + W.g0 + u;
+            return cw[(o * R + c) * k + j];
+        });
+        if (i + 1 < L) {
+            const T* rw = res_w + i * R * G;  // (R, G)
+            dst = pack<T>(dst, W.res[i], W.gp, P->PR, tile, [&](int64_t kk, int64_t m) -> T {
+                return m < R ? rw[m * G + W.g0 + kk] : T(0);
+            });
+        }
+    }
+    // skip inputs: kk = i*gp + u is layer i's gate unit g0 + u
+    dst = pack<T>(dst, W.skip, L * W.gp, P->PS, tile, [&](int64_t kk, int64_t m) -> T {
+        const int64_t i = kk / W.gp, u = kk % W.gp;
+        return m < S ? skip_w[(i * S + m) * G + W.g0 + u] : T(0);
+    });
+    dst = pack<T>(dst, W.h1, S, PSp, tile, [&](int64_t kk, int64_t m) -> T {
+        return m < W.sp ? h1_w[(W.s0 + m) * S + kk] : T(0);
+    });
+    pack<T>(dst, W.h2, S, PCp, tile, [&](int64_t kk, int64_t m) -> T {
+        return m < W.cp ? h2_w[(W.c0 + m) * S + kk] : T(0);
+    });
+}
+
+// Context for rows [row0, row0 + nb) multiplying by W; with `shared`, its queues and codes are shared's.
+template <class T> static void make_ctx(Plan<T>* P, const PwDesc* d, Ctx<T>& X, const Part<T>& W, int64_t row0,
+                                        int64_t nb, Ctx<T>* shared) {
+    constexpr int N = VT<T>::N;
+    const int64_t L = P->L, R = P->R, k = P->k;
+    X.part = &W;
+    X.row0 = row0;
+    X.nb = nb;
+    int64_t q = 0;
+    X.qoff.resize(L);
+    for (int64_t i = 0; i < L; ++i) {
+        X.qoff[i] = q;
+        q += nb * P->span[i] * R;
+    }
+    if (shared) {
+        X.queues = shared->queues;
+        X.code = shared->code;
+    } else {
+        X.own_queues = Buf<T>(q);
+        const T* init = static_cast<const T*>(d->init_states);  // (B, L, R)
+        for (int64_t i = 0; i < L; ++i)
+            for (int64_t b = 0; b < nb; ++b)
+                for (int64_t s = 0; s < P->span[i]; ++s)
+                    std::memcpy(X.own_queues.p + X.qoff[i] + (b * P->span[i] + s) * R,
+                                init + ((row0 + b) * L + i) * R, R * sizeof(T));
+        X.own_code.assign(nb, d->initial_code);
+        X.queues = X.own_queues.p;
+        X.code = X.own_code.data();
+    }
+    X.ldx = round_up(k * R, N);
+    X.ldh = 2 * W.PG;
+    X.ldz = L * W.gp;
+    X.ldr = P->PR;
+    X.lds = P->PS;
+    X.ldc = P->PC;
+    X.xin = Buf<T>(nb * X.ldx);
+    X.h = Buf<T>(nb * X.ldh);
+    X.z = Buf<T>(nb * X.ldz + N);
+    X.r = Buf<T>(nb * X.ldr);
+    X.sk = Buf<T>(nb * X.lds);
+    X.hid = Buf<T>(nb * X.lds);
+    X.logits = Buf<T>(nb * X.ldc);
+    X.tmp = Buf<T>(std::max(P->PC, 2 * W.PG) + N);
+}
+
+template <class T> static Plan<T>* create(const PwDesc* d) {
+    constexpr int N = VT<T>::N;
+    auto* P = new Plan<T>();
+    const int64_t L = P->L = d->layers, R = P->R = d->residual, G = P->G = d->gate, S = P->S = d->skip;
+    const int64_t C = P->C = d->out_channels, k = P->k = d->kernel, B = P->B = d->batch;
+    P->threads = std::max<int64_t>(1, std::min<int64_t>(d->threads, B == 1 ? 2 : B));
+    P->split = B == 1 && P->threads == 2 && G >= 2;
+    P->patience = d->patience == 0 ? kSlowWaits : d->patience < 0 ? INT64_MAX : d->patience;
+    P->split_limit = std::max<int64_t>(0, d->split_limit);
+    if (B == 1 && !P->split) P->threads = 1;
+    const int64_t rows = P->split ? 1 : (B + P->threads - 1) / P->threads;  // most rows one thread runs
+    // One row per thread: the widest tiles (a layer's 256 conv outputs in one pass); more rows: 4 vectors
+    // by up to 4 rows (16 accumulators; each weight load serves 4 rows).
+    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? 16 : 4),
+                                                                rows == 1 ? kMaxTile : kMaxTileRows));
+    P->row_block = std::max<int64_t>(1, std::min<int64_t>(d->row_block ? d->row_block : 4, kMaxRows));
+    P->dil.assign(d->dilations, d->dilations + L);
+    P->span.resize(L);
+    for (int64_t i = 0; i < L; ++i) P->span[i] = (k - 1) * P->dil[i];
+    P->PR = round_up(R, N);
+    P->PS = round_up(S, N);
+    P->PC = round_up(C, N);
+    P->emb = Buf<T>(C * R);  // the embedding rows that a draw can select (codes < C)
+    std::memcpy(P->emb.p, d->emb, C * R * sizeof(T));
+    P->res_b = Buf<T>(std::max<int64_t>(L - 1, 1) * P->PR);
+    for (int64_t i = 0; i + 1 < L; ++i)
+        for (int64_t j = 0; j < R; ++j) P->res_b[i * P->PR + j] = static_cast<const T*>(d->res_b)[i * R + j];
+    P->skip_b = Buf<T>(P->PS);
+    std::memcpy(P->skip_b.p, d->skip_b, S * sizeof(T));
+    P->h1_b = Buf<T>(P->PS);
+    std::memcpy(P->h1_b.p, d->h1_b, S * sizeof(T));
+    P->h2_b = Buf<T>(P->PC);
+    std::memcpy(P->h2_b.p, d->h2_b, C * sizeof(T));
+
+    if (P->split) {  // parts 0, 1: the halves; part 2: everything, for running alone
+        P->parts.resize(3);
+        pack_part<T>(P, d, P->parts[0], 0, 2, tile);
+        pack_part<T>(P, d, P->parts[1], 1, 2, tile);
+        pack_part<T>(P, d, P->parts[2], 0, 1, tile);
+        P->ctx.resize(3);
+        make_ctx<T>(P, d, P->ctx[0], P->parts[0], 0, 1, nullptr);
+        make_ctx<T>(P, d, P->ctx[1], P->parts[1], 0, 1, nullptr);
+        make_ctx<T>(P, d, P->ctx[2], P->parts[2], 0, 1, &P->ctx[0]);
+        P->ex_r = Buf<T>(2 * 2 * P->PR);
+        P->ex_sk = Buf<T>(2 * 2 * P->PS);
+        P->ex_hid = Buf<T>(2 * P->PS);
+        P->ex_log = Buf<T>(2 * P->PC);
+    } else {
+        P->parts.resize(1);
+        pack_part<T>(P, d, P->parts[0], 0, 1, tile);
+        P->ctx.resize(P->threads);
+        for (int64_t c = 0; c < P->threads; ++c) {
+            const int64_t r0 = B * c / P->threads, r1 = B * (c + 1) / P->threads;
+            make_ctx<T>(P, d, P->ctx[c], P->parts[0], r0, r1 - r0, nullptr);
+        }
+    }
+    return P;
+}
+
+template <class T> static inline void wait_for(Plan<T>* P, int other, int64_t n) {
+    const std::atomic<int64_t>& a = P->seq[other].v;
+    int spins = 0;
+    while (a.load(std::memory_order_acquire) < n) {
+        cpu_relax();
+        if (++spins >= kSpins) {  // the other thread is not running: note it, and give the core away
+            P->slow.fetch_add(1, std::memory_order_relaxed);
+            std::this_thread::yield();
+            spins = 0;
+        }
+    }
+}
+
+struct RunArgs {
+    int64_t t0, n;
+    const void* bias;      // element (s, i, b, o) at s*bias_step + (i*B + b)*2G + o
+    int64_t bias_step;     // 0: the same bias at every step
+    const void* u;         // element (b, s) at b*ldu + s
+    int64_t ldu;
+    double temperature;
+    int64_t* codes;        // element (b, s) at b*ldcodes + s
+    int64_t ldcodes;
+    void* logits_out;      // optional: (n, B, C)
+};
+
+// Run steps [s_begin, a.n) of context c; SPLIT: as one of the two halves. Returns the step it stopped before
+// (a.n, or earlier where split mode gave up: then both halves stop after the same step).
+template <class T, bool SPLIT> static int64_t run_ctx(Plan<T>* P, int64_t c, const RunArgs& a, int64_t s_begin) {
+    constexpr int N = VT<T>::N;
+    Ctx<T>& X = P->ctx[c];
+    const Part<T>& W = *X.part;
+    const int64_t L = P->L, R = P->R, G = P->G, S = P->S, C = P->C, k = P->k, B = P->B;
+    const int64_t nb = X.nb, PR = P->PR, PS = P->PS, PC = P->PC, gp = W.gp, PG = W.PG;
+    const int rb = (int)P->row_block;
+    const T* bias = static_cast<const T*>(a.bias);
+    const T* u = static_cast<const T*>(a.u);
+    T* logits_out = static_cast<T*>(a.logits_out);
+    const T temperature = (T)a.temperature;
+    const int other = 1 - (int)c;
+    int64_t& nex = P->nex[SPLIT ? c : 0];
+    auto post = [&]() { P->seq[c].v.store(++nex, std::memory_order_release); };
+    auto wait = [&]() { wait_for<T>(P, other, nex); };
+    T* xcur = X.xin.p + (k - 1) * R;  // row b's current input x at xcur + b*ldx
+
+    for (int64_t s = s_begin; s < a.n; ++s) {
+        const int64_t t = a.t0 + s;
+        for (int64_t b = 0; b < nb; ++b) std::memcpy(xcur + b * X.ldx, P->emb.p + X.code[b] * R, R * sizeof(T));
+        const T* bias_s = bias + s * a.bias_step;
+        for (int64_t i = 0; i < L; ++i) {
+            const int64_t span = P->span[i], d = P->dil[i];
+            T* q = X.queues + X.qoff[i];
+            for (int64_t b = 0; b < nb; ++b) {
+                for (int64_t j = 0; j + 1 < k; ++j) {
+                    const int64_t slot = pos_mod(t - (k - 1 - j) * d, span);
+                    std::memcpy(X.xin.p + b * X.ldx + j * R, q + (b * span + slot) * R, R * sizeof(T));
+                }
+                const T* bb = bias_s + (i * B + X.row0 + b) * (2 * G);
+                T* hb = X.h.p + b * X.ldh;
+                std::memcpy(hb, bb + W.g0, gp * sizeof(T));
+                std::memcpy(hb + PG, bb + G + W.g0, gp * sizeof(T));
+            }
+            gemm<T>(W.tap[i], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+            const int64_t slot = pos_mod(t, span);
+            for (int64_t b = 0; b < nb; ++b) {
+                std::memcpy(q + (b * span + slot) * R, xcur + b * X.ldx, R * sizeof(T));
+                gate(X.h.p + b * X.ldh, PG, gp, X.z.p + b * X.ldz + i * gp, X.tmp.p);
+            }
+            if (i + 1 == L) break;
+            const T* rbias = P->res_b.p + i * PR;
+            if (!SPLIT) {
+                for (int64_t b = 0; b < nb; ++b) std::memcpy(X.r.p + b * X.ldr, xcur + b * X.ldx, R * sizeof(T));
+                gemm<T>(W.res[i], nb, rb, X.z.p + i * gp, X.ldz, X.r.p, X.ldr);
+                for (int64_t b = 0; b < nb; ++b) {
+                    T* xb = xcur + b * X.ldx;
+                    const T* rr = X.r.p + b * X.ldr;
+                    for (int64_t j = 0; j < R; ++j) xb[j] = rr[j] + rbias[j];
+                }
+            } else {
+                T* mine = P->ex_r.p + ((nex + 1) % 2 * 2 + c) * PR;
+                std::memset(mine, 0, PR * sizeof(T));
+                gemm<T>(W.res[i], 1, 1, X.z.p + i * gp, 0, mine, 0);
+                post();
+                if (i == 0) std::memset(X.sk.p, 0, PS * sizeof(T));
+                skip_rows<T>(W.skip, i * gp, gp, X.z.p + i * gp, X.sk.p);  // while the other half arrives
+                wait();
+                const T* r0 = P->ex_r.p + (nex % 2 * 2 + 0) * PR;
+                const T* r1 = P->ex_r.p + (nex % 2 * 2 + 1) * PR;
+                for (int64_t j = 0; j < R; ++j) xcur[j] = ((xcur[j] + r0[j]) + r1[j]) + rbias[j];
+            }
+        }
+        bool stop = false;
+        if (!SPLIT) {
+            for (int64_t b = 0; b < nb; ++b) std::memcpy(X.sk.p + b * X.lds, P->skip_b.p, PS * sizeof(T));
+            gemm<T>(W.skip, nb, rb, X.z.p, X.ldz, X.sk.p, X.lds);
+            for (int64_t b = 0; b < nb; ++b) {
+                T* sb = X.sk.p + b * X.lds;
+                for (int64_t j = 0; j < S; ++j) sb[j] = sb[j] > T(0) ? sb[j] : T(0);
+            }
+            for (int64_t b = 0; b < nb; ++b) std::memcpy(X.hid.p + b * X.lds, P->h1_b.p, PS * sizeof(T));
+            gemm<T>(W.h1, nb, rb, X.sk.p, X.lds, X.hid.p, X.lds);
+            for (int64_t b = 0; b < nb; ++b) {
+                T* hb = X.hid.p + b * X.lds;
+                for (int64_t j = 0; j < S; ++j) hb[j] = hb[j] > T(0) ? hb[j] : T(0);
+            }
+            for (int64_t b = 0; b < nb; ++b) std::memcpy(X.logits.p + b * X.ldc, P->h2_b.p, PC * sizeof(T));
+            gemm<T>(W.h2, nb, rb, X.hid.p, X.lds, X.logits.p, X.ldc);
+        } else {
+            if (L == 1) std::memset(X.sk.p, 0, PS * sizeof(T));
+            skip_rows<T>(W.skip, (L - 1) * gp, gp, X.z.p + (L - 1) * gp, X.sk.p);  // the last layer's
+            T* mine = P->ex_sk.p + ((nex + 1) % 2 * 2 + c) * PS;
+            std::memcpy(mine, X.sk.p, PS * sizeof(T));
+            post();
+            wait();
+            {
+                const T* s0 = P->ex_sk.p + (nex % 2 * 2 + 0) * PS;
+                const T* s1 = P->ex_sk.p + (nex % 2 * 2 + 1) * PS;
+                for (int64_t j = 0; j < S; ++j) {
+                    T v = (P->skip_b[j] + s0[j]) + s1[j];
+                    X.sk[j] = v > T(0) ? v : T(0);
+                }
+            }
+            // head 1: my outputs [s0, s0 + sp)
+            std::memcpy(X.tmp.p, P->h1_b.p + W.s0, W.sp * sizeof(T));
+            std::memset(X.tmp.p + W.sp, 0, (round_up(W.sp, N) - W.sp) * sizeof(T));
+            gemm<T>(W.h1, 1, 1, X.sk.p, 0, X.tmp.p, 0);
+            {
+                T* slot = P->ex_hid.p + (nex + 1) % 2 * PS;
+                for (int64_t j = 0; j < W.sp; ++j) slot[W.s0 + j] = X.tmp[j] > T(0) ? X.tmp[j] : T(0);
+            }
+            post();
+            wait();
+            const T* hid = P->ex_hid.p + nex % 2 * PS;
+            std::memcpy(X.tmp.p, P->h2_b.p + W.c0, W.cp * sizeof(T));
+            std::memset(X.tmp.p + W.cp, 0, (round_up(W.cp, N) - W.cp) * sizeof(T));
+            gemm<T>(W.h2, 1, 1, hid, 0, X.tmp.p, 0);
+            std::memcpy(P->ex_log.p + (nex + 1) % 2 * PC + W.c0, X.tmp.p, W.cp * sizeof(T));
+            if (c == 0 && s == s_begin) P->slow.store(0, std::memory_order_relaxed);  // not the start-up
+            if (c == 0 && (P->slow.load(std::memory_order_relaxed) >= P->patience ||
+                           (P->split_limit && s + 1 - s_begin >= P->split_limit))) {
+                P->stop_at.store(t, std::memory_order_relaxed);  // published by the post below
+                stop = true;
+            }
+            post();
+            wait();
+            if (c == 1 && P->stop_at.load(std::memory_order_relaxed) == t) stop = true;
+            std::memcpy(X.logits.p, P->ex_log.p + nex % 2 * PC, C * sizeof(T));
+        }
+        for (int64_t b = 0; b < nb; ++b) {
+            const int64_t row = X.row0 + b;
+            const T* lg = X.logits.p + b * X.ldc;
+            X.code[b] = draw(lg, C, temperature, u[row * a.ldu + s], X.tmp.p);
+            if (!SPLIT || c == 0) {
+                a.codes[row * a.ldcodes + s] = X.code[b];
+                if (logits_out) std::memcpy(logits_out + (s * B + row) * C, lg, C * sizeof(T));
+            }
+        }
+        if (stop) return s + 1;
+    }
+    return a.n;
+}
+
+template <class T> static int run(Plan<T>* P, const RunArgs& a) {
+    if (P->split) {
+        int64_t done = 0;
+        if (P->peer_stale) {  // bring context 1's copy of the state up to date with context 0's
+            int64_t q = 0;
+            for (int64_t i = 0; i < P->L; ++i) q += P->span[i] * P->R;
+            std::memcpy(P->ctx[1].queues, P->ctx[0].queues, q * sizeof(T));
+            P->ctx[1].code[0] = P->ctx[0].code[0];
+            P->peer_stale = false;
+        }
+        P->slow.store(0);
+        P->stop_at.store(-1);
+        std::thread peer;
+        bool started = true;
+        try {
+            peer = std::thread([P, &a]() { run_ctx<T, true>(P, 1, a, 0); });
+        } catch (...) {
+            started = false;
+        }
+        if (started) {
+            done = run_ctx<T, true>(P, 0, a, 0);
+            peer.join();
+            P->split_steps += done;
+        }
+        if (done < a.n) {  // alone, on context 0's state
+            run_ctx<T, false>(P, 2, a, done);
+            P->solo_steps += a.n - done;
+            P->peer_stale = true;
+        }
+        return 0;
+    }
+    const int64_t nctx = (int64_t)P->ctx.size();
+    std::vector<std::thread> pool;
+    int64_t c = 1;
+    try {
+        for (; c < nctx; ++c) pool.emplace_back([P, &a, c]() { run_ctx<T, false>(P, c, a, 0); });
+    } catch (...) {
+    }
+    for (int64_t rest = c; rest < nctx; ++rest) run_ctx<T, false>(P, rest, a, 0);  // threads that did not start
+    run_ctx<T, false>(P, 0, a, 0);
+    for (auto& th : pool) th.join();
+    P->solo_steps += a.n;
+    return 0;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------ C interface
+PW_API int pw_abi_version() { return 2; }
+PW_API int64_t pw_desc_size() { return (int64_t)sizeof(PwDesc); }
+PW_API int64_t pw_runargs_size() { return (int64_t)sizeof(RunArgs); }
+
+PW_API void* pw_wn_create_f32(const PwDesc* d) {
+    try { return create<float>(d); } catch (...) { return nullptr; }
+}
+PW_API void* pw_wn_create_f64(const PwDesc* d) {
+    try { return create<double>(d); } catch (...) { return nullptr; }
+}
+PW_API int pw_wn_run_f32(void* p, const RunArgs* a) {
+    try { return run<float>(static_cast<Plan<float>*>(p), *a); } catch (...) { return -1; }
+}
+PW_API int pw_wn_run_f64(void* p, const RunArgs* a) {
+    try { return run<double>(static_cast<Plan<double>*>(p), *a); } catch (...) { return -1; }
+}
+// stats[0]: threads the plan runs (2 in split mode), stats[1]: steps run split, stats[2]: steps run otherwise
+PW_API void pw_wn_stats_f32(void* p, int64_t* stats) {
+    auto* P = static_cast<Plan<float>*>(p);
+    stats[0] = P->split ? 2 : (int64_t)P->ctx.size(); stats[1] = P->split_steps; stats[2] = P->solo_steps;
+}
+PW_API void pw_wn_stats_f64(void* p, int64_t* stats) {
+    auto* P = static_cast<Plan<double>*>(p);
+    stats[0] = P->split ? 2 : (int64_t)P->ctx.size(); stats[1] = P->split_steps; stats[2] = P->solo_steps;
+}
+PW_API void pw_wn_free_f32(void* p) { delete static_cast<Plan<float>*>(p); }
+PW_API void pw_wn_free_f64(void* p) { delete static_cast<Plan<double>*>(p); }

@@ -1,0 +1,218 @@
+"""The fused WaveNet generation step (pixelwave.fast.wavenet_step, C++ built at first use) draws the same codes
+as the PyTorch paths (cached and naive) from the same seed: in float64 exactly, with and without speaker and mel
+conditioning, on one thread, on two threads splitting one utterance, and on two threads splitting a batch; its
+logits equal the teacher-forced parallel pass. Where it cannot run, the PyTorch path does.
+
+Float64 makes exact equality a guarantee: the paths sum in different orders, so the logits differ by ~1e-15
+and a draw could only flip if u fell that close to a CDF boundary. In float32 they differ by ~1e-6; the
+float32 test checks the logits to 1e-5 and that, on its seed, no draw is within 1e-4 of a boundary, so the
+codes must be (and are) equal too.
+"""
+
+import pytest
+import torch
+
+import pixelwave.fast._build as build
+import pixelwave.fast.wavenet_step as ws
+from pixelwave.distributions import categorical_sample
+from pixelwave.models.wavenet import WaveNet
+
+TINY = dict(layers=6, stacks=2, residual_channels=8, gate_channels=8, skip_channels=16, levels=16)
+CASES = [dict(), dict(num_speakers=3), dict(cond_channels=3, hop_length=4),
+         dict(kernel_size=3, num_speakers=2, cond_channels=2, hop_length=5)]
+
+needs_kernel = pytest.mark.skipif(not ws.available(), reason=f"fast kernel unavailable: {build.build_error(ws.SOURCE)}")
+
+
+def tiny(seed=0, dtype=torch.float64, **kw):
+    torch.manual_seed(seed)
+    args = dict(TINY)
+    args.update(kw)
+    return WaveNet(**args).to(dtype).eval()
+
+
+def conditions(m, batch, steps, seed=1):
+    spk = torch.arange(batch) % m.num_speakers if m.num_speakers else None
+    cond = None
+    if m.cond_channels:
+        cond = torch.randn(batch, m.cond_channels, -(-steps // m.hop_length), generator=torch.Generator()
+                           .manual_seed(seed)).to(next(m.parameters()).dtype)
+    return spk, cond
+
+
+def prepared(m, steps, batch, spk, cond, seed):
+    """What WaveNet.generate hands to a generator: speaker biases, upsampled mel, the uniforms."""
+    u = torch.rand(batch, steps, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        sb = m._speaker_bias(spk)
+        up = None if cond is None else m.upsampler(cond)[..., :steps]
+    return sb, up, u
+
+
+# ------------------------------------------------------------------------------------------ identical samples
+@needs_kernel
+@pytest.mark.parametrize("kw", CASES)
+def test_fast_equals_cached_and_naive(kw):
+    m = tiny(**kw)
+    steps = 2 * m.receptive_field + 7  # every queue wraps several times
+    spk, cond = conditions(m, 3, steps)
+
+    def gen(steps=steps, **k):
+        return m.generate(steps, batch=3, speaker=spk, cond=None if cond is None else cond[..., : -(-steps // (
+            m.hop_length or 1))], generator=torch.Generator().manual_seed(5), **k)
+
+    fast = gen(fast=True)
+    assert fast.shape == (3, steps) and fast.dtype == torch.long
+    assert torch.equal(fast, gen(fast=False))
+    assert torch.equal(gen(fast=True, temperature=0.7), gen(fast=False, temperature=0.7))
+    short = m.receptive_field + 15  # the naive pass is slow: past the first full window is enough
+    assert torch.equal(gen(short, fast=True), gen(short, cached=False))
+    assert not torch.equal(fast, m.generate(steps, batch=3, speaker=spk, cond=cond, fast=True,
+                                            generator=torch.Generator().manual_seed(6)))  # the seed matters
+
+
+@needs_kernel
+@pytest.mark.parametrize("kw", CASES)
+@pytest.mark.parametrize("batch,threads", [(1, 1), (1, 2), (3, 1), (3, 2), (5, 4)])
+def test_every_thread_layout_matches_the_pytorch_path(kw, batch, threads):
+    """One thread; batch 1 split over two threads (forced to stay split); a batch split over threads."""
+    m = tiny(**kw)
+    steps = m.receptive_field + 40
+    spk, cond = conditions(m, batch, steps)
+    sb, up, u = prepared(m, steps, batch, spk, cond, seed=7)
+    with torch.no_grad():
+        reference = m._generate_cached(steps, sb, up, u, 1.0)
+    codes = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1)
+    assert torch.equal(codes, reference)
+    if batch == 1 and threads == 2:
+        assert ws.last_run == dict(threads=2, split_steps=steps, single_steps=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kw", [dict(), dict(num_speakers=2, cond_channels=3, hop_length=4)])
+def test_chunks_and_hand_overs_between_two_threads_and_one(kw, monkeypatch):
+    """Many kernel calls (the queues carry over), and split mode handing over to one thread mid-chunk and
+    taking over again at the next chunk."""
+    monkeypatch.setattr(ws, "_MAX_CHUNK", 23)
+    monkeypatch.setattr(ws, "_CHUNK_BYTES", 1)  # mel: the smallest chunks (16 steps)
+    m = tiny(**kw)
+    steps = 2 * m.receptive_field + 31
+    spk, cond = conditions(m, 1, steps)
+    sb, up, u = prepared(m, steps, 1, spk, cond, seed=9)
+    with torch.no_grad():
+        reference = m._generate_cached(steps, sb, up, u, 1.0)
+    assert torch.equal(ws.generate(m, steps, sb, up, u, 1.0, threads=2, patience=-1, split_limit=5), reference)
+    assert ws.last_run["split_steps"] > 0 and ws.last_run["single_steps"] > 0
+    assert torch.equal(ws.generate(m, steps, sb, up, u, 1.0, threads=1), reference)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kw", CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fast_logits_equal_the_parallel_pass(kw, threads):
+    """Every step's logits equal the teacher-forced logits of the finished sequence (not just the draws)."""
+    m = tiny(**kw)
+    steps = m.receptive_field + 9
+    spk, cond = conditions(m, 1 if threads == 2 else 2, steps)
+    batch = 1 if threads == 2 else 2
+    sb, up, u = prepared(m, steps, batch, spk, cond, seed=3)
+    logits = torch.empty(steps, batch, m.levels, dtype=torch.float64)
+    a = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, logits_out=logits)
+    with torch.no_grad():
+        parallel = m.logits(a, spk, cond)  # (B, L, T)
+    assert torch.allclose(logits.permute(1, 2, 0), parallel, atol=1e-10, rtol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_logits_and_codes(threads):
+    """float32, a mid-sized model with speaker and mel: the logits are within 1e-5 of PyTorch's on the same
+    sequence (they differ by ~3e-7), so the CDFs differ by ~1e-8, and float32's own rounding of a 256-term
+    CDF is < 1e-6. On this seed every u lies > 1e-5 from every CDF boundary, so the codes must equal the
+    PyTorch path's, and do."""
+    torch.manual_seed(0)
+    m = WaveNet(layers=10, stacks=2, residual_channels=32, gate_channels=64, skip_channels=128, levels=256,
+                num_speakers=2, cond_channels=5, hop_length=8).eval()
+    steps = 400
+    spk, cond = conditions(m, 1, steps)
+    sb, up, u = prepared(m, steps, 1, spk, cond, seed=28)
+    logits = torch.empty(steps, 1, m.levels)
+    a = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, logits_out=logits)
+    with torch.no_grad():
+        parallel = m.logits(a, spk, cond)[0].t()  # (T, levels): PyTorch's float32 logits of the same sequence
+        cached = m._generate_cached(steps, sb, up, u, 1.0)
+    assert (logits[:, 0] - parallel).abs().max() < 1e-5
+    cdf = torch.softmax(parallel.double(), -1).cumsum(-1)
+    margin = (cdf - u[0, :, None].double()).abs().min(-1).values  # each u's distance to the nearest boundary
+    assert margin.min() > 1e-5
+    assert torch.equal(categorical_sample(parallel, u[0]), a[0])  # PyTorch's draws from its own logits
+    assert torch.equal(a, cached)
+
+
+@needs_kernel
+def test_float32_batch_split_over_threads():
+    """A batch split over threads: the same codes (row blocks of another size only reorder sums)."""
+    torch.manual_seed(0)
+    m = WaveNet(layers=4, stacks=1, residual_channels=16, gate_channels=32, skip_channels=32, levels=64).eval()
+    sb, up, u = prepared(m, 300, 5, None, None, seed=2)
+    one, two = torch.empty(300, 5, 64), torch.empty(300, 5, 64)
+    a = ws.generate(m, 300, sb, up, u, 1.0, threads=1, logits_out=one)
+    b = ws.generate(m, 300, sb, up, u, 1.0, threads=2, logits_out=two)
+    assert torch.equal(a, b) and (one - two).abs().max() < 1e-5
+    assert ws.last_run == dict(threads=2, split_steps=0, single_steps=300)
+
+
+# ------------------------------------------------------------------------------------------ fallback
+def test_no_fast_env_runs_the_pytorch_path(monkeypatch):
+    m = tiny(num_speakers=2)
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    expected = m.generate(50, speaker=1, generator=g(), fast=False)
+    monkeypatch.setenv("PIXELWAVE_NO_FAST", "1")
+    assert not ws.available()
+    called = []
+    monkeypatch.setattr(m, "_generate_cached", lambda *a: called.append(1) or type(m)._generate_cached(m, *a))
+    assert torch.equal(m.generate(50, speaker=1, generator=g()), expected)
+    assert called  # the PyTorch cached path ran
+    with pytest.raises(RuntimeError, match="PIXELWAVE_NO_FAST"):
+        m.generate(5, speaker=1, fast=True)
+
+
+def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setattr(build, "_LOADED", {})
+    monkeypatch.setattr(build, "_ERRORS", {})
+    monkeypatch.setattr(build, "_compiler", lambda: None)
+    monkeypatch.setattr(ws, "_lib_checked", {})
+    monkeypatch.setenv("PIXELWAVE_CACHE", str(tmp_path))
+    m = tiny()
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="no C.. compiler"):
+        a = m.generate(40, generator=g())
+    assert not ws.available() and "compiler" in ws.unsupported(m, torch.float64, torch.device("cpu"))
+    assert torch.equal(a, m.generate(40, generator=g(), fast=False))
+    with pytest.raises(RuntimeError, match="compiler"):
+        m.generate(5, fast=True)
+
+
+def test_other_output_distributions_take_the_pytorch_path(monkeypatch):
+    import pixelwave.models.wavenet as wavenet
+
+    class Other(wavenet.CategoricalOutput):
+        pass
+
+    m = tiny()
+    monkeypatch.setattr(m, "output", Other)
+    assert "categorical" in ws.unsupported(m, torch.float64, torch.device("cpu"))
+    assert ws.generate(m, 5, None, None, torch.rand(1, 5), 1.0) is None
+    assert m.generate(5).shape == (1, 5)
+
+
+@pytest.mark.skipif(build._compiler() is None, reason="no C++ compiler")
+def test_builds_from_the_source_into_an_empty_cache(monkeypatch, tmp_path):
+    """A fresh machine: the kernel compiles from the package's own source into the cache folder and loads."""
+    monkeypatch.setattr(build, "_LOADED", {})
+    monkeypatch.setattr(build, "_ERRORS", {})
+    monkeypatch.setenv("PIXELWAVE_CACHE", str(tmp_path / "cache"))
+    lib = build.load(ws.SOURCE)
+    assert lib is not None and lib.pw_abi_version() == ws._ABI
+    built = list((tmp_path / "cache").glob("wavenet_kernel-*.so"))
+    assert len(built) == 1 and not list((tmp_path / "cache").glob(".*tmp"))
