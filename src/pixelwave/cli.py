@@ -313,7 +313,7 @@ def cmd_train(args, parser) -> int:
     if wrong:
         raise UserError(f"{', '.join(wrong)}: not a flag for --model {args.model} ({kind} data)")
     if kind == "audio" and not args.mel:
-        mel_flags = [flag(k) for k in ("n_mels", "hop_length", "n_fft") if explicit(args, k)]
+        mel_flags = [flag(k) for k in ("n_mels", "hop_length", "n_fft") if getattr(args, k) is not None]
         if mel_flags:
             raise UserError(f"{', '.join(mel_flags)} set(s) up mel features: add --mel to condition on them")
     run_info = None

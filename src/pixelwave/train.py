@@ -428,13 +428,16 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
             if config.cond_channels is not None:
                 if test_set is None or len(test_set) == 0:
                     return
-                # Per clip a test utterance of that speaker (where there is one), all cut to the shortest.
+                # Per clip the longest test utterance of that speaker (or of all), all cut to the shortest.
+                lengths, by_speaker = test_set.lengths, test_set.speaker is not None and config.num_speakers
                 pick = []
                 for s in range(n):
-                    mine = [] if test_set.speaker is None else (test_set.speaker == s).nonzero().flatten().tolist()
-                    pick.append(mine[0] if mine else s % test_set.num_utterances)
+                    mine = torch.where(test_set.speaker == s, lengths, -1) if by_speaker else lengths  # (U,)
+                    pick.append(int(mine.argmax()) if int(mine.max()) > 0 else int(lengths.argmax()))
                 utts = [test_set.utterance(i) for i in pick]
                 frames = min([-(-steps // config.hop_length)] + [u["cond"].shape[-1] for u in utts])
+                if frames < 1:
+                    return
                 cond = torch.cat([u["cond"][..., :frames] for u in utts]).to(device)  # (n, n_mels, frames)
                 steps = frames * config.hop_length
             gen = torch.Generator().manual_seed(_seed("samples", args.seed))
