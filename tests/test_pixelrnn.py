@@ -139,6 +139,9 @@ def test_exact_normalisation_gray_three_levels_on_a_wide_image(model_cls):
 @pytest.mark.parametrize("model_cls", KINDS)
 def test_same_seed_same_samples_and_cached_equals_naive(model_cls):
     model = tiny(model_cls, 3, num_classes=2)
+    torch.manual_seed(1)
+    for p in model.parameters():  # sharper conditionals than at init, so a sampler bug changes the draws
+        torch.nn.init.normal_(p, std=0.5)
     y = torch.tensor([0, 1, 1])
 
     def draw(seed, cached, **kw):

@@ -9,13 +9,17 @@ categorical over `levels` per sub-pixel. Two kinds of LSTM layer:
 - Diagonal BiLSTM: the map is skewed (row i shifted right by i) so that each diagonal becomes a column; a 2x1
   state-to-state conv then reaches the pixel above and the pixel to the left. Two directions, left-to-right and
   right-to-left; the right-to-left one also sees pixels to the right in its own row, so its output is shifted
-  down one row before it is added. One layer sees every earlier pixel.
+  down one row before it is added. One layer sees every earlier pixel -- with one addition to the paper: the
+  right-to-left input-to-state also reads the image at its own pixel (see DiagonalBiLSTM.image_to_state).
 
 Colours (R -> G -> B) go through the LSTM in channel groups, as in the masked convs: the hidden units, the cell
 and each of the four gates are split into the same contiguous colour blocks. Input-to-state is mask B, the cell
 update is element-wise, so hidden group g at pixel (i, j) sees the colours <= g of its input at (i, j). The
 state-to-state conv is not masked: it only carries states of strictly earlier pixels (the previous row, or the
 previous diagonal), whose every colour is already known.
+
+Both kinds have a cached sampler (one pixel at a time through every layer, the recurrences carried in row
+buffers) that draws the same samples as the naive one-pass-per-sub-pixel sampler.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ from pixelwave.nn import MaskedConv2d, channel_groups
 
 def lstm_cell(gates: torch.Tensor, c: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM update. `gates` holds (i, f, o, g) stacked on `dim`, each shaped like the cell state `c`."""
-    sig = gates.narrow(dim, 0, 3).sigmoid()
-    i, f, o = sig.unbind(dim)
-    g = gates.select(dim, 3).tanh()
+    sig, g = gates.split([3, 1], dim)  # split/unbind: their backward is one cat, not a zero map per slice
+    i, f, o = sig.sigmoid().unbind(dim)
+    g = g.squeeze(dim).tanh()
     c = f * c + i * g
     return o * c.tanh(), c
 
@@ -81,8 +85,9 @@ class RowLSTM(nn.Module):
             pre = pre + self.class_bias(y)[:, :, None, None]
         h = c = x.new_zeros(b, self.hidden, width)  # the state above row 0
         rows = []
-        for i in range(height):
-            gates = pre[:, :, i] + self.state_to_state(h)  # (B, 4h, W)
+        # unbind, not pre[:, :, i]: each indexing op's backward would fill a whole zero map (quadratic in H).
+        for pre_row in pre.unbind(2):  # each (B, 4h, W)
+            gates = pre_row + self.state_to_state(h)  # (B, 4h, W)
             h, c = lstm_cell(gates.view(b, 4, self.hidden, width), c, dim=1)  # each (B, h, W)
             rows.append(h)
         return x + self.output(torch.stack(rows, dim=2))  # (B, h, H, W)
@@ -133,11 +138,11 @@ class DiagonalBiLSTM(nn.Module):
         inside = ((k >= 0) & (k < width)).to(x.dtype)  # (H, W + H - 1)
         h = c = x.new_zeros(b, 2, hid, height)  # the state left of column 0
         outs = []
-        for col in range(cols):
-            # Zero states outside the image, so the pixel at column 0 sees an empty left neighbour, as in sampling.
+        for col, pre_col in enumerate(pre.unbind(-1)):  # each (B, 8h, H); unbind: see RowLSTM.forward
             h_prev = F.pad(h.view(b, 2 * hid, height), (1, 0))  # (B, 2h, H + 1): the row above row 0 is zero
-            gates = pre[:, :, :, col] + self.state_to_state(h_prev)  # (B, 8h, H)
+            gates = pre_col + self.state_to_state(h_prev)  # (B, 8h, H)
             h, c = lstm_cell(gates.view(b, 2, 4, hid, height), c, dim=2)  # each (B, 2, h, H)
+            # Zero states outside the image, so the pixel at column 0 sees an empty left neighbour, as in sampling.
             h, c = h * inside[:, col], c * inside[:, col]
             outs.append(h)
         out = unskew(torch.stack(outs, dim=-1).view(b, 2 * hid, height, cols))  # (B, 2h, H, W)
