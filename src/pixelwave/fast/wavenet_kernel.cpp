@@ -9,7 +9,9 @@
 //                                    x  = x + W_res,i . z_i + b_res,i      (all layers but the last)
 //   s = relu(skip_b + W_skip . [z_0 .. z_{L-1}]); hid = relu(b1 + W1 s); logits = b2 + W2 hid
 //   code = inverse CDF of softmax(logits / temperature) at the uniform u[b, t]
-// bias(t, i) is the conv bias (+ the speaker's V h) (+ the mel projection at t), prepared by the caller.
+// bias(t, i) = conv bias (+ the speaker's V h) (+ cond_b + W_cond,i . up[:, t], the mel projection); the
+// mel projections are computed here, a block of steps at a time (a matrix product over the block's steps and
+// rows: the projection weights are read once per block), so the step itself just adds a vector.
 //
 // Every matrix is stored once, packed "input-major" in tiles of `tile` SIMD vectors of outputs, and all the
 // matrices one thread uses lie in one buffer in the order a step reads them, so a step streams its weights
@@ -24,6 +26,8 @@
 //
 // Float32 uses a polynomial exp (Cephes, ~1 ulp) for tanh, sigmoid and the softmax; float64 uses libm, so
 // float64 results equal PyTorch's to rounding (~1e-15) and the drawn codes are the same.
+
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -147,7 +151,7 @@ static void mk(int64_t K, const T* __restrict W, const T* __restrict X, int64_t 
         }
 }
 
-constexpr int kMaxRows = 6;   // rows per microkernel call
+constexpr int kMaxRows = 8;   // rows per microkernel call
 constexpr int kMaxTile = 16;  // SIMD vectors per tile at one row; kMaxTileRows with more rows
 constexpr int kMaxTileRows = 8;
 
@@ -185,7 +189,9 @@ template <class T> static MkFn<T> pick(int bb, int ob) {
         case 3: return pick_tile<T, 3>(ob);
         case 4: return pick_tile<T, 4>(ob);
         case 5: return pick_tile<T, 5>(ob);
-        default: return pick_tile<T, 6>(ob);
+        case 6: return pick_tile<T, 6>(ob);
+        case 7: return pick_tile<T, 7>(ob);
+        default: return pick_tile<T, 8>(ob);
     }
 }
 
@@ -322,6 +328,10 @@ struct PwDesc {
     const void* h2_w;          // (C, S)
     const void* h2_b;          // (C,)
     const void* init_states;   // (B, L, R): each layer's input after endless silence, the queues' fill
+    const void* static_bias;   // (B, L, 2G): conv bias (+ the speaker's V h), the same at every step
+    int64_t cond_channels;     // mel conditioning: channels of the upsampled features (0: none)
+    const void* cond_w;        // (L*2G, cond_channels): every layer's 1x1 projection, stacked
+    const void* cond_b;        // (L*2G,)
 };
 
 namespace {
@@ -330,15 +340,20 @@ template <class T> struct Part {  // the weights one thread multiplies by
     int64_t g0 = 0, gp = 0, PG = 0;  // gate units [g0, g0 + gp); h row = [filter PG | gate PG]
     int64_t s0 = 0, sp = 0;          // head-1 outputs [s0, s0 + sp)
     int64_t c0 = 0, cp = 0;          // logits [c0, c0 + cp)
-    Buf<T> arena;
+    Buf<T> arena, cond_arena;
     std::vector<PMat<T>> tap, res;
     PMat<T> skip, h1, h2;
+    PMat<T> cond;  // (cond_channels, L * 2PG): the mel projections of this part's units, in h's layout
 };
 
 template <class T> struct Ctx {  // one thread's rows, workspace and generation state
     const Part<T>* part = nullptr;
     int64_t row0 = 0, nb = 0;
     Buf<T> own_queues, xin, h, z, r, sk, hid, logits, tmp;
+    Buf<T> sbias;    // (nb, L * 2PG): the static bias (+ cond_b) of this part's units, in h's layout
+    Buf<T> cbias;    // (blk, nb, L * 2PG): sbias + the mel projections of a block of steps
+    Buf<T> xcond;    // (blk * nb, cond_channels): the block's upsampled features, gathered
+    int64_t blk = 0, blk_start = -1, blk_len = 0;  // the steps [blk_start, + blk_len) in cbias
     std::vector<int64_t> own_code;
     T* queues = nullptr;     // (per layer i, at qoff[i]: (nb, span_i, R)); own_queues or another context's
     int64_t* code = nullptr;  // (nb,) the previous codes; own_code or another context's
@@ -357,7 +372,7 @@ constexpr int kSlowWaits = 8;
 constexpr int kSpins = 2000;
 
 template <class T> struct Plan {
-    int64_t L, R, G, S, C, k, B, threads, row_block;
+    int64_t L, R, G, S, C, k, B, threads, row_block, Cm;
     bool split;  // batch 1 on two threads: contexts 0 and 1 split the units; context 2 runs alone
     bool peer_stale = false;  // context 1's copy of the state is behind context 0's (after a solo stretch)
     std::vector<int64_t> dil, span;  // span: (k-1)*d, a layer's queue length
@@ -372,6 +387,7 @@ template <class T> struct Plan {
     int64_t patience = kSlowWaits, split_limit = 0;
     std::atomic<int64_t> slow{0}, stop_at{-1};
     int64_t split_steps = 0, solo_steps = 0;  // statistics, per plan
+    std::atomic<int64_t> cpu_ns{0};           // CPU time of the generating threads (spinning included)
 };
 
 // Pack a (K, M) matrix given by get(k, m) with padded column count Mp (columns m >= M are zero) into dst.
@@ -390,6 +406,13 @@ static T* pack(T* dst, PMat<T>& out, int64_t K, int64_t Mp, int64_t tile, F get)
         dst += K * w;
     }
     return dst;
+}
+
+// Column m of a part's h row ([filter PG | gate PG]) is conv output unit_output(m) of 2G, or -1 (padding).
+template <class T> static inline int64_t unit_output(const Part<T>& W, int64_t G, int64_t m) {
+    const bool gate_half = m >= W.PG;
+    const int64_t u = gate_half ? m - W.PG : m;
+    return u >= W.gp ? -1 : (gate_half ? G : 0) + W.g0 + u;
 }
 
 // Pack part p of `nparts` (gate units, head-1 outputs and logits split evenly) into W.
@@ -416,12 +439,8 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
         // tap inputs: kk = j*R + c is tap j (the input (k-1-j)*d steps back), channel c
         const T* cw = conv_w + i * (2 * G) * R * k;
         dst = pack<T>(dst, W.tap[i], k * R, 2 * W.PG, tile, [&](int64_t kk, int64_t m) -> T {
-            const int64_t j = kk / R, c = kk % R;
-            const bool gate_half = m >= W.PG;
-            const int64_t u = gate_half ? m - W.PG : m;
-            if (u >= W.gp) return T(0);
-            const int64_t o = (gate_half ? G : 0) + W.g0 + u;
-            return cw[(o * R + c) * k + j];
+            const int64_t j = kk / R, c = kk % R, o = unit_output(W, G, m);
+            return o < 0 ? T(0) : cw[(o * R + c) * k + j];
         });
         if (i + 1 < L) {
             const T* rw = res_w + i * R * G;  // (R, G)
@@ -441,6 +460,14 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
     pack<T>(dst, W.h2, S, PCp, tile, [&](int64_t kk, int64_t m) -> T {
         return m < W.cp ? h2_w[(W.c0 + m) * S + kk] : T(0);
     });
+    if (P->Cm) {  // many rows (a block of steps): narrow tiles, as for batches
+        const T* cw = static_cast<const T*>(d->cond_w);
+        W.cond_arena = Buf<T>(P->Cm * L * 2 * W.PG);
+        pack<T>(W.cond_arena.p, W.cond, P->Cm, L * 2 * W.PG, 2, [&](int64_t kk, int64_t m) -> T {
+            const int64_t o = unit_output(W, G, m % (2 * W.PG));
+            return o < 0 ? T(0) : cw[((m / (2 * W.PG)) * 2 * G + o) * P->Cm + kk];
+        });
+    }
 }
 
 // Context for rows [row0, row0 + nb) multiplying by W; with `shared`, its queues and codes are shared's.
@@ -486,6 +513,23 @@ template <class T> static void make_ctx(Plan<T>* P, const PwDesc* d, Ctx<T>& X, 
     X.hid = Buf<T>(nb * X.lds);
     X.logits = Buf<T>(nb * X.ldc);
     X.tmp = Buf<T>(std::max(P->PC, 2 * W.PG) + N);
+    const int64_t H = L * 2 * W.PG;
+    X.sbias = Buf<T>(nb * H);
+    const T* sb = static_cast<const T*>(d->static_bias);  // (B, L, 2G)
+    const T* cb = static_cast<const T*>(d->cond_b);       // (L*2G,)
+    for (int64_t b = 0; b < nb; ++b)
+        for (int64_t i = 0; i < L; ++i)
+            for (int64_t m = 0; m < 2 * W.PG; ++m) {
+                const int64_t o = unit_output(W, P->G, m);
+                if (o >= 0)
+                    X.sbias[b * H + i * 2 * W.PG + m] =
+                        sb[((row0 + b) * L + i) * 2 * P->G + o] + (P->Cm ? cb[i * 2 * P->G + o] : T(0));
+            }
+    if (P->Cm) {
+        X.blk = std::max<int64_t>(1, 64 / nb);  // ~64 rows per block product
+        X.cbias = Buf<T>(X.blk * nb * H);
+        X.xcond = Buf<T>(X.blk * nb * P->Cm);
+    }
 }
 
 template <class T> static Plan<T>* create(const PwDesc* d) {
@@ -493,17 +537,18 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     auto* P = new Plan<T>();
     const int64_t L = P->L = d->layers, R = P->R = d->residual, G = P->G = d->gate, S = P->S = d->skip;
     const int64_t C = P->C = d->out_channels, k = P->k = d->kernel, B = P->B = d->batch;
+    P->Cm = std::max<int64_t>(0, d->cond_channels);
     P->threads = std::max<int64_t>(1, std::min<int64_t>(d->threads, B == 1 ? 2 : B));
     P->split = B == 1 && P->threads == 2 && G >= 2;
     P->patience = d->patience == 0 ? kSlowWaits : d->patience < 0 ? INT64_MAX : d->patience;
     P->split_limit = std::max<int64_t>(0, d->split_limit);
     if (B == 1 && !P->split) P->threads = 1;
     const int64_t rows = P->split ? 1 : (B + P->threads - 1) / P->threads;  // most rows one thread runs
-    // One row per thread: the widest tiles (a layer's 256 conv outputs in one pass); more rows: 4 vectors
-    // by up to 4 rows (16 accumulators; each weight load serves 4 rows).
-    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? 16 : 4),
+    // One row per thread: the widest tiles (a layer's 256 conv outputs in one pass, 16 FMA chains); more
+    // rows: 2 vectors by up to 8 rows (16 accumulators; each weight load serves 8 rows). Measured on Zen 5.
+    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? 16 : 2),
                                                                 rows == 1 ? kMaxTile : kMaxTileRows));
-    P->row_block = std::max<int64_t>(1, std::min<int64_t>(d->row_block ? d->row_block : 4, kMaxRows));
+    P->row_block = std::max<int64_t>(1, std::min<int64_t>(d->row_block ? d->row_block : 8, kMaxRows));
     P->dil.assign(d->dilations, d->dilations + L);
     P->span.resize(L);
     for (int64_t i = 0; i < L; ++i) P->span[i] = (k - 1) * P->dil[i];
@@ -562,8 +607,8 @@ template <class T> static inline void wait_for(Plan<T>* P, int other, int64_t n)
 
 struct RunArgs {
     int64_t t0, n;
-    const void* bias;      // element (s, i, b, o) at s*bias_step + (i*B + b)*2G + o
-    int64_t bias_step;     // 0: the same bias at every step
+    const void* up;        // mel conditioning: element (b, c, s) at b*up_b + c*up_c + s (s from t0), or null
+    int64_t up_b, up_c;
     const void* u;         // element (b, s) at b*ldu + s
     int64_t ldu;
     double temperature;
@@ -572,16 +617,35 @@ struct RunArgs {
     void* logits_out;      // optional: (n, B, C)
 };
 
+static int64_t thread_cpu_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 // Run steps [s_begin, a.n) of context c; SPLIT: as one of the two halves. Returns the step it stopped before
 // (a.n, or earlier where split mode gave up: then both halves stop after the same step).
+template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, const RunArgs& a,
+                                                        int64_t s_begin);
+
 template <class T, bool SPLIT> static int64_t run_ctx(Plan<T>* P, int64_t c, const RunArgs& a, int64_t s_begin) {
+    const int64_t t0 = thread_cpu_ns();
+    P->ctx[c].blk_start = -1;  // step numbers restart with every run call
+    P->ctx[c].blk_len = 0;
+    const int64_t done = run_steps<T, SPLIT>(P, c, a, s_begin);
+    P->cpu_ns.fetch_add(thread_cpu_ns() - t0, std::memory_order_relaxed);
+    return done;
+}
+
+template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, const RunArgs& a, int64_t s_begin) {
     constexpr int N = VT<T>::N;
     Ctx<T>& X = P->ctx[c];
     const Part<T>& W = *X.part;
     const int64_t L = P->L, R = P->R, G = P->G, S = P->S, C = P->C, k = P->k, B = P->B;
     const int64_t nb = X.nb, PR = P->PR, PS = P->PS, PC = P->PC, gp = W.gp, PG = W.PG;
     const int rb = (int)P->row_block;
-    const T* bias = static_cast<const T*>(a.bias);
+    const T* up = static_cast<const T*>(a.up);
+    const int64_t H = L * 2 * PG;  // a row's biases, every layer
     const T* u = static_cast<const T*>(a.u);
     T* logits_out = static_cast<T*>(a.logits_out);
     const T temperature = (T)a.temperature;
@@ -594,7 +658,23 @@ template <class T, bool SPLIT> static int64_t run_ctx(Plan<T>* P, int64_t c, con
     for (int64_t s = s_begin; s < a.n; ++s) {
         const int64_t t = a.t0 + s;
         for (int64_t b = 0; b < nb; ++b) std::memcpy(xcur + b * X.ldx, P->emb.p + X.code[b] * R, R * sizeof(T));
-        const T* bias_s = bias + s * a.bias_step;
+        const T* bias_s = X.sbias.p;  // (nb, H)
+        if (up) {
+            if (s < X.blk_start || s >= X.blk_start + X.blk_len) {  // the next block's mel projections
+                X.blk_start = s;
+                X.blk_len = std::min(X.blk, a.n - s);
+                const int64_t rows = X.blk_len * nb, Cm = P->Cm;
+                for (int64_t j = 0; j < X.blk_len; ++j)
+                    for (int64_t b = 0; b < nb; ++b) {
+                        T* xr = X.xcond.p + (j * nb + b) * Cm;
+                        const T* ur = up + (X.row0 + b) * a.up_b + s + j;
+                        for (int64_t c2 = 0; c2 < Cm; ++c2) xr[c2] = ur[c2 * a.up_c];
+                        std::memcpy(X.cbias.p + (j * nb + b) * H, X.sbias.p + b * H, H * sizeof(T));
+                    }
+                gemm<T>(W.cond, rows, kMaxRows, X.xcond.p, Cm, X.cbias.p, H);
+            }
+            bias_s = X.cbias.p + (s - X.blk_start) * nb * H;
+        }
         for (int64_t i = 0; i < L; ++i) {
             const int64_t span = P->span[i], d = P->dil[i];
             T* q = X.queues + X.qoff[i];
@@ -603,10 +683,7 @@ template <class T, bool SPLIT> static int64_t run_ctx(Plan<T>* P, int64_t c, con
                     const int64_t slot = pos_mod(t - (k - 1 - j) * d, span);
                     std::memcpy(X.xin.p + b * X.ldx + j * R, q + (b * span + slot) * R, R * sizeof(T));
                 }
-                const T* bb = bias_s + (i * B + X.row0 + b) * (2 * G);
-                T* hb = X.h.p + b * X.ldh;
-                std::memcpy(hb, bb + W.g0, gp * sizeof(T));
-                std::memcpy(hb + PG, bb + G + W.g0, gp * sizeof(T));
+                std::memcpy(X.h.p + b * X.ldh, bias_s + b * H + i * 2 * PG, 2 * PG * sizeof(T));
             }
             gemm<T>(W.tap[i], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
             const int64_t slot = pos_mod(t, span);
@@ -756,7 +833,7 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ C interface
-PW_API int pw_abi_version() { return 2; }
+PW_API int pw_abi_version() { return 5; }
 PW_API int64_t pw_desc_size() { return (int64_t)sizeof(PwDesc); }
 PW_API int64_t pw_runargs_size() { return (int64_t)sizeof(RunArgs); }
 
@@ -772,14 +849,15 @@ PW_API int pw_wn_run_f32(void* p, const RunArgs* a) {
 PW_API int pw_wn_run_f64(void* p, const RunArgs* a) {
     try { return run<double>(static_cast<Plan<double>*>(p), *a); } catch (...) { return -1; }
 }
-// stats[0]: threads the plan runs (2 in split mode), stats[1]: steps run split, stats[2]: steps run otherwise
-PW_API void pw_wn_stats_f32(void* p, int64_t* stats) {
-    auto* P = static_cast<Plan<float>*>(p);
-    stats[0] = P->split ? 2 : (int64_t)P->ctx.size(); stats[1] = P->split_steps; stats[2] = P->solo_steps;
+// stats: threads the plan runs (2 in split mode), steps run split, steps run otherwise, CPU ns of the threads
+template <class T> static void stats(void* p, int64_t* out) {
+    auto* P = static_cast<Plan<T>*>(p);
+    out[0] = P->split ? 2 : (int64_t)P->ctx.size();
+    out[1] = P->split_steps;
+    out[2] = P->solo_steps;
+    out[3] = P->cpu_ns.load();
 }
-PW_API void pw_wn_stats_f64(void* p, int64_t* stats) {
-    auto* P = static_cast<Plan<double>*>(p);
-    stats[0] = P->split ? 2 : (int64_t)P->ctx.size(); stats[1] = P->split_steps; stats[2] = P->solo_steps;
-}
+PW_API void pw_wn_stats_f32(void* p, int64_t* out) { stats<float>(p, out); }
+PW_API void pw_wn_stats_f64(void* p, int64_t* out) { stats<double>(p, out); }
 PW_API void pw_wn_free_f32(void* p) { delete static_cast<Plan<float>*>(p); }
 PW_API void pw_wn_free_f64(void* p) { delete static_cast<Plan<double>*>(p); }

@@ -23,8 +23,7 @@ import torch
 from pixelwave.fast import _build
 
 SOURCE = "wavenet_kernel.cpp"
-_ABI = 2
-_CHUNK_BYTES = 32 << 20  # per-step biases of a chunk when mel conditioning gives every step its own
+_ABI = 5
 _MAX_CHUNK = 4096  # steps per kernel call (between calls Python can be interrupted)
 
 _i64, _vp, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
@@ -35,11 +34,12 @@ class _Desc(ctypes.Structure):
                                     "threads", "tile", "row_block", "initial_code", "patience", "split_limit")] + \
                [("dilations", _vp)] + \
                [(n, _vp) for n in ("emb", "conv_w", "res_w", "res_b", "skip_w", "skip_b", "h1_w", "h1_b",
-                                   "h2_w", "h2_b", "init_states")]
+                                   "h2_w", "h2_b", "init_states", "static_bias")] + \
+               [("cond_channels", _i64), ("cond_w", _vp), ("cond_b", _vp)]
 
 
 class _RunArgs(ctypes.Structure):
-    _fields_ = [("t0", _i64), ("n", _i64), ("bias", _vp), ("bias_step", _i64), ("u", _vp), ("ldu", _i64),
+    _fields_ = [("t0", _i64), ("n", _i64), ("up", _vp), ("up_b", _i64), ("up_c", _i64), ("u", _vp), ("ldu", _i64),
                 ("temperature", _f64), ("codes", _vp), ("ldcodes", _i64), ("logits_out", _vp)]
 
 
@@ -48,8 +48,9 @@ _lib_checked: dict[int, bool] = {}
 
 # How the last fast generation in this process ran: threads (2 at batch 1 = split), and how many steps ran
 # split across the two threads vs on one thread each (split mode falls back to one thread for the rest of a
-# chunk when the two threads are not running at the same time, i.e. on a busy machine).
-last_run: dict[str, int] = {}
+# chunk when the two threads are not running at the same time, i.e. on a busy machine), and the CPU seconds
+# the generating threads used (the kernel's work on a busy machine, without the time it waited for a core).
+last_run: dict[str, float] = {}
 
 
 def disabled() -> bool:
@@ -142,7 +143,7 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
     B = u.shape[0]
     threads = default_threads(B) if threads is None else max(1, int(threads))
 
-    # The same per-layer biases as WaveNet._generate_cached, in the same order of additions.
+    # The per-layer biases of WaveNet._generate_cached: conv bias + speaker; the kernel adds the mel projections.
     static = torch.stack([b.conv.bias for b in blocks])[None].expand(B, -1, -1)  # (B, L, 2G)
     if spk is not None:
         static = static + spk
@@ -159,11 +160,15 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
         "h1_w": _c(model.head[1].weight[:, :, 0], dtype), "h1_b": _c(model.head[1].bias, dtype),
         "h2_w": _c(model.head[3].weight[:, :, 0], dtype), "h2_b": _c(model.head[3].bias, dtype),
         "init_states": init,
+        "static_bias": _c(static, dtype),  # (B, L, 2G)
+        "cond_w": _c(torch.cat([b.cond_proj.weight[:, :, 0] for b in blocks]), dtype) if up is not None else None,
+        "cond_b": _c(torch.cat([b.cond_proj.bias for b in blocks]), dtype) if up is not None else None,
     }
     ptr = {n: (t.data_ptr() if t is not None else None) for n, t in keep.items()}
     desc = _Desc(layers=L, residual=R, gate=G, skip=S, out_channels=C, kernel=k, batch=B, threads=threads,
                  tile=tile, row_block=row_block, initial_code=model.silence, patience=patience,
-                 split_limit=split_limit, dilations=ptr.pop("dil"), **ptr)
+                 split_limit=split_limit, cond_channels=0 if up is None else up.shape[1],
+                 dilations=ptr.pop("dil"), **ptr)
     plan = getattr(lib, f"pw_wn_create_{sfx}")(ctypes.byref(desc))
     if not plan:
         return None
@@ -174,23 +179,15 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
         if logits_out is not None:
             assert logits_out.shape == (steps, B, C) and logits_out.dtype == dtype and logits_out.is_contiguous()
         run = getattr(lib, f"pw_wn_run_{sfx}")
-        if up is None:
-            bias = _c(static.transpose(0, 1), dtype)  # (L, B, 2G), the same at every step
-            chunk, step_stride = _MAX_CHUNK, 0
-        else:
-            cond_w = torch.cat([b.cond_proj.weight[:, :, 0] for b in blocks])  # (L*2G, C_mel)
-            cond_b = torch.cat([b.cond_proj.bias for b in blocks])  # (L*2G,)
-            per_step = L * B * 2 * G
-            chunk = max(16, min(_MAX_CHUNK, _CHUNK_BYTES // (per_step * param.element_size())))
-            step_stride = per_step
-        for t0 in range(0, steps, chunk):
-            n = min(chunk, steps - t0)
-            if up is not None:  # as WaveNet._generate_cached: the mel projection of n steps at once
-                piece = up[..., t0: t0 + n]  # (B, C_mel, n)
-                proj = torch.einsum("bcn,kc->nbk", piece, cond_w) + cond_b  # (n, B, L*2G)
-                proj = proj.view(n, B, L, 2 * G) + static[None]  # (n, B, L, 2G)
-                bias = _c(proj.permute(0, 2, 1, 3), dtype)  # (n, L, B, 2G)
-            args.t0, args.n, args.bias, args.bias_step = t0, n, bias.data_ptr(), step_stride
+        if up is not None:
+            up = up.detach().to(dtype)
+            if up.stride(2) != 1:
+                up = up.contiguous()
+            args.up_b, args.up_c = up.stride(0), up.stride(1)
+        for t0 in range(0, steps, _MAX_CHUNK):
+            n = min(_MAX_CHUNK, steps - t0)
+            args.t0, args.n = t0, n
+            args.up = None if up is None else up.data_ptr() + t0 * up.element_size()
             args.u = u.data_ptr() + t0 * u.element_size()
             args.codes = codes.data_ptr() + t0 * codes.element_size()
             args.logits_out = None if logits_out is None else logits_out[t0].data_ptr()
@@ -199,10 +196,10 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
                 if t0 == 0:
                     return None  # e.g. no thread could be started: the PyTorch path instead
                 raise RuntimeError(f"pixelwave fast WaveNet kernel failed (code {rc}) at step {t0}")
-        stats = (_i64 * 3)()
+        stats = (_i64 * 4)()
         getattr(lib, f"pw_wn_stats_{sfx}")(plan, stats)
         last_run.clear()
-        last_run.update(threads=stats[0], split_steps=stats[1], single_steps=stats[2])
+        last_run.update(threads=stats[0], split_steps=stats[1], single_steps=stats[2], cpu_s=stats[3] * 1e-9)
         return codes.to(device)
     finally:
         getattr(lib, f"pw_wn_free_{sfx}")(plan)
