@@ -6,6 +6,7 @@ Every user mistake becomes one line on stderr and exit code 2 (UserError); nothi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -18,14 +19,15 @@ import torch
 from pixelwave import checkpoint
 from pixelwave.errors import UserError
 
-IMAGE_MODELS = ("pixelcnn", "gated_pixelcnn")
+IMAGE_MODELS = ("pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag", "pixelvae")
 AUDIO_MODELS = ("wavenet",)
 ALL_MODELS = IMAGE_MODELS + AUDIO_MODELS
 # Model size flags (= constructor argument names) of each kind of model, and the flags only one kind takes.
-MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size"),
+MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout", "latent_channels",
+                          "latent_stride"),
                "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size")}
 AUDIO_DATA_FLAGS = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db")
-ONLY_FOR = {"image": ("hidden", "image_size", "channels"),
+ONLY_FOR = {"image": ("hidden", "image_size", "channels", "mixtures", "dropout", "latent_channels", "latent_stride"),
             "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", *AUDIO_DATA_FLAGS)}
 
 # Presets fill in flag defaults; a config file and explicit flags override them. An "image" / "audio" entry
@@ -232,6 +234,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hidden", type=positive(), help="image models: hidden channels")
     g.add_argument("--layers", type=positive(), help="number of layers (WaveNet: dilated layers in all stacks)")
     g.add_argument("--kernel-size", type=positive(), help="kernel size")
+    g.add_argument("--mixtures", type=positive(), help="pixelcnn_pp: logistic mixture components (default 5)")
+    g.add_argument("--dropout", type=float, help="pixelcnn_pp: dropout in the gated ResNet blocks (default 0.5)")
+    g.add_argument("--latent-channels", type=positive(), help="pixelvae: channels of the latent map z (default 4)")
+    g.add_argument("--latent-stride", type=positive(), help="pixelvae: image pixels per latent position: 1, 2 or 4")
     g.add_argument("--stacks", type=positive(), help="wavenet: stacks of dilations 1, 2, 4, ... (default 2)")
     g.add_argument("--residual-channels", type=positive(), help="wavenet: residual channels (default 64)")
     g.add_argument("--gate-channels", type=positive(), help="wavenet: channels of each gate half (default 128)")
@@ -250,6 +256,12 @@ def build_model(args, train_set):
         raise UserError(f"--model {args.model} models {cls.data_kind} data but --data {args.data} is "
                         f"{train_set.kind} data")
     kwargs = {k: getattr(args, k) for k in MODEL_SIZES[cls.data_kind] if getattr(args, k) is not None}
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    for k in list(kwargs):
+        if k not in fields:
+            if explicit(args, k):
+                raise UserError(f"{flag(k)} does not apply to --model {args.model}")
+            del kwargs[k]  # a preset's size for another model of this kind
     if train_set.kind == "image":
         kwargs.update(channels=train_set.channels, levels=train_set.levels)
         if train_set.num_classes and not args.unconditional:
@@ -365,7 +377,8 @@ def cmd_eval(args, parser) -> int:
         raise UserError(f"the {args.split} split of {args.data} is empty")
     batch_size = args.batch_size or (16 if audio else 100)
     result = evaluate(model, dataset, batch_size, device)
-    result.update(data=args.data, split=args.split, checkpoint=str(args.checkpoint), model=model.model_name)
+    result.update(data=args.data, split=args.split, checkpoint=str(args.checkpoint), model=model.model_name,
+                  bound=bool(getattr(model, "is_bound", False)))
     if audio:
         seconds = result["examples"] * dataset.crop / dataset.sample_rate
         result.update(bits_per_sample=result["bits_per_dim"], samples_per_example=dataset.crop,
@@ -377,8 +390,10 @@ def cmd_eval(args, parser) -> int:
               f"{result['nats_per_example']:.1f} nats per clip ({result['examples']} clips of {dataset.crop} "
               f"samples, {seconds:.1f} s at {dataset.sample_rate} Hz)")
     else:
-        print(f"{args.data} [{args.split}]: {result['bits_per_dim']:.4f} bits/dim, "
-              f"{result['nats_per_example']:.2f} nats per image ({result['examples']} images)")
+        bound = getattr(model, "is_bound", False)
+        print(f"{args.data} [{args.split}]: {'<= ' if bound else ''}{result['bits_per_dim']:.4f} bits/dim, "
+              f"{'<= ' if bound else ''}{result['nats_per_example']:.2f} nats per image ({result['examples']} images)"
+              + (" -- an upper bound from the ELBO, not the exact likelihood" if bound else ""))
     return 0
 
 
@@ -650,11 +665,14 @@ def cmd_receptive_field(args, parser) -> int:
     maps = []
     names = args.model.split(",")
     for name in names:
-        if name not in IMAGE_MODELS:
-            raise UserError(f"--model {name!r}: choose from {', '.join(IMAGE_MODELS)}")
+        causal = [m for m in IMAGE_MODELS if m != "pixelvae"]  # PixelVAE's encoder sees the whole image
+        if name not in causal:
+            raise UserError(f"--model {name!r}: choose from {', '.join(causal)}")
         torch.manual_seed(args.seed)
         kwargs = dict(channels=1, levels=2, hidden=args.hidden, layers=args.layers)
         if args.kernel_size:
+            if "kernel_size" not in {f.name for f in dataclasses.fields(MODELS[name].config_class)}:
+                raise UserError(f"--kernel-size does not apply to --model {name}")
             kwargs["kernel_size"] = args.kernel_size
         try:
             model = MODELS[name](**kwargs)
@@ -679,6 +697,26 @@ def target_pixel(text: str) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def cmd_reconstruct(args, parser) -> int:
+    out = output_path(args.out, args.force)
+    device = device_of(args.device)
+    model, info = load_checkpoint(args.checkpoint, device)
+    if not hasattr(model, "reconstruct"):
+        raise UserError(f"{args.checkpoint} is a {model.model_name} checkpoint: reconstruct needs a pixelvae")
+    dataset = load_data(args.data, args.split, model.data_kind, info, args)
+    check_compatible(model, dataset, info)
+    n = min(args.n, len(dataset))
+    batch = dataset.batch(torch.arange(n))
+    x = batch["x"].to(device)
+    y = batch["y"].to(device) if model.num_classes is not None else None
+    recon = model.reconstruct(x, y, generator=torch.Generator().manual_seed(args.seed))
+    from pixelwave.viz import image_grid, save_image
+
+    save_image(image_grid(torch.cat([x.cpu(), recon.cpu()]), model.levels, nrow=n, scale=args.scale), out)
+    print(f"wrote {out} (top row: {n} {args.split} images of {args.data}; bottom row: decoded from q(z | x))")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -785,8 +823,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_data_speech)
 
+    p = sub.add_parser("reconstruct", help="pixelvae: held-out images next to their reconstructions")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("-n", type=positive(), default=8, help="number of images")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=positive(), default=4)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_reconstruct)
+
+    from pixelwave.compare import add_compare_arguments, run_compare
+
+    p = sub.add_parser("compare", help="the seed's table: several models, equal size and CPU budget")
+    add_compare_arguments(p)
+    p.set_defaults(func=lambda args, parser: run_compare(args))
+
     p = sub.add_parser("receptive-field", help="measure which pixels a model's output can see")
-    p.add_argument("--model", required=True, help="pixelcnn, gated_pixelcnn, or both comma-separated")
+    p.add_argument("--model", required=True, help="image models, comma-separated (e.g. pixelcnn,gated_pixelcnn)")
     p.add_argument("--layers", type=positive(), required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--kernel-size", type=positive())
