@@ -145,8 +145,9 @@ def table(res: dict) -> str:
         vs = f"{r['samples_per_s'] / cached:.1f}x" if cached and r["path"] != "cached" else ""
         cpu = f"{r['samples_per_cpu_s']:,.0f}" if r.get("samples_per_cpu_s") else ""
         split = f"{r['split_share']:.0%}" if r.get("split_share") is not None else ""
-        lines.append(f"| {r['path']} | {r['batch']} | {r['samples_per_s']:,.0f} | {r['rtf_16k']:.3f} | {vs} | "
-                     f"{cpu} | {split} |")
+        sps = f"{r['samples_per_s']:,.0f}" if r["samples_per_s"] >= 100 else f"{r['samples_per_s']:.2g}"
+        vs = vs if not vs.startswith("0.0") else f"{r['samples_per_s'] / cached:.1g}x"
+        lines.append(f"| {r['path']} | {r['batch']} | {sps} | {r['rtf_16k']:.3g} | {vs} | {cpu} | {split} |")
     f1, f16 = rate.get(("fast", 1)), [r for r in res["rows"] if r["path"] == "fast" and r["batch"] != 1]
     if f1 and f16:
         lines.append(f"\nfast, batch {f16[0]['batch']} aggregate / batch 1: {f16[0]['samples_per_s'] / f1:.1f}x")

@@ -366,8 +366,9 @@ struct alignas(64) Seq {
     char pad[64 - sizeof(std::atomic<int64_t>)];
 };
 
-// Split mode stops (for the rest of a run call) after this many waits that outlasted the spin budget: the
-// two threads are not running at the same time (a busy machine), and one thread alone is then faster.
+// Split mode stops (for the rest of a run call) after this many waits that outlasted the spin budget (~40 us):
+// the two threads are not running at the same time (a busy machine), and one thread alone is then faster.
+// A preemption now and then (a few ms) costs one such wait; sustained contention costs one per exchange.
 constexpr int kSlowWaits = 8;
 constexpr int kSpins = 2000;
 
@@ -595,10 +596,12 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
 template <class T> static inline void wait_for(Plan<T>* P, int other, int64_t n) {
     const std::atomic<int64_t>& a = P->seq[other].v;
     int spins = 0;
+    bool noted = false;
     while (a.load(std::memory_order_acquire) < n) {
         cpu_relax();
-        if (++spins >= kSpins) {  // the other thread is not running: note it, and give the core away
-            P->slow.fetch_add(1, std::memory_order_relaxed);
+        if (++spins >= kSpins) {  // the other thread is not running: note it (once), give the core away
+            if (!noted) P->slow.fetch_add(1, std::memory_order_relaxed);
+            noted = true;
             std::this_thread::yield();
             spins = 0;
         }
