@@ -218,14 +218,19 @@ static void gemm(const PMat<T>& W, int64_t rows, int row_block, const T* X, int6
     }
 }
 
-// Y[0:M] += X[0:rows] . (rows k0 .. k0+rows of the packed matrix W): one layer's share of the skip matrix.
-template <class T> static void skip_rows(const PMat<T>& W, int64_t k0, int64_t rows, const T* X, T* Y) {
+// Y (rows, M) += X (rows, kn) . W[k0 : k0 + kn, :]: a range of the packed matrix's inputs (X holds just those).
+template <class T>
+static void gemm_part(const PMat<T>& W, int64_t k0, int64_t kn, int64_t rows, int row_block, const T* X,
+                      int64_t ldx, T* Y, int64_t ldy) {
     constexpr int N = VT<T>::N;
     const int64_t mv = W.M / N;
     const T* wp = W.data;
     for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
         const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
-        pick<T>(1, ob)(rows, wp + k0 * ob * N, X, 0, Y + v0 * N, 0);
+        for (int64_t r = 0; r < rows; r += row_block) {
+            const int bb = (int)std::min<int64_t>(row_block, rows - r);
+            pick<T>(bb, ob)(kn, wp + k0 * ob * N, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
+        }
         wp += W.K * ob * N;
     }
 }
@@ -276,7 +281,6 @@ static void gate(const double* h, int64_t PG, int64_t G, double* z, double*) {
 // Inverse-CDF draw from softmax(logits[0:C] / temperature) at u, as distributions.categorical_sample:
 // the first index whose CDF reaches u, clamped to C - 1. `tmp` holds >= round_up(C, N) values.
 static int64_t draw(const float* logits, int64_t C, float temperature, float u, float* tmp) {
-    using V = VT<float>::V;
     constexpr int N = VT<float>::N;
     float m = -INFINITY;
     for (int64_t j = 0; j < C; ++j) { tmp[j] = logits[j] / temperature; m = std::max(m, tmp[j]); }
@@ -644,7 +648,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
     constexpr int N = VT<T>::N;
     Ctx<T>& X = P->ctx[c];
     const Part<T>& W = *X.part;
-    const int64_t L = P->L, R = P->R, G = P->G, S = P->S, C = P->C, k = P->k, B = P->B;
+    const int64_t L = P->L, R = P->R, S = P->S, C = P->C, k = P->k, B = P->B;
     const int64_t nb = X.nb, PR = P->PR, PS = P->PS, PC = P->PC, gp = W.gp, PG = W.PG;
     const int rb = (int)P->row_block;
     const T* up = static_cast<const T*>(a.up);
@@ -678,9 +682,10 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
             }
             bias_s = X.cbias.p + (s - X.blk_start) * nb * H;
         }
-        for (int64_t i = 0; i < L; ++i) {
+        // h = bias + the taps on the inputs of earlier steps (the queues), for layer i
+        auto conv_past = [&](int64_t i) {
             const int64_t span = P->span[i], d = P->dil[i];
-            T* q = X.queues + X.qoff[i];
+            const T* q = X.queues + X.qoff[i];
             for (int64_t b = 0; b < nb; ++b) {
                 for (int64_t j = 0; j + 1 < k; ++j) {
                     const int64_t slot = pos_mod(t - (k - 1 - j) * d, span);
@@ -688,7 +693,20 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                 }
                 std::memcpy(X.h.p + b * X.ldh, bias_s + b * H + i * 2 * PG, 2 * PG * sizeof(T));
             }
-            gemm<T>(W.tap[i], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+        };
+        if (SPLIT) {  // the products with the queued inputs are done early, while the other thread catches up
+            conv_past(0);
+            gemm_part<T>(W.tap[0], 0, (k - 1) * R, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+        }
+        for (int64_t i = 0; i < L; ++i) {
+            const int64_t span = P->span[i];
+            T* q = X.queues + X.qoff[i];
+            if (!SPLIT) {
+                conv_past(i);
+                gemm<T>(W.tap[i], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+            } else {  // + the tap on this step's input
+                gemm_part<T>(W.tap[i], (k - 1) * R, R, nb, rb, xcur, X.ldx, X.h.p, X.ldh);
+            }
             const int64_t slot = pos_mod(t, span);
             for (int64_t b = 0; b < nb; ++b) {
                 std::memcpy(q + (b * span + slot) * R, xcur + b * X.ldx, R * sizeof(T));
@@ -709,8 +727,11 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                 std::memset(mine, 0, PR * sizeof(T));
                 gemm<T>(W.res[i], 1, 1, X.z.p + i * gp, 0, mine, 0);
                 post();
+                // while the other half arrives: this layer's skip contribution, the next layer's queued taps
                 if (i == 0) std::memset(X.sk.p, 0, PS * sizeof(T));
-                skip_rows<T>(W.skip, i * gp, gp, X.z.p + i * gp, X.sk.p);  // while the other half arrives
+                gemm_part<T>(W.skip, i * gp, gp, 1, 1, X.z.p + i * gp, 0, X.sk.p, 0);
+                conv_past(i + 1);
+                gemm_part<T>(W.tap[i + 1], 0, (k - 1) * R, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
                 wait();
                 const T* r0 = P->ex_r.p + (nex % 2 * 2 + 0) * PR;
                 const T* r1 = P->ex_r.p + (nex % 2 * 2 + 1) * PR;
@@ -735,7 +756,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
             gemm<T>(W.h2, nb, rb, X.hid.p, X.lds, X.logits.p, X.ldc);
         } else {
             if (L == 1) std::memset(X.sk.p, 0, PS * sizeof(T));
-            skip_rows<T>(W.skip, (L - 1) * gp, gp, X.z.p + (L - 1) * gp, X.sk.p);  // the last layer's
+            gemm_part<T>(W.skip, (L - 1) * gp, gp, 1, 1, X.z.p + (L - 1) * gp, 0, X.sk.p, 0);  // the last layer's
             T* mine = P->ex_sk.p + ((nex + 1) % 2 * 2 + c) * PS;
             std::memcpy(mine, X.sk.p, PS * sizeof(T));
             post();
