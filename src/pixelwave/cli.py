@@ -709,14 +709,15 @@ def cmd_reconstruct(args, parser) -> int:
     dataset = load_data(args.data, args.split, model.data_kind, info, args)
     check_compatible(model, dataset, info)
     n = min(args.n, len(dataset))
-    batch = dataset.batch(torch.arange(n))
+    batch = dataset.batch(torch.linspace(0, len(dataset) - 1, n).long())  # spread over the split (and classes)
     x = batch["x"].to(device)
     y = batch["y"].to(device) if model.num_classes is not None else None
     recon = model.reconstruct(x, y, generator=torch.Generator().manual_seed(args.seed))
     from pixelwave.viz import image_grid, save_image
 
     save_image(image_grid(torch.cat([x.cpu(), recon.cpu()]), model.levels, nrow=n, scale=args.scale), out)
-    print(f"wrote {out} (top row: {n} {args.split} images of {args.data}; bottom row: decoded from q(z | x))")
+    print(f"wrote {out} (top row: {n} {args.split} images of {args.data}, evenly spaced; "
+          f"bottom row: decoded from q(z | x))")
     return 0
 
 
