@@ -113,7 +113,8 @@ def _build_and_load(source: str) -> tuple[ctypes.CDLL | None, str]:
         key = hashlib.sha256(b"\0".join([code, cxx.encode(), " ".join(_FLAGS).encode(), str(native).encode(),
                                          _cpu_signature().encode(), sys.platform.encode()])).hexdigest()[:16]
         name = f"{src.stem}-{key}.so"
-        for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"pixelwave-{os.getuid()}"):
+        user = getattr(os, "getuid", lambda: "user")()
+        for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"pixelwave-{user}"):
             out = folder / name
             try:
                 if not out.exists():

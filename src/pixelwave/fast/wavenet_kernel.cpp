@@ -20,9 +20,13 @@
 //
 // Threads: with batch > 1 the rows are split between threads, which then run independently. With batch 1
 // and 2 threads ("split" mode), each thread owns half of every layer's gate units (its half of the conv,
-// residual and skip weights) and half of each head layer's outputs; per sample the threads exchange their
-// partial residuals (one per layer), partial skip sums and head halves through double-buffered slots with
-// a sequence counter each: L + 2 exchanges per sample.
+// residual and skip weights, ~3.2 MB each) and half of each head layer's outputs; per sample the threads
+// exchange their partial residuals (one per layer), partial skip sums and head halves through double-buffered
+// slots with a sequence counter each: L + 2 exchanges per sample (~0.2-0.4 us each between two cores), and
+// while one waits for the other's residual half it does the work that does not need it (its skip rows, the
+// next layer's taps on queued inputs). Spin-waiting only pays while both threads hold a core: after
+// kSlowWaits waits that outlast the spin budget in one run call (a busy machine), thread 0 goes on alone
+// with the whole network (its own copy of it) for the rest of that call; the next call tries two again.
 //
 // Float32 uses a polynomial exp (Cephes, ~1 ulp) for tanh, sigmoid and the softmax; float64 uses libm, so
 // float64 results equal PyTorch's to rounding (~1e-15) and the drawn codes are the same.
@@ -73,8 +77,7 @@ template <class T> static inline typename VT<T>::V vload(const T* p) {
 }
 template <class T> static inline void vstore(T* p, typename VT<T>::V v) { std::memcpy(p, &v, sizeof v); }
 template <class T> static inline typename VT<T>::V vsplat(T x) {
-    typename VT<T>::V v = {x};
-    return __builtin_shuffle(v, typename VT<T>::I{});  // lane 0 everywhere: one broadcast
+    return x - typename VT<T>::V{};  // x - 0 is x in every lane (also -0): compilers emit one broadcast
 }
 
 static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }

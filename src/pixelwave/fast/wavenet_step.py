@@ -7,6 +7,11 @@ the same `u`: the same network, the same inverse-CDF rule; only the order of the
 (float64: ~1e-15, so equal codes; float32: ~1e-6 in the logits, so a draw flips only where u lands that close
 to a CDF boundary).
 
+Threads (`default_threads`): a batch is split between the CPUs, rows per thread; at batch 1 two threads split
+every sample's layers between them (see wavenet_kernel.cpp) while both get a core, and one goes on alone when
+they do not (a busy machine); `last_run` says how it went. Mel conditioning: the kernel projects the upsampled
+features itself, a block of steps at a time, so per sample the step just adds that vector.
+
 The fast path is skipped when $PIXELWAVE_NO_FAST is set to anything but "" or "0", for models off the CPU, in
 dtypes other than float32/float64, and for output distributions other than the categorical. The C++ source
 (wavenet_kernel.cpp, next to this file) is compiled at first use (see _build.py); without a compiler the
