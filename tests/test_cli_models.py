@@ -66,3 +66,12 @@ def test_compare_on_the_cli(tmp_path, capsys):
     assert main(["compare", "--models", "pixelrnn_row,pixelcnn", "--budget-minutes", "0.005", "--params", "2000",
                  "--batch-size", "4", "--out", str(out)]) == 0
     assert "| pixelrnn_row |" in (out / "table.md").read_text()
+
+
+def test_time_limit_stops_training_and_saves(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--model", "pixelcnn", "--data", "mnist-sample-binary", "--out", str(out), *TINY]
+    assert main([*argv[:-2], "--steps", "50", "--time-limit", "1e-6"]) == 0
+    assert "--time-limit" in capsys.readouterr().out
+    steps = [p.name for p in (out / "checkpoints").iterdir()]
+    assert steps == ["step-000001"] and pw.load(out).model_name == "pixelcnn"

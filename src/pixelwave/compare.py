@@ -42,6 +42,8 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared machine a second thread mostly waits)")
 
 
 def matched_model(name: str, train_set, target: int, layers: int | None = None):
@@ -162,6 +164,9 @@ def run_compare(args: argparse.Namespace) -> int:
         check_compatible(model, train_set)
         models.append((name, model))
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     budget = args.budget_minutes * 60
     results = []
@@ -169,14 +174,17 @@ def run_compare(args: argparse.Namespace) -> int:
     train.add_train_arguments(defaults)
     for name, model in models:
         per_step = seconds_per_step(model, train_set, args.batch_size, device)
-        steps = max(20, int(budget / per_step))  # the budget is training time; evaluations come on top
+        # The budget is training time (evaluations excluded), enforced by --time-limit; the step count from the
+        # probe only spaces the evaluations. A constant learning rate after warm-up treats every model alike.
+        steps = max(20, int(budget / per_step))
         targs = defaults.parse_args([])
-        targs.__dict__.update(model=name, data=args.data, steps=steps, batch_size=args.batch_size, lr=args.lr,
+        targs.__dict__.update(model=name, data=args.data, steps=10 * steps, time_limit=budget, min_lr=args.lr,
+                              batch_size=args.batch_size, lr=args.lr,
                               out=str(out / name), seed=args.seed, overwrite=True, device=args.device,
                               warmup_steps=min(100, steps // 10), eval_every=max(1, steps // 4), eval_batches=2,
                               checkpoint_every=0, samples=0, no_progress=True, log_every=max(1, steps // 8))
-        print(f"\n== {name}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-              f"{per_step * 1000:.0f} ms/step -> {steps} steps", flush=True)
+        print(f"\n== {name}: {sum(p.numel() for p in model.parameters()):,} parameters, about "
+              f"{per_step * 1000:.0f} ms a step; training for {budget:g} s", flush=True)
         metrics = train.run(targs, model, train_set, test_set)
         grid = model.sample(16, size=train_set.size, generator=torch.Generator().manual_seed(args.seed))
         save_image(image_grid(grid, train_set.levels, nrow=4, scale=3), out / f"samples_{name}.png")
@@ -184,7 +192,7 @@ def run_compare(args: argparse.Namespace) -> int:
         results.append(dict(model=name, bits_per_dim=bpd, nats_per_image=bpd * train_set.dims * math.log(2),
                             parameters=sum(p.numel() for p in model.parameters()),
                             train_seconds=metrics["train_seconds"], images_per_second=metrics["examples_per_second"],
-                            steps=steps, seconds_per_step=metrics["train_seconds"] / steps,
+                            steps=metrics["step"], seconds_per_step=metrics["train_seconds"] / metrics["step"],
                             bound=bool(getattr(model, "is_bound", False)),
                             curves=learning_curves(out / name / "tb")))
     plot_curves(results, out / "learning_curves.png", args.data)

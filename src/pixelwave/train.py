@@ -61,6 +61,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The training flags of `pixelwave train` (the CLI adds --model, --data and the model sizes)."""
     g = parser.add_argument_group("training")
     g.add_argument("--steps", type=int, default=1000, help="optimizer steps in total (default 1000)")
+    g.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
+                   help="also stop once this much training time (evaluations excluded) has passed; 0 = off")
     g.add_argument("--batch-size", type=int, default=32,
                    help="global batch; each of N torchrun processes trains on batch/N (default 32)")
     g.add_argument("--out", default=None, help="run directory (default runs/MODEL)")
@@ -499,12 +501,14 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
                 grad_norm = torch.nn.utils.get_total_norm([p.grad for p in raw.parameters()
                                                            if p.grad is not None])
             # One sync a step: the mean loss, the gradient norm, and whether any rank was told to stop.
+            over_time = bool(args.time_limit) and train_seconds + time.perf_counter() - t0 >= args.time_limit
             stat = torch.stack([loss.detach() / world, grad_norm.detach().float() / world,
                                 torch.tensor(float(caught["signal"] == signal.SIGTERM), device=device),
-                                torch.tensor(float(caught["signal"] == signal.SIGINT), device=device)])
+                                torch.tensor(float(caught["signal"] == signal.SIGINT), device=device),
+                                torch.tensor(float(over_time), device=device)])
             if ddp:
                 dist.all_reduce(stat)
-            train_bpd, grad_norm, term, intr = stat.tolist()
+            train_bpd, grad_norm, term, intr, over_time = stat.tolist()
             if not (math.isfinite(train_bpd) and math.isfinite(grad_norm)):
                 last = train_state.latest_checkpoint(out)
                 bad_loss = not math.isfinite(train_bpd)
@@ -559,6 +563,9 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
                 if ddp:
                     dist.barrier()
                 raise SystemExit(code)
+            if over_time > 0 and step < args.steps:
+                log(f"--time-limit: {args.time_limit:g} s of training reached after step {step}")
+                break
         bar.close()
 
         # -------------------------------------------------------- the end: evaluate, sample, save, summarise
