@@ -289,8 +289,8 @@ class WaveNet(nn.Module):
         over the last `receptive_field` inputs for every sample. Both consume the same uniforms from
         `generator`. fast (cached=True only): None runs the fused C++ step of `pixelwave.fast.wavenet_step`
         where it can run (CPU, float32/float64, categorical output, a C++ compiler at first use, and
-        $PIXELWAVE_NO_FAST unset), else this PyTorch loop; False always runs this loop; True requires the
-        fused step. All draw the same codes from the same seed.
+        $PIXELWAVE_NO_FAST unset), else the PyTorch queue loop `_generate_cached`; False always runs that
+        loop; True requires the fused step. All draw the same codes from the same seed.
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, not {steps!r}")
