@@ -32,6 +32,9 @@
 // float64 results equal PyTorch's to rounding (~1e-15) and the drawn codes are the same.
 
 #include <time.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -377,6 +380,7 @@ struct alignas(64) Seq {
 // the two threads are not running at the same time (a busy machine), and one thread alone is then faster.
 // A preemption now and then (a few ms) costs one such wait; sustained contention costs one per exchange.
 constexpr int kSlowWaits = 8;
+constexpr int kWarmSteps = 16;  // not counted: the second thread starting, its weights coming into its caches
 constexpr int kSpins = 2000;
 
 template <class T> struct Plan {
@@ -627,6 +631,24 @@ struct RunArgs {
     void* logits_out;      // optional: (n, B, C)
 };
 
+#if defined(__linux__)
+static int current_cpu() { return sched_getcpu(); }
+// A new thread starts on its parent's CPU, and the scheduler may take milliseconds to move it; two threads
+// that spin on each other cannot wait that long. So the peer moves itself off the CPU it would share (a
+// brief affinity mask without it), then restores its mask: no pinning, the scheduler stays free.
+static void move_off(int cpu) {
+    cpu_set_t mask, other;
+    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof mask, &mask) != 0) return;
+    other = mask;
+    CPU_CLR(cpu, &other);
+    if (CPU_COUNT(&other) == 0 || sched_setaffinity(0, sizeof other, &other) != 0) return;
+    sched_setaffinity(0, sizeof mask, &mask);
+}
+#else
+static int current_cpu() { return -1; }
+static void move_off(int) {}
+#endif
+
 static int64_t thread_cpu_ns() {
     timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -787,7 +809,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
             std::memset(X.tmp.p + W.cp, 0, (round_up(W.cp, N) - W.cp) * sizeof(T));
             gemm<T>(W.h2, 1, 1, hid, 0, X.tmp.p, 0);
             std::memcpy(P->ex_log.p + (nex + 1) % 2 * PC + W.c0, X.tmp.p, W.cp * sizeof(T));
-            if (c == 0 && s == s_begin) P->slow.store(0, std::memory_order_relaxed);  // not the start-up
+            if (c == 0 && s < s_begin + kWarmSteps) P->slow.store(0, std::memory_order_relaxed);  // start-up
             if (c == 0 && (P->slow.load(std::memory_order_relaxed) >= P->patience ||
                            (P->split_limit && s + 1 - s_begin >= P->split_limit))) {
                 P->stop_at.store(t, std::memory_order_relaxed);  // published by the post below
@@ -826,8 +848,12 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
         P->stop_at.store(-1);
         std::thread peer;
         bool started = true;
+        const int cpu0 = current_cpu();
         try {
-            peer = std::thread([P, &a]() { run_ctx<T, true>(P, 1, a, 0); });
+            peer = std::thread([P, &a, cpu0]() {
+                move_off(cpu0);
+                run_ctx<T, true>(P, 1, a, 0);
+            });
         } catch (...) {
             started = false;
         }
