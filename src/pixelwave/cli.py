@@ -25,10 +25,12 @@ ALL_MODELS = IMAGE_MODELS + AUDIO_MODELS
 # Model size flags (= constructor argument names) of each kind of model, and the flags only one kind takes.
 MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout", "latent_channels",
                           "latent_stride"),
-               "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size")}
+               "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size",
+                         "output", "mixtures")}
 AUDIO_DATA_FLAGS = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db")
-ONLY_FOR = {"image": ("hidden", "image_size", "channels", "mixtures", "dropout", "latent_channels", "latent_stride"),
-            "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", *AUDIO_DATA_FLAGS)}
+ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_channels", "latent_stride"),
+            "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "output",
+                      *AUDIO_DATA_FLAGS)}
 
 # Presets fill in flag defaults; a config file and explicit flags override them. An "image" / "audio" entry
 # holds the defaults for that kind of model only (so `--preset tiny` works for every model).
@@ -234,7 +236,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hidden", type=positive(), help="image models: hidden channels")
     g.add_argument("--layers", type=positive(), help="number of layers (WaveNet: dilated layers in all stacks)")
     g.add_argument("--kernel-size", type=positive(), help="kernel size")
-    g.add_argument("--mixtures", type=positive(), help="pixelcnn_pp: logistic mixture components (default 5)")
+    g.add_argument("--mixtures", type=positive(),
+                   help="pixelcnn_pp / wavenet --output logistic_mixture: logistic components (default 5 / 10)")
+    g.add_argument("--output", choices=("categorical", "logistic_mixture"),
+                   help="wavenet: softmax over the mu-law levels (default) or a discretized logistic mixture")
     g.add_argument("--dropout", type=float, help="pixelcnn_pp: dropout in the gated ResNet blocks (default 0.5)")
     g.add_argument("--latent-channels", type=positive(), help="pixelvae: channels of the latent map z (default 4)")
     g.add_argument("--latent-stride", type=positive(), help="pixelvae: image pixels per latent position: 1, 2 or 4")

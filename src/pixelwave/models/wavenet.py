@@ -36,7 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwave.audio import silence_code
-from pixelwave.distributions import categorical_log_prob, categorical_sample
+from pixelwave.distributions import (
+    categorical_log_prob,
+    categorical_sample,
+    discretized_logistic_mixture_log_prob,
+    discretized_logistic_mixture_sample,
+    mixture_param_count,
+)
 
 _COND_CHUNK = 1024  # the cached generator projects local conditioning for this many samples at a time
 
@@ -59,8 +65,28 @@ class CategoricalOutput:
         return categorical_sample(params, u, temperature)
 
 
-# Output distributions by config name; a discretized logistic mixture slots in with the same three methods.
-OUTPUTS = {"categorical": CategoricalOutput}
+class LogisticMixtureOutput:
+    """p(a_t | a_<t) = a mixture of `mixtures` logistics on [-1, 1], integrated exactly over the `levels` bins
+    (edge bins to +-infinity): the one implementation PixelCNN++ uses (pixelwave.distributions). 3K channels."""
+
+    def __init__(self, levels: int, mixtures: int):
+        self.levels, self.mixtures = levels, mixtures
+
+    def channels(self, levels: int) -> int:
+        return mixture_param_count(1, self.mixtures)
+
+    def log_prob(self, params: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """params (B, 3K, T), a (B, T) -> log p (B, T) in nats."""
+        return discretized_logistic_mixture_log_prob(params, a[:, None], self.levels)[:, 0]
+
+    def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+        """params (B, 3K), u (B,) uniforms -> codes (B,): inverse CDF of the exact bin probabilities."""
+        return discretized_logistic_mixture_sample(params, u[:, None], self.levels, temperature)[:, 0]
+
+
+# Output distributions by config name: (levels, mixtures) -> an object with channels / log_prob / sample.
+OUTPUTS = {"categorical": lambda levels, mixtures: CategoricalOutput,
+           "logistic_mixture": LogisticMixtureOutput}
 
 
 class ConditionUpsampler(nn.Module):
@@ -137,7 +163,8 @@ class WaveNetConfig:
     num_speakers: int | None = None
     cond_channels: int | None = None  # mel bands of the local conditioning
     hop_length: int | None = None  # audio samples per conditioning frame
-    output: str = "categorical"
+    output: str = "categorical"  # or "logistic_mixture"
+    mixtures: int = 10  # logistic components of the "logistic_mixture" output
 
 
 class WaveNet(nn.Module):
@@ -148,15 +175,17 @@ class WaveNet(nn.Module):
     def __init__(self, layers: int = 20, stacks: int = 2, residual_channels: int = 64,
                  gate_channels: int = 128, skip_channels: int = 256, kernel_size: int = 2, levels: int = 256,
                  num_speakers: int | None = None, cond_channels: int | None = None,
-                 hop_length: int | None = None, output: str = "categorical"):
+                 hop_length: int | None = None, output: str = "categorical", mixtures: int = 10):
         super().__init__()
         _check_config(layers, stacks, residual_channels, gate_channels, skip_channels, kernel_size, levels,
                       num_speakers, cond_channels, hop_length, output)
         self.config = WaveNetConfig(layers, stacks, residual_channels, gate_channels, skip_channels,
-                                    kernel_size, levels, num_speakers, cond_channels, hop_length, output)
+                                    kernel_size, levels, num_speakers, cond_channels, hop_length, output, mixtures)
+        if not (isinstance(mixtures, int) and mixtures >= 1):
+            raise ValueError(f"mixtures must be a positive integer, not {mixtures!r}")
         self.levels, self.num_speakers = levels, num_speakers
         self.cond_channels, self.hop_length = cond_channels, hop_length
-        self.output = OUTPUTS[output]
+        self.output = OUTPUTS[output](levels, mixtures)
         self.silence = silence_code(levels)
         per_stack = layers // stacks
         self.dilations = [2 ** (i % per_stack) for i in range(layers)]  # 1, 2, 4, ... restarting every stack
