@@ -388,6 +388,8 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
                      "args": _json_args(args)}
             return train_state.save_checkpoint(out, step, raw, optimizer, state, ema, args.keep_checkpoints)
 
+        bound = "<= " if getattr(raw, "is_bound", False) else ""  # PixelVAE: an ELBO, not the likelihood
+
         def run_eval(step: int, final: bool) -> None:
             if test_set is None or len(test_set) == 0:
                 return
@@ -401,7 +403,7 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
                         tag = f"{name.replace('_', '/')}/bits_per_{unit}"  # test/bits_per_dim, test/ema/...
                         writer.add_scalar(tag, result["bits_per_dim"], step)
             ema_note = f" (EMA {metrics['test_ema_bits_per_dim']:.4f})" if ema is not None else ""
-            log(f"step {step}: test {metrics['test_bits_per_dim']:.4f} bits/{unit}{ema_note} "
+            log(f"step {step}: test {bound}{metrics['test_bits_per_dim']:.4f} bits/{unit}{ema_note} "
                 f"over {metrics['test_examples']:,} examples")
 
         def draw_samples(step: int) -> None:
@@ -580,7 +582,7 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
         metrics.update(step=step, examples_per_second=rate, dims_per_second=rate * dims, run_dir=str(out),
                        train_seconds=train_seconds)
         test = metrics.get("test_bits_per_dim")
-        test_note = "" if test is None else f" | test {test:.4f} bits/{unit}"
+        test_note = "" if test is None else f" | test {bound}{test:.4f} bits/{unit}"
         if ema is not None and test is not None:
             test_note += f" (EMA {metrics['test_ema_bits_per_dim']:.4f})"
         log(f"done: step {step} | train {metrics['train_bits_per_dim']:.4f} bits/{unit}{test_note} | "
