@@ -1,6 +1,6 @@
 """WaveNet generation speed: naive vs PyTorch cached vs the fused C++ step, batch 1 and 16, side by side.
 
-    .venv/bin/python benchmarks/wavenet_generation.py            # ~1-2 minutes on a 2-core CPU
+    .venv/bin/python benchmarks/wavenet_generation.py            # ~15 s on an idle 2-core CPU
     .venv/bin/python benchmarks/wavenet_generation.py --quick    # seconds: checks the script, rough figures
     .venv/bin/python benchmarks/wavenet_generation.py --json out.json
 
