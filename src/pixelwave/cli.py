@@ -426,13 +426,19 @@ def _image_size(args, info: dict) -> tuple[int, int]:
     raise UserError("the checkpoint has no data.json: pass --size HxW")
 
 
-def cmd_sample(args, parser) -> int:
+def open_image_checkpoint(args):
+    """The output path (checked first, so nothing is computed for nothing), device, image model and data.json."""
     out = output_path(args.out, args.force)
     device = device_of(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     if model.data_kind != "image":
-        raise UserError(f"{args.checkpoint} is a {model.model_name} (audio) checkpoint: use `pixelwave generate` "
-                        f"(or `pixelwave resynthesize` for a mel-conditioned one)")
+        raise UserError(f"{args.checkpoint} is a {model.model_name} (audio) checkpoint, not an image model: use "
+                        f"`pixelwave generate` (or `pixelwave resynthesize` for a mel-conditioned one)")
+    return out, device, model, info
+
+
+def cmd_sample(args, parser) -> int:
+    out, device, model, info = open_image_checkpoint(args)
     size = _image_size(args, info)
     y, per_row = _class_labels(model, args.n, args.klass, info)
     n = args.n if y is None else len(y)
@@ -469,12 +475,7 @@ def read_image(path: str, channels: int, size: tuple[int, int], levels: int, wha
 
 
 def cmd_complete(args, parser) -> int:
-    out = output_path(args.out, args.force)
-    device = device_of(args.device)
-    model, info = load_checkpoint(args.checkpoint, device)
-    if model.data_kind != "image":
-        raise UserError(f"{args.checkpoint} is a {model.model_name} (audio) checkpoint, not an image model: use "
-                        f"`pixelwave generate` or `pixelwave resynthesize`")
+    out, device, model, info = open_image_checkpoint(args)
     size = _image_size(args, info)
     known = read_image(args.image, model.channels, size, model.levels, "--image")  # (C, H, W)
     h, w = size
@@ -706,9 +707,7 @@ def target_pixel(text: str) -> tuple[int, int]:
 
 
 def cmd_reconstruct(args, parser) -> int:
-    out = output_path(args.out, args.force)
-    device = device_of(args.device)
-    model, info = load_checkpoint(args.checkpoint, device)
+    out, device, model, info = open_image_checkpoint(args)
     if not hasattr(model, "reconstruct"):
         raise UserError(f"{args.checkpoint} is a {model.model_name} checkpoint: reconstruct needs a pixelvae")
     dataset = load_data(args.data, args.split, model.data_kind, info, args)
