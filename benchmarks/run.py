@@ -7,7 +7,8 @@
 
 Sections (docs/benchmarks.md says what every figure means):
   reference  2048x2048 fp32 matmul GFLOP/s and a 64->64 3x3 conv2d GFLOP/s: the machine's yardsticks
-  train      training throughput (forward + backward + Adam step), FLOPs per step, achieved GFLOP/s
+  train      training throughput (forward + backward + Adam step) in fp32 and bf16 autocast, next to cost twins of
+             the reference implementations (benchmarks/reference_models.py), FLOPs per step, achieved GFLOP/s
   budget     held-out bits/dim each image model reaches in a fixed training-time budget
   sample     image sampling, naive vs cached, and a float64 check that both draw identical samples
   wavenet    WaveNet generation naive vs cached, batch 1 and 16, real-time factor at 16 kHz
@@ -188,18 +189,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def count_conv_macs(model: nn.Module):
-    """Attach hooks counting multiply-accumulates of every Conv1d/Conv2d (direct convolution, dense kernels:
-    masked-out weights count too, since the kernels compute them). Returns (counter dict, remove function)."""
-    counter = {"macs": 0}
-
-    def hook(module, inputs, output):
-        counter["macs"] += output.numel() * module.weight[0].numel()  # out elements x (in/groups * kh * kw)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d)]
-    return counter, lambda: [h.remove() for h in handles]
-
-
 # ------------------------------------------------------------------------------------------------ reference
 def matmul_rate(repeats: int) -> tuple[float, list[float]]:
     n = 2048
@@ -230,80 +219,136 @@ def section_reference(b: Bench):
 
 
 # ------------------------------------------------------------------------------------------------ training
-def image_models():
-    """(label, constructor) of the image models benchmarked, binary (levels 2), 1 channel."""
-    return [
-        ("PixelCNN 8 x 64, k3", lambda: PixelCNN(channels=1, levels=2, hidden=64, layers=8, kernel_size=3)),
-        ("Gated PixelCNN 10 x 128, k5", lambda: GatedPixelCNN(channels=1, levels=2, hidden=128, layers=10,
-                                                               kernel_size=5)),
-        ("Gated PixelCNN 10 x 64, k5", lambda: GatedPixelCNN(channels=1, levels=2, hidden=64, layers=10,
-                                                              kernel_size=5)),
-    ]
-
-
-def train_step_rate(b: Bench, model: nn.Module, inputs: dict, warmup: int, steps: int):
-    """Median seconds of one training step (zero_grad, forward, -mean log p, backward, Adam step) and the
-    direct-convolution MACs of its forward pass (counted by hooks during the first warm-up step)."""
+def step_fn(model: nn.Module, inputs: dict, bf16: bool):
+    """One training step (zero_grad, forward, -mean log p, backward, Adam step), optionally under bfloat16
+    autocast (as `pixelwave train --bf16`: bf16 matrix products, float32 weights, optimiser and loss)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     model.train()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = -model(**inputs).mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            log_p = model(**inputs)
+        loss = -log_p.float().mean()
         loss.backward()
         opt.step()
 
-    counter, remove = count_conv_macs(model)
-    step()  # the first warm-up step, counted
-    remove()
-    ts = timed(step, steps, warmup=max(0, warmup - 1))
-    return med(ts), counter["macs"], ts
+    return step
+
+
+def step_flops(model: nn.Module, inputs: dict) -> int:
+    """FLOPs of one forward + backward pass, matrix products and convolutions only (direct-convolution count:
+    masked-out weights count, since the kernels compute them), by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        (-model(**inputs).mean()).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def interleaved(steps: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, timed in turn (a, b, c, a, b, c, ...) so that a change of the
+    machine's load during the run touches all of them alike."""
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def versus_reference(b: Bench, label: str, make_ours, make_ref, inputs: dict, unit: str, per_step: int,
+                     warmup: int, repeats: int, reported: float) -> None:
+    """Ours and the reference's cost twin (benchmarks/reference_models.py), fp32 and bf16 autocast, timed
+    interleaved in one loop: a row per precision with the ratio to the reference. Without --quick also ours
+    under torch.compile (`pixelwave train --compile`; its compile time is reported, not timed in the steps)."""
+    torch.manual_seed(0)
+    models = {"ours": make_ours(), "ref": make_ref()}
+    flops = {name: step_flops(m, inputs) for name, m in models.items()}
+    reset_peak()
+    steps = {f"{name} {prec}": step_fn(m, inputs, prec == "bf16") for name, m in models.items()
+             for prec in ("fp32", "bf16")}
+    compile_s = None
+    if not b.quick:
+        compiled = torch.compile(models["ours"])
+        t0 = time.perf_counter()
+        for prec in ("fp32", "bf16"):
+            steps[f"compiled {prec}"] = step_fn(compiled, inputs, prec == "bf16")
+            steps[f"compiled {prec}"]()  # compiles
+        compile_s = time.perf_counter() - t0
+    times = interleaved(steps, warmup, repeats)
+    rate = {k: per_step / med(v) for k, v in times.items()}
+    peak = peak_mib()
+    digits = 2 if unit == "images/s" else 0
+    for prec in ("fp32", "bf16"):
+        ours, ref = rate[f"ours {prec}"], rate[f"ref {prec}"]
+        achieved = flops["ours"] * ours / per_step / 1e9
+        detail = (f"reference {ref:,.{digits}f} {unit}: **{ours / ref:.2f}x**"
+                  + (f"; {ours / rate['ref fp32']:.2f}x the reference in fp32" if prec == "bf16" else "")
+                  + f"; {flops['ours'] / 1e9:,.1f} GFLOP/step (reference {flops['ref'] / 1e9:,.1f}); "
+                  f"{b.vs_matmul(achieved)}; median of {repeats} interleaved steps")
+        if prec == "fp32":
+            detail += (f"; issue 4 reports ~{reported:,g} {unit} for the reference at ~{REPORTED_MATMUL:g} "
+                       f"GFLOP/s matmul")
+        setting = "fp32" if prec == "fp32" else "bf16 autocast (`--bf16`)"
+        b.add("train", label, setting, f"{ours:,.{digits}f} {unit}", detail, peak)
+    if compile_s is not None:
+        fp32, bf16 = rate["compiled fp32"], rate["compiled bf16"]
+        b.add("train", label, "torch.compile (`--compile`), fp32 and bf16",
+              f"{fp32:,.{digits}f} / {bf16:,.{digits}f} {unit}",
+              f"{fp32 / rate['ref fp32']:.2f}x / {bf16 / rate['ref fp32']:.2f}x the reference in fp32, "
+              f"{fp32 / rate['ours fp32']:.2f}x / {bf16 / rate['ours bf16']:.2f}x uncompiled; compiling took "
+              f"{fmt_s(compile_s)} (not in the step times)", peak)
 
 
 def section_train(b: Bench, train_set):
+    from reference_models import ReferenceGatedPixelCNN, ReferenceWaveNet
+
+    from pixelwave.compare import matched_model
+    from pixelwave.models.wavenet import WaveNet
+
     batch = 16
-    warmup, steps = b.q(1, 3), b.q(2, 10)
-    slow = {"warmup": b.q(1, 2), "steps": b.q(1, 6)}  # Gated 10 x 128: seconds per step
     x = train_set.batch(torch.arange(batch))["x"]  # (16, 1, 28, 28) real binary MNIST digits
 
-    for label, make in image_models():
-        def run(label=label, make=make):
+    # Against the references: the sizes issue 4 names.
+    b.guarded("train", "Gated PixelCNN 10 x 128, k3 vs reference", lambda: versus_reference(
+        b, "Gated PixelCNN 10 x 128, k3, batch 16, binary 28x28",
+        lambda: GatedPixelCNN(channels=1, levels=2, hidden=128, layers=10, kernel_size=3),
+        lambda: ReferenceGatedPixelCNN(n_gated=10, channels=128), {"x": x}, "images/s", batch,
+        b.q(1, 2), b.q(2, 8), REPORTED_GATED_TRAIN))
+    bsz, length = 2, b.q(2048, 16384)
+    a = torch.randint(0, 256, (bsz, length), generator=torch.Generator().manual_seed(0))
+    b.guarded("train", "WaveNet vs reference", lambda: versus_reference(
+        b, f"WaveNet 20 layers, 2 stacks, 64/128/256, k2, batch {bsz} x {length:,}",
+        lambda: WaveNet(layers=20, stacks=2, residual_channels=64, gate_channels=128, skip_channels=256,
+                        kernel_size=2),
+        lambda: ReferenceWaveNet(), {"a": a}, "samples/s", bsz * length, b.q(1, 1), b.q(2, 6),
+        REPORTED_WAVENET_TRAIN))
+
+    # Every image model at ~60k parameters (the sizes `pixelwave compare` trains), fp32 and bf16.
+    for name in ("pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag", "pixelvae"):
+        def run(name=name):
             torch.manual_seed(0)
-            model = make()
+            model = matched_model(name, train_set, 60_000)
+            inputs = {"x": x}
+            flops = step_flops(model, inputs)
             reset_peak()
-            big = "10 x 128" in label
-            sec, macs, ts = train_step_rate(b, model, {"x": x}, slow["warmup"] if big else warmup,
-                                            slow["steps"] if big else steps)
-            flops = 6 * macs  # x2 (multiply + add), x3 (forward + backward)
-            rate = batch / sec
-            detail = (f"{flops / 1e9:,.1f} GFLOP/step (direct conv, x3 fwd+bwd); {b.vs_matmul(flops / sec / 1e9)};"
-                      f" median of {len(ts)} steps")
-            if "10 x 128" in label:
-                detail += (f"; issue 4 reports ~{REPORTED_GATED_TRAIN:g} img/s for the most-used PyTorch library "
-                           f"at ~{REPORTED_MATMUL:g} GFLOP/s matmul (goal >= 1.5x)")
-            b.add("train", label, f"batch {batch}, binary 28x28, Adam", f"{rate:,.2f} images/s", detail, peak_mib())
+            times = interleaved({p: step_fn(model, inputs, p == "bf16") for p in ("fp32", "bf16")},
+                                b.q(1, 2), b.q(2, 8))
+            fp32, bf16 = (batch / med(times[p]) for p in ("fp32", "bf16"))
+            params = sum(p.numel() for p in model.parameters())
+            b.add("train", f"{name}, hidden {model.config.hidden}, {params / 1e3:.0f}k parameters",
+                  "batch 16, binary 28x28, fp32", f"{fp32:,.1f} images/s",
+                  f"bf16 autocast {bf16:,.1f} images/s ({bf16 / fp32:.2f}x); {flops / 1e9:,.2f} GFLOP/step; "
+                  f"fp32 {b.vs_matmul(flops * fp32 / batch / 1e9)}; median of {len(times['fp32'])} steps",
+                  peak_mib())
 
-        b.guarded("train", label, run)
-
-    def wavenet():
-        from pixelwave.models.wavenet import WaveNet
-
-        bsz, length = 2, b.q(2048, 16384)
-        torch.manual_seed(0)
-        model = WaveNet(layers=20, stacks=2, residual_channels=64, gate_channels=128, skip_channels=256,
-                        kernel_size=2)
-        a = torch.randint(0, 256, (bsz, length), generator=torch.Generator().manual_seed(0))
-        reset_peak()
-        sec, macs, ts = train_step_rate(b, model, {"a": a}, b.q(1, 2), b.q(2, 6))
-        flops = 6 * macs
-        rate = bsz * length / sec
-        b.add("train", "WaveNet 20 layers, 2 stacks, 64/128/256, k2",
-              f"batch {bsz} x {length:,} random mu-law codes, Adam", f"{rate:,.0f} samples/s",
-              f"{flops / 1e9:,.0f} GFLOP/step; {b.vs_matmul(flops / sec / 1e9)}; median of {len(ts)} steps; issue 4 "
-              f"reports ~{REPORTED_WAVENET_TRAIN:,.0f} samples/s for open PyTorch WaveNets at ~{REPORTED_MATMUL:g} "
-              f"GFLOP/s matmul", peak_mib())
-
-    b.guarded("train", "WaveNet", wavenet, optional=True)
+        b.guarded("train", name, run)
 
 
 # ------------------------------------------------------------------------------------------------ budget

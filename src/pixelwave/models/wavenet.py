@@ -130,25 +130,47 @@ class ResidualBlock(nn.Module):
         self.skip = nn.Conv1d(gate_channels, skip_channels, 1)
 
     def gate(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, 2G, ...) pre-activations -> tanh(filter) * sigmoid(gate), (B, G, ...)."""
+        """(..., 2G) pre-activations -> tanh(filter) * sigmoid(gate), (..., G)."""
         g = self.gate_channels
-        return torch.tanh(h[:, :g]) * torch.sigmoid(h[:, g:])
+        return torch.tanh(h[..., :g]) * torch.sigmoid(h[..., g:])
 
     def forward(self, x: torch.Tensor, state: torch.Tensor, speaker: torch.Tensor | None,
                 up: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, R, T); state (1|B, R): this layer's input after endless silence, the left padding.
+        """Time-major: x (B, T, R); state (1|B, R): this layer's input after endless silence, the left padding;
+        up (B, T, C) upsampled conditioning or None.
 
-        Returns (next layer's input (B, R, T), skip (B, S, T)).
+        Returns (next layer's input (B, T, R), skip (B, T, S)). The convs run as matrix products on the
+        time-major layout (tap j of the dilated conv reads x shifted by (k - 1 - j) * d). On a 2-core CPU a
+        training step of the standard model is then ~1.25x faster than with Conv1d on (B, C, T) under bf16
+        autocast and about as fast in float32, where both are bound by the matrix-product rate
+        (docs/benchmarks.md).
         """
-        pad = state.to(x.dtype)[:, :, None].expand(x.shape[0], -1, self.padding)  # (B, R, (k-1)d)
-        h = self.conv(torch.cat([pad, x], dim=2))  # (B, 2G, T)
-        if speaker is not None:
-            h = h + speaker[:, :, None]  # (B, 2G, 1): the same V h at every time step
-        if up is not None:
-            h = h + self.cond_proj(up)  # (B, 2G, T)
-        z = self.gate(h)  # (B, G, T)
-        out = x if self.residual is None else x + self.residual(z)
-        return out, self.skip(z)
+        batch, steps, r = x.shape
+        k, d, g = self.conv.kernel_size[0], self.dilation, self.gate_channels
+        w, bias = self.conv.weight, self.conv.bias  # (2G, R, k), (2G,)
+        state = state.to(x.dtype)[:, None, :]  # (1|B, 1, R)
+        # Filter and gate halves as separate products: slicing a (B, T, 2G) result would cost a zero-filled
+        # copy per half in the backward pass.
+        h_f = F.linear(x, w[:g, :, k - 1], bias[:g])  # (B, T, G): the taps on x[t]
+        h_g = F.linear(x, w[g:, :, k - 1], bias[g:])
+        for j in range(k - 1):  # the taps on x[t - s], s = (k - 1 - j) d; before t = 0 the input is `state`
+            s = (k - 1 - j) * d
+            if s >= steps:
+                shifted = state.expand(batch, steps, r)
+            else:
+                shifted = torch.cat([state.expand(batch, s, r), x[:, :steps - s]], dim=1)  # (B, T, R)
+            h_f = h_f + F.linear(shifted, w[:g, :, j])
+            h_g = h_g + F.linear(shifted, w[g:, :, j])
+        if speaker is not None:  # (B, 2G): the same V h at every time step
+            h_f, h_g = h_f + speaker[:, None, :g], h_g + speaker[:, None, g:]
+        if up is not None:  # (B, T, C) -> (B, T, G) each
+            cw, cb = self.cond_proj.weight[:, :, 0], self.cond_proj.bias
+            h_f, h_g = h_f + F.linear(up, cw[:g], cb[:g]), h_g + F.linear(up, cw[g:], cb[g:])
+        z = torch.tanh(h_f) * torch.sigmoid(h_g)  # (B, T, G)
+        skip = F.linear(z, self.skip.weight[:, :, 0], self.skip.bias)  # (B, T, S)
+        if self.residual is None:
+            return x, skip
+        return x + F.linear(z, self.residual.weight[:, :, 0], self.residual.bias), skip
 
 
 @dataclass
@@ -276,14 +298,20 @@ class WaveNet(nn.Module):
         return states
 
     def _network(self, inp: torch.Tensor, spk: torch.Tensor | None, up: torch.Tensor | None) -> torch.Tensor:
-        """Shifted input codes (B, T) (inp[t] = a[t - 1]) -> output parameters (B, C_out, T)."""
-        x = self.embedding(inp).transpose(1, 2)  # (B, R, T)
+        """Shifted input codes (B, T) (inp[t] = a[t - 1]) -> output parameters (B, C_out, T).
+
+        Runs time-major ((B, T, channels): every 1x1 conv is one matrix product) and returns a transposed view.
+        """
+        x = self.embedding(inp)  # (B, T, R)
+        up = None if up is None else up.transpose(1, 2).contiguous()  # (B, T, C)
         states = self._silence_states(spk)
         skip = None
         for i, block in enumerate(self.blocks):
             x, s = block(x, states[i], None if spk is None else spk[:, i], up)
-            skip = s if skip is None else skip + s  # (B, S, T)
-        return self.head(skip)  # (B, C_out, T)
+            skip = s if skip is None else skip + s  # (B, T, S)
+        head1, head2 = self.head[1], self.head[3]
+        h = F.relu(F.linear(F.relu(skip), head1.weight[:, :, 0], head1.bias))  # (B, T, S)
+        return F.linear(h, head2.weight[:, :, 0], head2.bias).transpose(1, 2)  # (B, C_out, T)
 
     def logits(self, a: torch.Tensor, speaker: torch.Tensor | None = None,
                cond: torch.Tensor | None = None) -> torch.Tensor:
