@@ -354,15 +354,21 @@ def section_train(b: Bench, train_set):
 # ------------------------------------------------------------------------------------------------ budget
 def section_budget(b: Bench, train_set, test_set):
     """Own loop: Adam at a fixed lr 1e-3, batch 32, shuffled epochs, no warm-up / clipping / EMA; the clock
-    counts the training steps only. Then pixelwave.train.evaluate: exact sum over the held-out images."""
+    counts the training steps only. Then pixelwave.train.evaluate (float32): exact sum over the held-out images.
+    The bf16 row trains the same model from the same seed on the same batches under bf16 autocast: what the
+    faster steps buy in held-out bits/dim."""
     seconds = b.args.budget_seconds if b.args.budget_seconds is not None else b.q(10.0, 120.0)
     eval_batches = b.q(1, None)  # quick: 50 of the 500 held-out images
     clock = time.perf_counter if b.args.budget_clock == "wall" else time.process_time
     batch = 32
-    models = [("PixelCNN 8 x 64, k3", lambda: PixelCNN(1, 2, hidden=64, layers=8, kernel_size=3)),
-              ("Gated PixelCNN 10 x 64, k5", lambda: GatedPixelCNN(1, 2, hidden=64, layers=10, kernel_size=5))]
-    for label, make in models:
-        def run(label=label, make=make):
+    def gated():
+        return GatedPixelCNN(1, 2, hidden=64, layers=10, kernel_size=5)
+
+    models = [("PixelCNN 8 x 64, k3", lambda: PixelCNN(1, 2, hidden=64, layers=8, kernel_size=3), False),
+              ("Gated PixelCNN 10 x 64, k5", gated, False),
+              ("Gated PixelCNN 10 x 64, k5, bf16 autocast", gated, True)]  # same seed, same batches
+    for label, make, bf16 in models:
+        def run(label=label, make=make, bf16=bf16):
             torch.manual_seed(0)
             model = make()
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -377,7 +383,9 @@ def section_budget(b: Bench, train_set, test_set):
                 pos += batch
                 t0, c0 = clock(), time.process_time()
                 opt.zero_grad(set_to_none=True)
-                loss = -model(x=x).mean() / (train_set.dims * LN2)  # bits/dim
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    log_p = model(x=x)
+                loss = -log_p.float().mean() / (train_set.dims * LN2)  # bits/dim
                 loss.backward()
                 opt.step()
                 spent += clock() - t0
