@@ -241,7 +241,11 @@ def step_flops(model: nn.Module, inputs: dict) -> int:
     masked-out weights count, since the kernels compute them), by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    def addmm_(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs):
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]  # as addmm: one multiply and one add per term
+
+    # in-place addmm_ (WaveNet's skip sum) is missing from the counter's registry
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_}) as counter:
         (-model(**inputs).mean()).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
@@ -303,32 +307,70 @@ def versus_reference(b: Bench, label: str, make_ours, make_ref, inputs: dict, un
               f"{fp32:,.{digits}f} / {bf16:,.{digits}f} {unit}",
               f"{fp32 / rate['ref fp32']:.2f}x / {bf16 / rate['ref fp32']:.2f}x the reference in fp32, "
               f"{fp32 / rate['ours fp32']:.2f}x / {bf16 / rate['ours bf16']:.2f}x uncompiled; compiling took "
-              f"{fmt_s(compile_s)} (not in the step times)", peak)
+              f"{fmt_s(compile_s)} (torch's on-disk cache may hold earlier runs; not in the step times)", peak)
+
+
+PAIRS = ("gated", "wavenet")
+
+
+def run_pair(b: Bench, pair: str) -> None:
+    """One comparison against a reference twin (in the child process of versus_in_child)."""
+    from reference_models import ReferenceGatedPixelCNN, ReferenceWaveNet
+
+    from pixelwave.models.wavenet import WaveNet
+
+    if pair == "gated":
+        batch = 16
+        x = pixelwave.data.load("mnist-sample-binary", "train").batch(torch.arange(batch))["x"]  # real digits
+        versus_reference(b, "Gated PixelCNN 10 x 128, k3, batch 16, binary 28x28",
+                         lambda: GatedPixelCNN(channels=1, levels=2, hidden=128, layers=10, kernel_size=3),
+                         lambda: ReferenceGatedPixelCNN(n_gated=10, channels=128), {"x": x}, "images/s", batch,
+                         b.q(1, 2), b.q(2, 8), REPORTED_GATED_TRAIN)
+    else:
+        bsz, length = 2, b.q(2048, 16384)
+        a = torch.randint(0, 256, (bsz, length), generator=torch.Generator().manual_seed(0))
+        versus_reference(b, f"WaveNet 20 layers, 2 stacks, 64/128/256, k2, batch {bsz} x {length:,}",
+                         lambda: WaveNet(layers=20, stacks=2, residual_channels=64, gate_channels=128,
+                                         skip_channels=256, kernel_size=2),
+                         ReferenceWaveNet, {"a": a}, "samples/s", bsz * length, b.q(1, 1), b.q(2, 6),
+                         REPORTED_WAVENET_TRAIN)
+
+
+def versus_in_child(b: Bench, pair: str) -> None:
+    """Run one comparison in a fresh Python process and take its rows. Inside it, ours and the twin still
+    alternate step by step; the fresh process keeps earlier benchmarks' heap out of the timing. (In one long
+    process, the standard WaveNet's fp32 step was measured anywhere from 0.55x to 1x the twin's depending on
+    what ran before: its 32 MB temporaries are mmap'ed and page-faulted afresh or not, depending on glibc
+    malloc's state.)"""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--pair", pair, "--matmul", str(b.matmul_gflops or 0.0)]
+    if b.quick:
+        cmd.append("--quick")
+    if b.args.threads:
+        cmd += ["--threads", str(b.args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not rows:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"child exited {done.returncode}: {tail}")
+    for row in rows:
+        b.rows.append(Row(**row))
+        print(f"  [{row['section']}] {row['name']} | {row['setting']} | {row['result']} | {row['detail']}",
+              file=sys.stderr, flush=True)
 
 
 def section_train(b: Bench, train_set):
-    from reference_models import ReferenceGatedPixelCNN, ReferenceWaveNet
 
     from pixelwave.compare import matched_model
-    from pixelwave.models.wavenet import WaveNet
 
     batch = 16
     x = train_set.batch(torch.arange(batch))["x"]  # (16, 1, 28, 28) real binary MNIST digits
 
-    # Against the references: the sizes issue 4 names.
-    b.guarded("train", "Gated PixelCNN 10 x 128, k3 vs reference", lambda: versus_reference(
-        b, "Gated PixelCNN 10 x 128, k3, batch 16, binary 28x28",
-        lambda: GatedPixelCNN(channels=1, levels=2, hidden=128, layers=10, kernel_size=3),
-        lambda: ReferenceGatedPixelCNN(n_gated=10, channels=128), {"x": x}, "images/s", batch,
-        b.q(1, 2), b.q(2, 8), REPORTED_GATED_TRAIN))
-    bsz, length = 2, b.q(2048, 16384)
-    a = torch.randint(0, 256, (bsz, length), generator=torch.Generator().manual_seed(0))
-    b.guarded("train", "WaveNet vs reference", lambda: versus_reference(
-        b, f"WaveNet 20 layers, 2 stacks, 64/128/256, k2, batch {bsz} x {length:,}",
-        lambda: WaveNet(layers=20, stacks=2, residual_channels=64, gate_channels=128, skip_channels=256,
-                        kernel_size=2),
-        lambda: ReferenceWaveNet(), {"a": a}, "samples/s", bsz * length, b.q(1, 1), b.q(2, 6),
-        REPORTED_WAVENET_TRAIN))
+    # Against the references: the sizes issue 4 names, each pair in a fresh process (see versus_in_child).
+    for pair in PAIRS:
+        b.guarded("train", f"{pair} vs reference", lambda pair=pair: versus_in_child(b, pair))
 
     # Every image model at ~60k parameters (the sizes `pixelwave compare` trains), fp32 and bf16.
     for name in ("pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag", "pixelvae"):
@@ -644,6 +686,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default os.cpu_count())")
     p.add_argument("--write-docs", action="store_true", help=f"replace the results block of {DOCS.relative_to(ROOT)}")
     p.add_argument("--note", default="", help="words added to the results block's label (with --write-docs)")
+    p.add_argument("--pair", choices=PAIRS, help=argparse.SUPPRESS)  # internal: one versus-reference child
+    p.add_argument("--matmul", type=float, default=0.0, help=argparse.SUPPRESS)  # the parent's matmul rate
     args = p.parse_args(argv)
     only = set(SECTIONS) if args.only is None else {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(SECTIONS)
@@ -651,6 +695,15 @@ def main(argv=None) -> int:
         p.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    if args.pair:  # a child of versus_in_child: the rows as JSON lines on stdout
+        import json
+
+        b = Bench(args)
+        b.matmul_gflops = args.matmul or None
+        run_pair(b, args.pair)
+        for row in b.rows:
+            print(json.dumps(row.__dict__))
+        return 0
     started = datetime.datetime.now(datetime.UTC)
     b = Bench(args)
     b.t0 = time.perf_counter()

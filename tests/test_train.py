@@ -491,3 +491,15 @@ def test_learns_binary_mnist(tmp_path):
                                   "--warmup-steps", "20", "--log-every", "50"), model, train_set, test_set)
     assert metrics["test_examples"] == 500
     assert metrics["test_bits_per_dim"] < 0.2 < marginal
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_notes_a_cpu_without_native_bfloat16(tmp_path, capsys, monkeypatch, native):
+    """--bf16 on a CPU that would emulate bfloat16 says so (it is then slower than float32); it still trains."""
+    import types
+
+    fake = types.SimpleNamespace(_is_mkldnn_bf16_supported=lambda: native)
+    monkeypatch.setattr(torch.ops, "mkldnn", fake)
+    train_set, test_set = toy_sets()
+    train.run(make_args(tmp_path / "run", "--steps", "1", "--bf16"), tiny_model(), train_set, test_set)
+    assert ("no native bfloat16" in capsys.readouterr().out) is (not native)
