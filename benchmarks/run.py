@@ -338,9 +338,9 @@ def run_pair(b: Bench, pair: str) -> None:
 
 def versus_in_child(b: Bench, pair: str) -> None:
     """Run one comparison in a fresh Python process and take its rows. Inside it, ours and the twin still
-    alternate step by step; the fresh process keeps earlier benchmarks' heap out of the timing. (In one long
-    process, the standard WaveNet's fp32 step was measured anywhere from 0.55x to 1x the twin's depending on
-    what ran before: its 32 MB temporaries are mmap'ed and page-faulted afresh or not, depending on glibc
+    alternate step by step; the fresh process keeps earlier benchmarks' heap out of the timing. (Before
+    reuse_freed_memory, the standard WaveNet's fp32 step measured anywhere from 0.55x to 1x the twin's depending
+    on what ran before: its large temporaries were mmap'ed and page-faulted afresh or not, depending on glibc
     malloc's state.)"""
     import json
     import subprocess
@@ -647,6 +647,8 @@ def header(b: Bench, started: datetime.datetime) -> list[str]:
         f"- Date: {started:%Y-%m-%d %H:%M} UTC; run: {mode}; {time.perf_counter() - b.t0:,.0f} s in all; "
         f"1-minute load average {b.load_start} at the start, {load_average()} at the end "
         f"(above 0 means other work shared the CPU)",
+        "- glibc malloc keeps freed memory for reuse (`pixelwave.train.reuse_freed_memory`, as `pixelwave "
+        "train` does), in this process and in the children that run the versus-reference pairs",
         f"- Reference rates this run: matmul {b.matmul_gflops or float('nan'):,.1f} GFLOP/s, "
         f"conv2d {b.conv_gflops or float('nan'):,.1f} GFLOP/s; the matmul again at the end of the run: "
         f"{b.matmul_end:,.1f} GFLOP/s (a large difference means the machine's load changed during the run)",
@@ -695,6 +697,7 @@ def main(argv=None) -> int:
         p.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    pw_train.reuse_freed_memory()  # as `pixelwave train` does, so that steps do not re-fault their memory
     if args.pair:  # a child of versus_in_child: the rows as JSON lines on stdout
         import json
 

@@ -351,6 +351,7 @@ def cmd_train(args, parser) -> int:
             raise UserError(f"--resume: {args.out} holds a {meta['model']} with {meta['config']}; "
                             f"the flags ask for {args.model} with {given}")
         model = checkpoint.build(meta)
+    train.reuse_freed_memory()  # this process trains: reuse activations' memory instead of re-faulting it
     train.run(args, model, train_set, test_set)
     return 0
 

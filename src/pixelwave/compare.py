@@ -144,6 +144,8 @@ def run_compare(args: argparse.Namespace) -> int:
     from pixelwave.cli import check_compatible
     from pixelwave.viz import image_grid, save_image
 
+    train.reuse_freed_memory()  # this process trains: reuse activations' memory instead of re-faulting it
+
     if not math.isfinite(args.budget_minutes) or args.budget_minutes <= 0:
         raise UserError(f"--budget-minutes must be positive, got {args.budget_minutes}")
     if args.params < 100 or args.batch_size < 1:

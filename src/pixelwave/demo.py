@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1; 0 = torch's default)")
     args = p.parse_args(argv)
+    from pixelwave.train import reuse_freed_memory
+
+    reuse_freed_memory()  # this process trains: reuse activations' memory instead of re-faulting it
     if args.threads > 0:
         # These models are small: on 2 cores shared with other work, 2 OpenMP threads that wait on each other
         # made a training step 4x slower (images) to 30x slower (WaveNet) than 1 thread; idle, 2 gain < 2x.
