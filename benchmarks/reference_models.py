@@ -24,10 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _gate(x: torch.Tensor) -> torch.Tensor:
-    a, b = x.chunk(2, dim=1)
-    return torch.tanh(a) * torch.sigmoid(b)
+from pixelwave.nn import gate as _gate  # tanh * sigmoid on channel halves, as the references do
 
 
 class _RefGatedLayer(nn.Module):

@@ -142,14 +142,7 @@ def peak_mib() -> float:
 
 
 def timed(fn, repeats: int, warmup: int = 0) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+    return interleaved({"fn": fn}, warmup, repeats)["fn"]
 
 
 class num_threads:
