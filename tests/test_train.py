@@ -508,8 +508,11 @@ def test_bf16_notes_a_cpu_without_native_bfloat16(tmp_path, capsys, monkeypatch,
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
 def test_reuse_freed_memory_stops_refaulting_large_tensors():
-    """A 64 MB tensor allocated, written and freed 5 times: by default every round page-faults it in afresh;
-    after reuse_freed_memory() at most one of them does. Run in fresh processes (the setting is process-wide)."""
+    """A 64 MB tensor allocated, written and freed 8 times: by default every round page-faults it in afresh;
+    after reuse_freed_memory() the rounds settle into reusing the same memory. How many early rounds still
+    fault depends on the allocator's history (small allocations may split a freed chunk once; CI saw two
+    rounds where a laptop saw one), so only the settled rounds are pinned. Fresh processes: the setting is
+    process-wide."""
     import subprocess
 
     code = textwrap.dedent("""
@@ -517,14 +520,16 @@ def test_reuse_freed_memory_stops_refaulting_large_tensors():
         from pixelwave.train import reuse_freed_memory
         if sys.argv[1] == "tuned":
             assert reuse_freed_memory()
-        torch.ones(16 << 20)  # the first allocation faults in either case
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(5):
+        faults = []
+        for _ in range(8):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             torch.ones(16 << 20)  # 64 MB, freed at once
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        print(*faults)
     """)
-    faults = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
-                                       check=True).stdout) for mode in ("default", "tuned")}
-    pages = 5 * (64 << 20) // 4096
-    assert faults["default"] > 0.9 * pages  # re-faulted every round
-    assert faults["tuned"] <= 0.2 * pages + 100  # at most one round of the five
+    faults = {mode: [int(n) for n in subprocess.run([sys.executable, "-c", code, mode], capture_output=True,
+                                                    text=True, check=True).stdout.split()]
+              for mode in ("default", "tuned")}
+    per_round = min(faults["default"])  # 16,384 with 4 KB pages; 32 where transparent huge pages are "always"
+    assert per_round >= (64 << 20) // (2 << 20), faults  # by default every round faults the whole tensor in
+    assert all(n <= 0.05 * per_round + 2 for n in faults["tuned"][4:]), faults  # settled: the same memory reused
