@@ -12,6 +12,7 @@ import torch
 import pixelwave as pw
 from pixelwave.cli import main
 from pixelwave.data import speech
+from pixelwave.fast import wavenet_step
 
 TINY = ["--model", "wavenet", "--data", "speech-sample", "--preset", "tiny", "--no-progress", "--eval-every", "0"]
 SPEECH = speech.SENTENCES.parent  # the embedded corpus: VOICE/NNN.flac
@@ -134,6 +135,32 @@ def test_resynthesize_follows_a_recording(runs, tmp_path, capsys):
     assert main(["resynthesize", str(mel), "--input", str(tone(tmp_path / "tone.wav")), "--out",
                  str(tmp_path / "tone_re.wav")]) == 0
     assert sf.info(str(tmp_path / "tone_re.wav")).frames == 3200
+
+
+@pytest.mark.skipif(not wavenet_step.available(), reason="no fused kernel here: --bf16 says so (tested below)")
+def test_generate_and_resynthesize_in_bf16(runs, tmp_path, capsys):
+    """--bf16: the fused step with bfloat16 weights; the same seed gives the same audio, not the float32 audio."""
+    speakers, mel = runs
+    args = ["generate", str(speakers), "--seconds", "0.1", "--speaker", "en-gb"]
+    assert main([*args, "--out", str(tmp_path / "a.wav"), "--bf16"]) == 0
+    assert "cached, bf16)" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "b.wav"), "--bf16"]) == 0
+    assert main([*args, "--out", str(tmp_path / "f.wav")]) == 0
+    a, b, f = (sf.read(str(tmp_path / n))[0] for n in ("a.wav", "b.wav", "f.wav"))
+    assert np.array_equal(a, b) and not np.array_equal(a, f)
+    assert main(["resynthesize", str(mel), "--input", str(SPEECH / "en-gb" / "001.flac"), "--seconds", "0.05",
+                 "--out", str(tmp_path / "re.wav"), "--bf16"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("samples/s, bf16)")
+    bad([*args, "--out", str(tmp_path / "n.wav"), "--bf16", "--naive"], capsys, "cannot be combined with --naive")
+    assert not (tmp_path / "n.wav").exists()
+
+
+def test_bf16_without_the_fused_step_is_one_line(runs, tmp_path, capsys, monkeypatch):
+    speakers, _ = runs
+    monkeypatch.setenv("PIXELWAVE_NO_FAST", "1")
+    bad(["generate", str(speakers), "--speaker", "en-us", "--out", str(tmp_path / "x.wav"), "--bf16"], capsys,
+        "--bf16 cannot run here: disabled by PIXELWAVE_NO_FAST")
+    assert not (tmp_path / "x.wav").exists()
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -161,6 +161,88 @@ def test_float32_batch_split_over_threads():
     assert (ws.last_run["threads"], ws.last_run["split_steps"], ws.last_run["single_steps"]) == (2, 0, 300)
 
 
+# ------------------------------------------------------------------------------------------ bf16
+def mid_model(**kw):
+    torch.manual_seed(0)
+    args = dict(layers=10, stacks=2, residual_channels=32, gate_channels=64, skip_channels=128, levels=256)
+    args.update(kw)
+    return WaveNet(**args).eval()
+
+
+def bf16_logits(m, steps, batch, threads, seed=11):
+    """bf16 generation's codes, its logits and the float32 parallel pass's logits of the same sequence."""
+    spk, cond = conditions(m, batch, steps)
+    sb, up, u = prepared(m, steps, batch, spk, cond, seed=seed)
+    logits = torch.empty(steps, batch, m.levels)
+    codes = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, logits_out=logits, bf16=True)
+    with torch.no_grad():
+        parallel = m.logits(codes, spk, cond).permute(2, 0, 1)  # (T, B, levels)
+    return codes, logits, parallel
+
+
+@needs_kernel
+@pytest.mark.parametrize("batch,threads", [(1, 1), (1, 2), (5, 2), (9, 1)])
+def test_bf16_logits_follow_the_float32_model_to_bfloat16_precision(batch, threads):
+    """bf16 generation, teacher-forced: every step's log-probabilities are within bfloat16's reach of the
+    float32 model's on the same sequence (bfloat16 keeps 8 significant bits: ~0.4% per weight and input),
+    and measurably not equal to them (the products really are rounded). Batch 9 on one thread runs the
+    8-row and 1-row microkernels; batch 1 on two threads the split layout."""
+    m = mid_model(num_speakers=2, cond_channels=5, hop_length=8)
+    codes, logits, parallel = bf16_logits(m, m.receptive_field + 60, batch, threads)
+    err = (logits.log_softmax(-1) - parallel.log_softmax(-1)).abs()
+    assert err.max() < 0.05, float(err.max())
+    assert err.mean() > 1e-5, float(err.mean())  # float32 products would agree to ~1e-7
+    if batch == 1 and threads == 2:
+        assert ws.last_run["split_steps"] == codes.shape[1]
+
+
+@needs_kernel
+def test_bf16_generation_is_reproducible_and_draws_from_its_own_logits():
+    m = mid_model()
+    a, logits, _ = bf16_logits(m, 300, 2, 1)
+    b, _, _ = bf16_logits(m, 300, 2, 1)
+    assert torch.equal(a, b)
+    u = prepared(m, 300, 2, None, None, seed=11)[2]
+    assert torch.equal(categorical_sample(logits.transpose(0, 1), u), a)
+
+
+@needs_kernel
+@pytest.mark.skipif(not ws.native_bf16(), reason="this CPU has no AVX512-BF16: the portable products already ran")
+def test_portable_bf16_products_equal_the_native_ones(monkeypatch, tmp_path):
+    """A kernel built without AVX512-BF16 computes the same bfloat16 products in float32 vectors: the same
+    logits to float32 rounding (VDPBF16PS flushes denormals; nothing here is that small)."""
+    m = mid_model()
+    steps = 200
+    native = bf16_logits(m, steps, 3, 1)[1]
+    monkeypatch.setattr(build, "_LOADED", {})
+    monkeypatch.setattr(ws, "_lib_checked", {})
+    monkeypatch.setenv("PIXELWAVE_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIXELWAVE_FAST_CXXFLAGS", "-mno-avx512bf16")
+    assert not ws.native_bf16()
+    spk, cond = conditions(m, 3, steps)
+    sb, up, u = prepared(m, steps, 3, spk, cond, seed=11)
+    portable = torch.empty(steps, 3, m.levels)
+    ws.generate(m, steps, sb, up, u, 1.0, threads=1, logits_out=portable, bf16=True)
+    assert (portable - native).abs().max() < 1e-5
+
+
+@needs_kernel
+def test_bf16_through_generate_and_its_errors():
+    m = mid_model(layers=4, stacks=1)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    a = m.generate(500, batch=2, generator=g(), bf16=True)
+    assert a.shape == (2, 500) and torch.equal(a, m.generate(500, batch=2, generator=g(), bf16=True))
+    assert not torch.equal(a, m.generate(500, batch=2, generator=g()))  # rounding flips some draws, then all
+    with pytest.raises(ValueError, match="cached=True"):
+        m.generate(5, bf16=True, cached=False)
+    with pytest.raises(ValueError, match="cached=True"):
+        m.generate(5, bf16=True, fast=False)
+    with pytest.raises(ValueError, match="float32 model"):
+        tiny().generate(5, bf16=True)
+    with pytest.raises(ValueError, match="even channel counts; residual_channels"):
+        mid_model(layers=2, residual_channels=7).generate(5, bf16=True)
+
+
 # ------------------------------------------------------------------------------------------ fallback
 def test_no_fast_env_runs_the_pytorch_path(monkeypatch):
     m = tiny(num_speakers=2)

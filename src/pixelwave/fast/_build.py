@@ -5,7 +5,8 @@ The shared library goes to a cache folder ($PIXELWAVE_CACHE, else $XDG_CACHE_HOM
 command and this CPU's feature flags: a change to any of them builds afresh, and machines sharing a home folder
 never load each other's -march=native builds. Builds are written to a temporary name and renamed into place,
 so concurrent first uses (pytest-xdist, several workers) are safe. The compiler is $CXX, else c++ / g++ /
-clang++ from PATH. Nothing needs Python or torch headers.
+clang++ from PATH; $PIXELWAVE_FAST_CXXFLAGS adds flags to its command (e.g. -mno-avx512bf16: the tests build
+the portable bf16 products with it). Nothing needs Python or torch headers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -64,9 +66,13 @@ def _compiler() -> str | None:
     return None
 
 
+def _extra_flags() -> list[str]:
+    return shlex.split(os.environ.get("PIXELWAVE_FAST_CXXFLAGS", ""))
+
+
 def _compile(cxx: str, src: Path, out: Path, native: bool) -> tuple[bool, str]:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    cmd = [cxx, *_FLAGS, *(_NATIVE if native else []), str(src), "-o", str(tmp)]
+    cmd = [cxx, *_FLAGS, *(_NATIVE if native else []), *_extra_flags(), str(src), "-o", str(tmp)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as e:
@@ -110,7 +116,8 @@ def _build_and_load(source: str) -> tuple[ctypes.CDLL | None, str]:
         return None, "no C++ compiler found (set CXX, or install g++)"
     errors = []
     for native in (True, False):  # -march=native first; a compiler that lacks it still gets a portable build
-        key = hashlib.sha256(b"\0".join([code, cxx.encode(), " ".join(_FLAGS).encode(), str(native).encode(),
+        flags = " ".join(_FLAGS + _extra_flags())
+        key = hashlib.sha256(b"\0".join([code, cxx.encode(), flags.encode(), str(native).encode(),
                                          _cpu_signature().encode(), sys.platform.encode()])).hexdigest()[:16]
         name = f"{src.stem}-{key}.so"
         user = getattr(os, "getuid", lambda: "user")()

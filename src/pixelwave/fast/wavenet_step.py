@@ -28,7 +28,7 @@ import torch
 from pixelwave.fast import _build
 
 SOURCE = "wavenet_kernel.cpp"
-_ABI = 5
+_ABI = 6
 _MAX_CHUNK = 4096  # steps per kernel call (between calls Python can be interrupted)
 
 _i64, _vp, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
@@ -40,7 +40,7 @@ class _Desc(ctypes.Structure):
                [("dilations", _vp)] + \
                [(n, _vp) for n in ("emb", "conv_w", "res_w", "res_b", "skip_w", "skip_b", "h1_w", "h1_b",
                                    "h2_w", "h2_b", "init_states", "static_bias")] + \
-               [("cond_channels", _i64), ("cond_w", _vp), ("cond_b", _vp)]
+               [("cond_channels", _i64), ("cond_w", _vp), ("cond_b", _vp), ("bf16", _i64)]
 
 
 class _RunArgs(ctypes.Structure):
@@ -107,6 +107,24 @@ def unsupported(model, dtype: torch.dtype, device: torch.device) -> str | None:
     return None
 
 
+def bf16_unsupported(model, dtype: torch.dtype) -> str | None:
+    """Why the fast path cannot multiply by bfloat16 weights for `model` (None if it can)."""
+    cfg = model.config
+    if dtype != torch.float32:
+        return f"bf16 generation needs a float32 model, not {dtype}"
+    odd = [n for n in ("residual_channels", "gate_channels", "skip_channels") if getattr(cfg, n) % 2]
+    if odd:
+        return f"bf16 generation needs even channel counts; {', '.join(odd)} odd"
+    return None
+
+
+def native_bf16() -> bool:
+    """Whether the kernel built here multiplies bfloat16 natively (AVX512-BF16), i.e. bf16 generation is faster
+    than float32; without it the same products are emulated in float32."""
+    lib = kernel()
+    return bool(lib is not None and lib.pw_native_bf16())
+
+
 def default_threads(batch: int) -> int:
     """$PIXELWAVE_FAST_THREADS, else the CPUs this process may use, at most 2 for batch 1 and `batch` else."""
     env = os.environ.get("PIXELWAVE_FAST_THREADS")
@@ -126,7 +144,8 @@ def _c(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
 @torch.no_grad()
 def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | None, u: torch.Tensor,
              temperature: float, threads: int | None = None, logits_out: torch.Tensor | None = None,
-             tile: int = 0, row_block: int = 0, patience: int = 0, split_limit: int = 0) -> torch.Tensor | None:
+             tile: int = 0, row_block: int = 0, patience: int = 0, split_limit: int = 0,
+             bf16: bool = False) -> torch.Tensor | None:
     """The codes (B, steps) for `model` (a WaveNet in eval mode) from the prepared inputs, or None if the fast
     path is unavailable here. spk: (B, L, 2G) speaker biases or None; up: (B, C, steps) upsampled mel features
     or None; u: (B, steps) uniforms. logits_out, if given, is filled with every step's logits (steps, B, C_out).
@@ -134,10 +153,13 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
     patience: at batch 1 on 2 threads, the slow waits per chunk after which one thread goes on alone (0: the
     kernel's default, -1: never, so that tests exercise the two-thread path); split_limit: if > 0, split mode
     hands over to one thread after this many steps of every chunk (tests: the hand-over and back).
+    bf16: multiply by bfloat16 copies of the weights, the inputs of each product rounded to bfloat16 and the
+    sums in float32 (float32 models with even channel counts: `bf16_unsupported`); the codes then follow the
+    model to about bfloat16's precision, no longer those of the float32 paths.
     """
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
-    if unsupported(model, dtype, device) is not None:
+    if unsupported(model, dtype, device) is not None or (bf16 and bf16_unsupported(model, dtype) is not None):
         return None
     lib = kernel()
     sfx = _SUFFIX[dtype]
@@ -172,7 +194,7 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
     ptr = {n: (t.data_ptr() if t is not None else None) for n, t in keep.items()}
     desc = _Desc(layers=L, residual=R, gate=G, skip=S, out_channels=C, kernel=k, batch=B, threads=threads,
                  tile=tile, row_block=row_block, initial_code=model.silence, patience=patience,
-                 split_limit=split_limit, cond_channels=0 if up is None else up.shape[1],
+                 split_limit=split_limit, cond_channels=0 if up is None else up.shape[1], bf16=int(bf16),
                  dilations=ptr.pop("dil"), **ptr)
     plan = getattr(lib, f"pw_wn_create_{sfx}")(ctypes.byref(desc))
     if not plan:
