@@ -11,7 +11,7 @@ Sections (docs/benchmarks.md says what every figure means):
              the reference implementations (benchmarks/reference_models.py), FLOPs per step, achieved GFLOP/s
   budget     held-out bits/dim each image model reaches in a fixed training-time budget
   sample     image sampling, naive vs cached, and a float64 check that both draw identical samples
-  wavenet    WaveNet generation naive vs cached, batch 1 and 16, real-time factor at 16 kHz
+  wavenet    WaveNet generation naive vs cached (float32 and bf16), batch 1 and 16, real-time factor at 16 kHz
 
 Timings are medians over repeats, measured with time.perf_counter. Peak memory is the process's peak resident
 set (VmHWM from /proc/self/status), reset before every benchmark by writing 5 to /proc/self/clear_refs, so each
@@ -565,14 +565,26 @@ def section_wavenet(b: Bench):
     setting = "20 layers, 2 stacks, 64/128/256, k2, 256 levels (untrained)"
     rates = {}
 
-    def cached(batch, threads=None):
+    def cached(batch, threads=None, bf16=False):
         def run():
             steps = b.q(300, 4000)
             reset_peak()
             with num_threads(threads or torch.get_num_threads()):
                 ts = timed(lambda: model.generate(steps, batch, generator=torch.Generator().manual_seed(0),
-                                                  cached=True), b.q(1, 3))
+                                                  cached=True, bf16=bf16), b.q(1, 3))
             rate = batch * steps / med(ts)
+            if bf16:
+                from pixelwave.fast import wavenet_step
+
+                rates[("bf16", batch)] = rate
+                how = "VDPBF16PS" if wavenet_step.native_bf16() else "emulated: no AVX512-BF16 here"
+                detail = (f"{steps:,} steps, median of {len(ts)}; real-time factor {rate / AUDIO_RATE:.2f} at "
+                          f"16 kHz; bfloat16 weights ({how}); {rate / rates[('cached', batch)]:.2f}x float32")
+                if batch != 1 and ("bf16", 1) in rates:
+                    detail += f"; {rate / rates[('bf16', 1)]:.1f}x the bf16 batch-1 aggregate"
+                b.add("wavenet", f"generation cached bf16, batch {batch}", setting, f"{rate:,.0f} samples/s", detail,
+                      peak_mib())
+                return
             if threads is not None:
                 b.add("wavenet", f"generation cached, batch {batch}, {threads} thread", setting,
                       f"{rate:,.0f} samples/s", f"{steps:,} steps, median of {len(ts)}; real-time factor "
@@ -620,6 +632,8 @@ def section_wavenet(b: Bench):
         b.guarded("wavenet", f"generation naive, batch {batch}", naive(batch), optional=True)
         if torch.get_num_threads() > 1 and ("cached", batch) in rates:
             b.guarded("wavenet", f"generation cached, batch {batch}, 1 thread", cached(batch, 1), optional=True)
+        if ("cached", batch) in rates:
+            b.guarded("wavenet", f"generation cached bf16, batch {batch}", cached(batch, bf16=True), optional=True)
 
     def identical():
         torch.manual_seed(0)

@@ -15,7 +15,8 @@ first 2,047 samples of an utterance are cheaper), timed as that pass. cached: Wa
 PyTorch queue loop. fast: WaveNet.generate(fast=True), the fused step (pixelwave.fast.wavenet_step); at batch 1
 it splits each sample over two threads while both get a core, else runs on one ("split share" says how many
 steps ran split), and "fast/CPU-s" is its samples per CPU-second of its own threads: roughly its rate on a
-machine to itself. benchmarks/run.py can import `measure`.
+machine to itself. fast bf16: the same with bfloat16 weights (WaveNet.generate(bf16=True)), native VDPBF16PS
+where the CPU has AVX512-BF16 (the header says which). benchmarks/run.py can import `measure`.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ def _conditions(m: WaveNet, batch: int, steps: int):
     return torch.arange(batch) % m.num_speakers, mel
 
 
-def _time_generate(m: WaveNet, batch: int, steps: int, fast: bool) -> dict:
+def _time_generate(m: WaveNet, batch: int, steps: int, fast: bool, bf16: bool = False) -> dict:
     spk, mel = _conditions(m, batch, steps)
     g = torch.Generator().manual_seed(0)
     t = time.perf_counter()
-    m.generate(steps, batch=batch, speaker=spk, cond=mel, generator=g, fast=fast)
+    m.generate(steps, batch=batch, speaker=spk, cond=mel, generator=g, fast=fast, bf16=bf16)
     wall = time.perf_counter() - t
     out = {"samples_per_s": batch * steps / wall}
     if fast:
@@ -107,6 +108,12 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
         if mc is not None:
             configs += [("fast, speaker + mel", 1, lambda: _time_generate(mc, 1, s1, fast=True)),
                         ("fast, speaker + mel", batch_big, lambda: _time_generate(mc, batch_big, s16, fast=True))]
+        if wavenet_step.bf16_unsupported(m, torch.float32) is None:
+            configs += [("fast bf16", 1, lambda: _time_generate(m, 1, s1, fast=True, bf16=True)),
+                        ("fast bf16", batch_big, lambda: _time_generate(m, batch_big, s16, fast=True, bf16=True))]
+            if mc is not None:
+                configs += [("fast bf16, speaker + mel", b, lambda b=b: _time_generate(
+                    mc, b, s1 if b == 1 else s16, fast=True, bf16=True)) for b in (1, batch_big)]
     else:
         log(f"fast path unavailable: {wavenet_step.unsupported(m, torch.float32, torch.device('cpu'))}")
     for model in (m, mc) if fast_ok and mc is not None else (m,):  # warm-up: builds the kernel (first use)
@@ -129,14 +136,16 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
     return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
                        f"{torch.__version__}, {torch.get_num_threads()} torch threads",
             "matmul_gflops": statistics.median(gflops), "load_before": load_before, "load_after": os.getloadavg(),
+            "native_bf16": fast_ok and wavenet_step.native_bf16(),
             "repeats": repeats, "rows": rows}
 
 
 def table(res: dict) -> str:
     rate = {(r["path"], r["batch"]): r["samples_per_s"] for r in res["rows"]}
-    lines = [f"WaveNet generation, standard model, float32 -- {res['machine']}",
+    lines = [f"WaveNet generation, standard model, float32 weights (bf16 rows: bfloat16) -- {res['machine']}",
              f"2048x2048 fp32 matmul: {res['matmul_gflops']:.0f} GFLOP/s (median, same run); load average "
-             f"{res['load_before'][0]:.2f} before, {res['load_after'][0]:.2f} after; medians of {res['repeats']}",
+             f"{res['load_before'][0]:.2f} before, {res['load_after'][0]:.2f} after; medians of {res['repeats']}; "
+             f"bf16 products {'native (AVX512-BF16)' if res.get('native_bf16') else 'emulated in float32'}",
              "",
              "| path | batch | samples/s | x real time (16 kHz) | vs cached | fast/CPU-s | split share |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -148,9 +157,14 @@ def table(res: dict) -> str:
         sps = f"{r['samples_per_s']:,.0f}" if r["samples_per_s"] >= 100 else f"{r['samples_per_s']:.2g}"
         vs = vs if not vs.startswith("0.0") else f"{r['samples_per_s'] / cached:.1g}x"
         lines.append(f"| {r['path']} | {r['batch']} | {sps} | {r['rtf_16k']:.3g} | {vs} | {cpu} | {split} |")
-    f1, f16 = rate.get(("fast", 1)), [r for r in res["rows"] if r["path"] == "fast" and r["batch"] != 1]
-    if f1 and f16:
-        lines.append(f"\nfast, batch {f16[0]['batch']} aggregate / batch 1: {f16[0]['samples_per_s'] / f1:.1f}x")
+    lines.append("")
+    for path in ("fast", "fast bf16"):
+        f1, f16 = rate.get((path, 1)), [r for r in res["rows"] if r["path"] == path and r["batch"] != 1]
+        if f1 and f16:
+            lines.append(f"{path}, batch {f16[0]['batch']} aggregate / batch 1: {f16[0]['samples_per_s'] / f1:.1f}x")
+    for b in sorted({r["batch"] for r in res["rows"]}):
+        if rate.get(("fast", b)) and rate.get(("fast bf16", b)):
+            lines.append(f"fast bf16 / fast float32, batch {b}: {rate[('fast bf16', b)] / rate[('fast', b)]:.2f}x")
     return "\n".join(lines)
 
 

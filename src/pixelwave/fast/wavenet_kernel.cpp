@@ -505,7 +505,7 @@ template <class T> struct Part {  // the weights one thread multiplies by
     int64_t s0 = 0, sp = 0;          // head-1 outputs [s0, s0 + sp)
     int64_t c0 = 0, cp = 0;          // logits [c0, c0 + cp)
     Buf<T> arena, cond_arena;
-    Buf<uint32_t> pairs;  // bf16: the arena's matrices as pairs, same order (the arena is then freed)
+    Buf<uint32_t> pairs, cond_pairs;  // bf16: the arenas' matrices as pairs, same order (the arenas freed)
     std::vector<PMat<T>> tap, res;
     PMat<T> skip, h1, h2;
     PMat<T> cond;  // (cond_channels, L * 2PG): the mel projections of this part's units, in h's layout
@@ -655,7 +655,7 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
         });
     }
     if constexpr (std::is_same_v<T, float>) {
-        if (P->bf16) {  // the same matrices as pairs, in the same order; the mel projection stays float32
+        if (P->bf16) {  // the same matrices as pairs, in the same order
             W.pairs = Buf<uint32_t>((W.arena.n + 1) / 2);
             uint32_t* q = W.pairs.p;
             for (int64_t i = 0; i < L; ++i) {
@@ -664,6 +664,11 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
             }
             for (PMat<T>* m : {&W.skip, &W.h1, &W.h2}) q = pair_up(q, *m);
             W.arena = Buf<T>();
+            if (P->Cm % 2 == 0 && P->Cm) {  // an odd mel band count keeps its projection in float32
+                W.cond_pairs = Buf<uint32_t>((W.cond_arena.n + 1) / 2);
+                pair_up(W.cond_pairs.p, W.cond);
+                W.cond_arena = Buf<T>();
+            }
         }
     }
 }
