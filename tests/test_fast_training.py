@@ -82,3 +82,27 @@ def test_bf16_autocast_trains_every_model(name):
     (-bf16.mean()).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2])
+def test_fast_dropout_is_inverted_dropout(p):
+    """pixelwave.nn.Dropout (PixelCNN++'s): each element kept with probability 1 - p and scaled by 1 / (1 - p),
+    independently; the gradient passes through the same mask; identity in eval mode; the input's dtype kept."""
+    from pixelwave.nn import Dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 32, 16, 16, requires_grad=True)  # 524,288 elements
+    drop = Dropout(p)
+    y = drop(x)
+    kept = y != 0
+    n = kept.numel()
+    assert abs(kept.float().mean().item() - (1 - p)) < 5 * (p * (1 - p) / n) ** 0.5  # 5 sigma
+    assert torch.allclose(y[kept], x[kept] / (1 - p))
+    y.sum().backward()
+    assert torch.allclose(x.grad, kept.float() / (1 - p))
+    rows = kept.flatten(1).float().mean(1)  # no structure: every image keeps about the same share
+    assert (rows - (1 - p)).abs().max() < 6 * (p * (1 - p) / (n // 64)) ** 0.5  # 6 sigma for 8,192 each
+    assert not torch.equal(kept, drop(x) != 0)  # a fresh mask per call
+    drop.eval()
+    assert drop(x) is x
+    assert Dropout(p).train()(x.detach().bfloat16()).dtype == torch.bfloat16

@@ -30,6 +30,7 @@ from pixelwave.distributions import (
     mixture_param_count,
 )
 from pixelwave.models.base import ImageAutoregressive
+from pixelwave.nn import Dropout
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +105,7 @@ class GatedResNet(nn.Module):
         super().__init__()
         self.conv_in = conv(2 * hidden, hidden)
         self.aux = nn.Conv2d(2 * aux_channels, hidden, 1) if aux_channels else None  # "nin"
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv_out = conv(2 * hidden, 2 * hidden)
         with torch.no_grad():  # start near the identity (the paper's init_scale=0.1 on this conv)
             self.conv_out.weight.mul_(0.1)

@@ -64,3 +64,17 @@ def gate(x: torch.Tensor) -> torch.Tensor:
     """tanh(a) * sigmoid(b) for x = [a, b] split on channels: (B, 2C, ...) -> (B, C, ...)."""
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout (inverted: zero with probability p, scale the rest by 1 / (1 - p)) drawn as float32 uniforms
+    compared with p. On the CPU, torch's dropout draws through bernoulli_, ~4x slower than torch.rand: for
+    PixelCNN++ that was a fifth of the training step. Same distribution, another random stream."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return x * 0.0
+        keep = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # float32 {0, 1/(1-p)}
+        return x * keep.to(x.dtype)
