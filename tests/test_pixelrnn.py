@@ -31,6 +31,8 @@ def dependency_matrix(model, x):
     """moved[p, q]: changing sub-pixel p changes the distribution of sub-pixel q, for any of the images in x.
 
     All single-sub-pixel perturbations of an image go through the model as one batch (an RNN pays per pass).
+    In float64 a change counts above 1e-12: rows of one batch may round differently in a batched matrix
+    product (the Diagonal BiLSTM's recurrence; 2e-16 seen), while the real dependencies here are > 1e-8.
     """
     _, channels, h, w = x.shape
     n = channels * h * w
@@ -41,7 +43,7 @@ def dependency_matrix(model, x):
         for k, (c, i, j) in enumerate(subpixels, start=1):
             batch[k, c, i, j] = (batch[k, c, i, j] + 1) % model.levels
         logp = torch.log_softmax(model.logits(model.scale(batch)), dim=2)  # (n + 1, C, L, H, W)
-        delta = ((logp[1:] - logp[:1]).abs() > 0).any(2)  # (n, C, H, W)
+        delta = ((logp[1:] - logp[:1]).abs() > 1e-12).any(2)  # (n, C, H, W)
         for k, (c, i, j) in enumerate(subpixels):
             p = order(c, i, j, channels, w)
             for c2, i2, j2 in zip(*torch.nonzero(delta[k], as_tuple=True), strict=True):

@@ -123,29 +123,46 @@ class DiagonalBiLSTM(nn.Module):
         """x: (B, h, H, W) layer input; image: (B, C, H, W) the scaled image."""
         b, _, height, width = x.shape
         hid = self.hidden
-        pre = self.input_to_state(x)  # (B, 8h, H, W): [left-to-right | right-to-left]
-        if self.class_bias is not None:
-            pre = pre + self.class_bias(y)[:, :, None, None]
-        right = pre[:, 4 * hid:]
+        cols = width + height - 1
+        # The recurrence runs on the skewed map (diagonals as columns) in a (column, direction, B, H, channels)
+        # layout: each column one contiguous block, channels last, so each product is one batched matrix product.
+
+        def columns(t: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (cols, B, H, C), skewed
+            return skew(t).permute(3, 0, 2, 1).contiguous()
+
+        # The 1x1 input-to-state commutes with skew and flip: it runs on the skewed inputs (h channels; its
+        # output has 8h). The right-to-left direction is the left-to-right one on the mirrored image. Cells
+        # outside the image get the bias rather than 0: their states are zeroed below, so nothing reads them.
+        w = (self.input_to_state.weight * self.input_to_state.mask)[:, :, 0, 0]  # (8h, h)
+        bias = self.input_to_state.bias
+        left = F.linear(columns(x), w[:4 * hid], bias[:4 * hid])  # (cols, B, H, 4h)
+        right = F.linear(columns(x.flip(-1)), w[4 * hid:], bias[4 * hid:])
         if self._right_to_left_sees_its_pixel:
-            right = right + self.image_to_state(image)
-        # The right-to-left direction is the left-to-right one on the mirrored image.
-        pre = torch.cat([pre[:, :4 * hid], right.flip(-1)], dim=1)  # (B, 8h, H, W)
-        pre = skew(pre)  # (B, 8h, H, W + H - 1)
-        cols = pre.shape[-1]
+            right = right + F.linear(columns(image.flip(-1)), self.image_to_state.weight[:, :, 0, 0])
+        pre = torch.stack([left, right], dim=1)  # (cols, 2, B, H, 4h): left-to-right, right-to-left
+        if self.class_bias is not None:
+            pre = pre + self.class_bias(y).view(b, 2, 4 * hid).transpose(0, 1)[None, :, :, None, :]
+        # State-to-state (the Conv1d, kernel 2, one group per direction) as one batched product over the
+        # directions: per pixel the inputs [above, same] (2h). Tap 0 is row i - 1 of the previous column, tap 1
+        # row i.
+        w_ss = self.state_to_state.weight.view(2, 4 * hid, hid, 2)  # (direction, 4h, h, tap)
+        w_ss = w_ss.permute(0, 3, 2, 1).reshape(2, 2 * hid, 4 * hid)  # (direction, [above | same], 4h)
+        b_ss = self.state_to_state.bias.view(2, 1, 4 * hid)
         k = (torch.arange(cols, device=x.device)[None, :]
              - torch.arange(height, device=x.device)[:, None])  # (H, W + H - 1): original column of each cell
-        inside = ((k >= 0) & (k < width)).to(x.dtype)  # (H, W + H - 1)
-        h = c = x.new_zeros(b, 2, hid, height)  # the state left of column 0
+        inside = ((k >= 0) & (k < width)).to(x.dtype).t()[:, None, None, :, None]  # (cols, 1, 1, H, 1)
+        h = c = x.new_zeros(2, b, height, hid)  # the state left of column 0
         outs = []
-        for col, pre_col in enumerate(pre.unbind(-1)):  # each (B, 8h, H); unbind: see RowLSTM.forward
-            h_prev = F.pad(h.view(b, 2 * hid, height), (1, 0))  # (B, 2h, H + 1): the row above row 0 is zero
-            gates = pre_col + self.state_to_state(h_prev)  # (B, 8h, H)
-            h, c = lstm_cell(gates.view(b, 2, 4, hid, height), c, dim=2)  # each (B, 2, h, H)
+        for col, pre_col in enumerate(pre.unbind(0)):  # each (2, B, H, 4h); unbind: see RowLSTM.forward
+            above = F.pad(h, (0, 0, 1, 0))[:, :, :height]  # (2, B, H, h): the row above row 0 is zero
+            taps = torch.cat([above, h], dim=-1).view(2, b * height, 2 * hid)
+            gates = pre_col + torch.baddbmm(b_ss, taps, w_ss).view(2, b, height, 4 * hid)
+            h, c = lstm_cell(gates.view(2, b, height, 4, hid), c, dim=3)  # each (2, B, H, h)
             # Zero states outside the image, so the pixel at column 0 sees an empty left neighbour, as in sampling.
-            h, c = h * inside[:, col], c * inside[:, col]
+            h, c = h * inside[col], c * inside[col]
             outs.append(h)
-        out = unskew(torch.stack(outs, dim=-1).view(b, 2 * hid, height, cols))  # (B, 2h, H, W)
+        out = torch.stack(outs, dim=-1)  # (2, B, H, h, cols)
+        out = unskew(out.permute(1, 0, 3, 2, 4).reshape(b, 2 * hid, height, cols))  # (B, 2h, H, W)
         left, right = out[:, :hid], out[:, hid:].flip(-1)  # each (B, h, H, W)
         if self._shift_right_to_left:
             # Right-to-left at (i, j) has seen (i, j+1), (i, j+2), ...: the future. One row down, it holds only
