@@ -254,6 +254,30 @@ def test_masked_conv_output_ignores_the_future(n, c, size):
     assert (diff.flatten()[:-1] == 0).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(kh=st.integers(1, 7), kw=st.integers(1, 5), mask_type=st.sampled_from("AB"), data=st.data())
+def test_masked_conv_skips_the_rows_below_its_centre_exactly(kh, kw, mask_type, data):
+    """MaskedConv2d convolves with only the kernel rows up to its centre (the rest are masked out): the same
+    output, values and gradients, as the full masked kernel on the fully padded input, for any centre and
+    padding, also where the bottom padding is smaller than the rows skipped (the input is then cropped)."""
+    import torch.nn.functional as F
+
+    cy, cx = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kw - 1))
+    pad = tuple(data.draw(st.integers(0, 3)) for _ in range(4))
+    lo_h, lo_w = max(1, kh - pad[2] - pad[3]), max(1, kw - pad[0] - pad[1])  # at least one output pixel
+    h, w = data.draw(st.integers(lo_h, lo_h + 4)), data.draw(st.integers(lo_w, lo_w + 4))
+    torch.manual_seed(0)
+    conv = MaskedConv2d(3, 6, (kh, kw), mask_type, 3, centre=(cy, cx), padding=pad).double()
+    conv.weight.data.normal_()  # unmasked values below the centre too: the mask must still remove them
+    x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+    full = F.conv2d(F.pad(x, pad), conv.weight * conv.mask, conv.bias)
+    ours = conv(x)
+    assert ours.shape == full.shape
+    assert torch.allclose(ours, full, atol=1e-12, rtol=0)
+    g = torch.randn_like(full)
+    assert torch.allclose(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(full, x, g)[0], atol=1e-12, rtol=0)
+
+
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
     """A checkpoint write that fails (ENOSPC) stops the run with one line; the last complete checkpoint survives."""
     import errno

@@ -54,10 +54,17 @@ class MaskedConv2d(nn.Conv2d):
         self.mask_type = mask_type
         with torch.no_grad():
             self.weight.mul_(self.mask)
+        # The rows below the centre are masked out entirely: the conv runs on the kernel's top `rows` rows with
+        # that much less bottom padding (negative: F.pad crops), the same output for fewer FLOPs (3 x 3: 2/3,
+        # 7 x 7: 4/7). The weight keeps its full shape, so checkpoints do not depend on it.
+        self.rows = centre[0] + 1
+        left, right, top, bottom = self.pad
+        self.cropped_pad = (left, right, top, bottom - (kh - self.rows))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, self.pad)  # (B, C, H + top + bottom, W + left + right)
-        return F.conv2d(x, self.weight * self.mask, self.bias)
+        x = F.pad(x, self.cropped_pad)  # (B, C, H + top + bottom - (kh - rows), W + left + right)
+        rows = self.rows
+        return F.conv2d(x, self.weight[:, :, :rows] * self.mask[:, :, :rows], self.bias)
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
