@@ -19,7 +19,8 @@ from pixelwave.models.wavenet import WaveNet
 
 TINY = dict(layers=6, stacks=2, residual_channels=8, gate_channels=8, skip_channels=16, levels=16)
 CASES = [dict(), dict(num_speakers=3), dict(cond_channels=3, hop_length=4),
-         dict(kernel_size=3, num_speakers=2, cond_channels=2, hop_length=5)]
+         dict(kernel_size=3, num_speakers=2, cond_channels=2, hop_length=5),
+         dict(output="logistic_mixture", mixtures=3, num_speakers=2)]
 
 needs_kernel = pytest.mark.skipif(not ws.available(), reason=f"fast kernel unavailable: {build.build_error(ws.SOURCE)}")
 
@@ -115,7 +116,7 @@ def test_fast_logits_equal_the_parallel_pass(kw, threads):
     spk, cond = conditions(m, 1 if threads == 2 else 2, steps)
     batch = 1 if threads == 2 else 2
     sb, up, u = prepared(m, steps, batch, spk, cond, seed=3)
-    logits = torch.empty(steps, batch, m.levels, dtype=torch.float64)
+    logits = torch.empty(steps, batch, m.output.channels(m.levels), dtype=torch.float64)
     a = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, logits_out=logits)
     with torch.no_grad():
         parallel = m.logits(a, spk, cond)  # (B, L, T)
@@ -146,6 +147,38 @@ def test_float32_logits_and_codes(threads):
     assert margin.min() > 1e-5
     assert torch.equal(categorical_sample(parallel, u[0]), a[0])  # PyTorch's draws from its own logits
     assert torch.equal(a, cached)
+
+
+@needs_kernel
+@pytest.mark.parametrize("temperature", [1.0, 0.8])
+def test_float32_logistic_mixture_draws(temperature):
+    """float32, 256 levels, 10 logistics: the kernel's mixture parameters are within 1e-5 of PyTorch's on the
+    same sequence, and its draws (the inverse CDF at the bin edges, summed over components) are what
+    pixelwave.distributions draws from those parameters wherever u is not within 1e-5 of a bin boundary
+    (float32 sums in another order); with no u that close, the codes equal the PyTorch cached path's."""
+    from pixelwave.distributions import discretized_logistic_mixture_sample, discretized_logistic_mixture_table
+
+    torch.manual_seed(0)
+    m = WaveNet(layers=8, stacks=2, residual_channels=32, gate_channels=32, skip_channels=64, levels=256,
+                output="logistic_mixture", mixtures=10, num_speakers=2).eval()
+    steps = 500
+    spk, _ = conditions(m, 2, steps)
+    sb, up, u = prepared(m, steps, 2, spk, None, seed=5)
+    params = torch.empty(steps, 2, 30)
+    a = ws.generate(m, steps, sb, up, u, temperature, logits_out=params)
+    with torch.no_grad():
+        parallel = m.logits(a, spk, None)  # (B, 30, T)
+    assert (params.permute(1, 2, 0) - parallel).abs().max() < 1e-5
+    p = parallel.permute(0, 2, 1).reshape(-1, 30)  # (B*T, 30): one position each
+    drawn = discretized_logistic_mixture_sample(p.double(), u.reshape(-1, 1).double(), 256, temperature)[:, 0]
+    table = discretized_logistic_mixture_table(p.double(), drawn[:, None], 256, channel=0)  # (B*T, 256)
+    cdf = torch.softmax(table / temperature, -1).cumsum(-1)
+    clear = (cdf - u.reshape(-1, 1).double()).abs().min(-1).values > 1e-5  # u not at a bin boundary
+    assert clear.float().mean() > 0.99
+    assert torch.equal(drawn[clear], a.flatten()[clear])  # teacher-forced: each position on its own
+    if clear.all():  # then free-running generation cannot have flipped a draw either
+        with torch.no_grad():
+            assert torch.equal(a, m._generate_cached(steps, sb, up, u, temperature))
 
 
 @needs_kernel

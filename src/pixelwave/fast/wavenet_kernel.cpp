@@ -48,6 +48,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <thread>
@@ -467,6 +468,55 @@ static int64_t draw(const double* logits, int64_t C, double temperature, double 
     return C - 1;
 }
 
+// The logistic-mixture output (LogisticMixtureOutput, one channel): params = [weights K | means K | log-scales
+// K]; code v is the bin centred on 2v/(L-1) - 1, the first and last bins reaching to -inf and +inf. The draw is
+// the inverse CDF at u of the exact bin probabilities, as pixelwave.distributions draws it (there: log-space bin
+// masses, softmax, cumsum). Here the mixture's CDF at the L - 1 inner bin edges is summed directly,
+// F(v) = sum_k pi_k sigmoid((edge_v - mean_k) / scale_k), the same numbers up to rounding; at temperature T != 1
+// the bin masses F(v) - F(v-1) go through log and the softmax(. / T) of `draw`. cdf, tmp: >= round_up(L, N) + N.
+static inline void sigmoid_edges(float* cdf, int64_t n, float c0, float step, float w) {
+    using V = VT<float>::V;
+    constexpr int N = VT<float>::N;
+    V ramp;
+    for (int j = 0; j < N; ++j) ramp[j] = (float)j;
+    const V one = vsplat<float>(1.0f);
+    for (int64_t v = 0; v < n; v += N) {  // cdf is padded to a multiple of N; the tail lanes are not read
+        const V e = vsplat<float>(c0) + (vsplat<float>((float)v) + ramp) * step;
+        vstore<float>(cdf + v, vload<float>(cdf + v) + w / (one + exp_ps(-e)));
+    }
+}
+static inline void sigmoid_edges(double* cdf, int64_t n, double c0, double step, double w) {
+    for (int64_t v = 0; v < n; ++v) cdf[v] += w / (1.0 + std::exp(-(c0 + (double)v * step)));
+}
+
+template <class T>
+static int64_t draw_mixture(const T* prm, int64_t K, int64_t L, T temperature, T u, T* cdf, T* tmp) {
+    constexpr int N = VT<T>::N;
+    T m = -INFINITY;
+    for (int64_t k = 0; k < K; ++k) m = std::max(m, prm[k]);
+    T total = 0;
+    for (int64_t k = 0; k < K; ++k) total += std::exp(prm[k] - m);
+    const T half = T(1) / T(L - 1);
+    std::memset(cdf, 0, round_up(L, N) * sizeof(T));
+    for (int64_t k = 0; k < K; ++k) {
+        const T inv = std::exp(-std::max(prm[2 * K + k], T(-7)));  // LOG_SCALE_MIN
+        sigmoid_edges(cdf, L - 1, (half - T(1) - prm[K + k]) * inv, T(2) * half * inv,
+                      std::exp(prm[k] - m) / total);
+    }
+    if (temperature == T(1)) {
+        for (int64_t v = 0; v + 1 < L; ++v)
+            if (!(cdf[v] < u)) return v;
+        return L - 1;
+    }
+    T below = 0;
+    for (int64_t v = 0; v < L; ++v) {
+        const T upto = v + 1 < L ? cdf[v] : T(1);
+        tmp[v] = std::log(std::max(upto - below, T(1e-30)));
+        below = upto;
+    }
+    return draw(tmp, L, temperature, u, cdf);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ the plan
@@ -496,6 +546,8 @@ struct PwDesc {
     const void* cond_b;        // (L*2G,)
     int64_t bf16;              // float32 plans: 1 multiplies by bfloat16 weights (needs R, S and each part's
                                // gate units even)
+    int64_t mixtures;          // 0: categorical output (C = levels logits); K: logistic mixture (C = 3K params)
+    int64_t levels;            // the codes' range (the mixture's bins)
 };
 
 namespace {
@@ -514,7 +566,7 @@ template <class T> struct Part {  // the weights one thread multiplies by
 template <class T> struct Ctx {  // one thread's rows, workspace and generation state
     const Part<T>* part = nullptr;
     int64_t row0 = 0, nb = 0;
-    Buf<T> own_queues, xin, h, z, r, sk, hid, logits, tmp;
+    Buf<T> own_queues, xin, h, z, r, sk, hid, logits, tmp, mix;  // mix: the mixture draw's CDF and bins
     Buf<T> sbias;    // (nb, L * 2PG): the static bias (+ cond_b) of this part's units, in h's layout
     Buf<T> cbias;    // (blk, nb, L * 2PG): sbias + the mel projections of a block of steps
     Buf<T> xcond;    // (blk * nb, cond_channels): the block's upsampled features, gathered
@@ -540,6 +592,7 @@ constexpr int kSpins = 2000;
 
 template <class T> struct Plan {
     int64_t L, R, G, S, C, k, B, threads, row_block, Cm;
+    int64_t K = 0, levels = 0;  // logistic-mixture output: K components over `levels` bins (K = 0: categorical)
     bool bf16 = false;
     bool split;  // batch 1 on two threads: contexts 0 and 1 split the units; context 2 runs alone
     bool peer_stale = false;  // context 1's copy of the state is behind context 0's (after a solo stretch)
@@ -716,6 +769,7 @@ template <class T> static void make_ctx(Plan<T>* P, const PwDesc* d, Ctx<T>& X, 
     X.hid = Buf<T>(nb * X.lds);
     X.logits = Buf<T>(nb * X.ldc);
     X.tmp = Buf<T>(std::max(P->PC, 2 * W.PG) + N);
+    if (P->K) X.mix = Buf<T>(2 * (round_up(P->levels, N) + N));
     const int64_t H = L * 2 * W.PG;
     X.sbias = Buf<T>(nb * H);
     const T* sb = static_cast<const T*>(d->static_bias);  // (B, L, 2G)
@@ -737,11 +791,15 @@ template <class T> static void make_ctx(Plan<T>* P, const PwDesc* d, Ctx<T>& X, 
 
 template <class T> static Plan<T>* create(const PwDesc* d) {
     constexpr int N = VT<T>::N;
-    auto* P = new Plan<T>();
+    auto owner = std::make_unique<Plan<T>>();  // freed if a check or an allocation below throws
+    Plan<T>* P = owner.get();
     const int64_t L = P->L = d->layers, R = P->R = d->residual, G = P->G = d->gate, S = P->S = d->skip;
     const int64_t C = P->C = d->out_channels, k = P->k = d->kernel, B = P->B = d->batch;
     P->Cm = std::max<int64_t>(0, d->cond_channels);
     P->bf16 = std::is_same_v<T, float> && d->bf16 != 0;
+    P->K = std::max<int64_t>(0, d->mixtures);
+    P->levels = P->K ? d->levels : C;
+    if (P->K && (C != 3 * P->K || P->levels < 2)) throw std::invalid_argument("mixture output: C = 3K, levels >= 2");
     P->threads = std::max<int64_t>(1, std::min<int64_t>(d->threads, B == 1 ? 2 : B));
     if (P->bf16 && (R % 2 || S % 2 || G % 2)) throw std::invalid_argument("bf16 needs even R, S and G");
     P->split = B == 1 && P->threads == 2 && G >= 2 && (!P->bf16 || G % 4 == 0);  // bf16: even halves
@@ -760,8 +818,8 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     P->PR = round_up(R, N);
     P->PS = round_up(S, N);
     P->PC = round_up(C, N);
-    P->emb = Buf<T>(C * R);  // the embedding rows that a draw can select (codes < C)
-    std::memcpy(P->emb.p, d->emb, C * R * sizeof(T));
+    P->emb = Buf<T>(P->levels * R);  // the embedding rows that a draw can select (codes < levels)
+    std::memcpy(P->emb.p, d->emb, P->levels * R * sizeof(T));
     P->res_b = Buf<T>(std::max<int64_t>(L - 1, 1) * P->PR);
     for (int64_t i = 0; i + 1 < L; ++i)
         for (int64_t j = 0; j < R; ++j) P->res_b[i * P->PR + j] = static_cast<const T*>(d->res_b)[i * R + j];
@@ -794,7 +852,7 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
             make_ctx<T>(P, d, P->ctx[c], P->parts[0], r0, r1 - r0, nullptr);
         }
     }
-    return P;
+    return owner.release();
 }
 
 template <class T> static inline void wait_for(Plan<T>* P, int other, int64_t n) {
@@ -1016,7 +1074,9 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
         for (int64_t b = 0; b < nb; ++b) {
             const int64_t row = X.row0 + b;
             const T* lg = X.logits.p + b * X.ldc;
-            X.code[b] = draw(lg, C, temperature, u[row * a.ldu + s], X.tmp.p);
+            X.code[b] = P->K ? draw_mixture(lg, P->K, P->levels, temperature, u[row * a.ldu + s], X.mix.p,
+                                            X.mix.p + round_up(P->levels, N) + N)
+                             : draw(lg, C, temperature, u[row * a.ldu + s], X.tmp.p);
             if (!SPLIT || c == 0) {
                 a.codes[row * a.ldcodes + s] = X.code[b];
                 if (logits_out) std::memcpy(logits_out + (s * B + row) * C, lg, C * sizeof(T));
@@ -1079,7 +1139,7 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ C interface
-PW_API int pw_abi_version() { return 6; }
+PW_API int pw_abi_version() { return 7; }
 PW_API int pw_native_bf16() {  // whether bf16 products run as VDPBF16PS (else emulated in float32)
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
     return 1;

@@ -12,8 +12,10 @@ every sample's layers between them (see wavenet_kernel.cpp) while both get a cor
 they do not (a busy machine); `last_run` says how it went. Mel conditioning: the kernel projects the upsampled
 features itself, a block of steps at a time, so per sample the step just adds that vector.
 
-The fast path is skipped when $PIXELWAVE_NO_FAST is set to anything but "" or "0", for models off the CPU, in
-dtypes other than float32/float64, and for output distributions other than the categorical. The C++ source
+Both output distributions draw in the kernel: the categorical (softmax over the codes) and the discretized
+logistic mixture (its exact bin probabilities from the mixture's CDF at the bin edges). The fast path is skipped
+when $PIXELWAVE_NO_FAST is set to anything but "" or "0", for models off the CPU, and in dtypes other than
+float32/float64. The C++ source
 (wavenet_kernel.cpp, next to this file) is compiled at first use (see _build.py); without a compiler the
 PyTorch path runs, after one warning.
 """
@@ -28,7 +30,7 @@ import torch
 from pixelwave.fast import _build
 
 SOURCE = "wavenet_kernel.cpp"
-_ABI = 6
+_ABI = 7
 _MAX_CHUNK = 4096  # steps per kernel call (between calls Python can be interrupted)
 
 _i64, _vp, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
@@ -40,7 +42,8 @@ class _Desc(ctypes.Structure):
                [("dilations", _vp)] + \
                [(n, _vp) for n in ("emb", "conv_w", "res_w", "res_b", "skip_w", "skip_b", "h1_w", "h1_b",
                                    "h2_w", "h2_b", "init_states", "static_bias")] + \
-               [("cond_channels", _i64), ("cond_w", _vp), ("cond_b", _vp), ("bf16", _i64)]
+               [("cond_channels", _i64), ("cond_w", _vp), ("cond_b", _vp), ("bf16", _i64), ("mixtures", _i64),
+                ("levels", _i64)]
 
 
 class _RunArgs(ctypes.Structure):
@@ -92,18 +95,27 @@ def available() -> bool:
 
 def unsupported(model, dtype: torch.dtype, device: torch.device) -> str | None:
     """Why the fast path cannot generate from `model` (None if it can)."""
-    from pixelwave.models.wavenet import CategoricalOutput
-
     if disabled():
         return "disabled by PIXELWAVE_NO_FAST"
     if device.type != "cpu":
         return f"the fast path runs on the CPU, not {device.type}"
     if dtype not in _SUFFIX:
         return f"the fast path computes in float32 or float64, not {dtype}"
-    if model.output is not CategoricalOutput:
-        return "the fast path draws from the categorical output only"
+    if _mixtures(model) is None:
+        return f"the fast path draws from the categorical and logistic-mixture outputs, not {model.output!r}"
     if kernel() is None:
         return f"the kernel could not be built: {_build.build_error(SOURCE)}"
+    return None
+
+
+def _mixtures(model) -> int | None:
+    """0 for the categorical output, K for a K-component logistic mixture, None for anything else."""
+    from pixelwave.models.wavenet import CategoricalOutput, LogisticMixtureOutput
+
+    if model.output is CategoricalOutput:
+        return 0
+    if type(model.output) is LogisticMixtureOutput:
+        return model.output.mixtures
     return None
 
 
@@ -148,7 +160,8 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
              bf16: bool = False) -> torch.Tensor | None:
     """The codes (B, steps) for `model` (a WaveNet in eval mode) from the prepared inputs, or None if the fast
     path is unavailable here. spk: (B, L, 2G) speaker biases or None; up: (B, C, steps) upsampled mel features
-    or None; u: (B, steps) uniforms. logits_out, if given, is filled with every step's logits (steps, B, C_out).
+    or None; u: (B, steps) uniforms. logits_out, if given, is filled with every step's network output (steps, B,
+    C_out): the logits, or the mixture's parameters.
     threads: 1 or more (default `default_threads`); tile, row_block: kernel tuning (0: its defaults);
     patience: at batch 1 on 2 threads, the slow waits per chunk after which one thread goes on alone (0: the
     kernel's default, -1: never, so that tests exercise the two-thread path); split_limit: if > 0, split mode
@@ -195,6 +208,7 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
     desc = _Desc(layers=L, residual=R, gate=G, skip=S, out_channels=C, kernel=k, batch=B, threads=threads,
                  tile=tile, row_block=row_block, initial_code=model.silence, patience=patience,
                  split_limit=split_limit, cond_channels=0 if up is None else up.shape[1], bf16=int(bf16),
+                 mixtures=_mixtures(model), levels=model.levels,
                  dilations=ptr.pop("dil"), **ptr)
     plan = getattr(lib, f"pw_wn_create_{sfx}")(ctypes.byref(desc))
     if not plan:

@@ -355,7 +355,7 @@ class WaveNet(nn.Module):
         cached=True keeps a queue per layer (O(layers) per sample); cached=False re-runs the parallel pass
         over the last `receptive_field` inputs for every sample. Both consume the same uniforms from
         `generator`. fast (cached=True only): None runs the fused C++ step of `pixelwave.fast.wavenet_step`
-        where it can run (CPU, float32/float64, categorical output, a C++ compiler at first use, and
+        where it can run (CPU, float32/float64, a C++ compiler at first use, and
         $PIXELWAVE_NO_FAST unset), else the PyTorch queue loop `_generate_cached`; False always runs that
         loop; True requires the fused step. All draw the same codes from the same seed.
         bf16=True runs the fused step with bfloat16 weights (float32 sums; `pixelwave.fast.wavenet_step`): on
