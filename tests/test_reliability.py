@@ -278,6 +278,19 @@ def test_masked_conv_skips_the_rows_below_its_centre_exactly(kh, kw, mask_type, 
     assert torch.allclose(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(full, x, g)[0], atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("kh,cy,pad,h", [(7, 0, (0, 0, 2, 0), 5), (5, 1, (1, 1, 0, 1), 4), (3, 0, (0, 0, 0, 0), 3)])
+def test_masked_conv_where_the_skipped_rows_reach_below_the_input(kh, cy, pad, h):
+    """The cases hypothesis found once on CI: less bottom padding than rows skipped (input rows are dropped, up
+    to all of them when the output row sees only padding)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    conv = MaskedConv2d(3, 6, (kh, 3), "A", 3, centre=(cy, 1), padding=pad).double()
+    conv.weight.data.normal_()
+    x = torch.randn(2, 3, h, 4, dtype=torch.float64)
+    assert torch.allclose(conv(x), F.conv2d(F.pad(x, pad), conv.weight * conv.mask, conv.bias), atol=1e-12, rtol=0)
+
+
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
     """A checkpoint write that fails (ENOSPC) stops the run with one line; the last complete checkpoint survives."""
     import errno

@@ -55,14 +55,17 @@ class MaskedConv2d(nn.Conv2d):
         with torch.no_grad():
             self.weight.mul_(self.mask)
         # The rows below the centre are masked out entirely: the conv runs on the kernel's top `rows` rows with
-        # that much less bottom padding (negative: F.pad crops), the same output for fewer FLOPs (3 x 3: 2/3,
+        # that much less bottom padding (negative: input rows dropped), the same output for fewer FLOPs (3 x 3: 2/3,
         # 7 x 7: 4/7). The weight keeps its full shape, so checkpoints do not depend on it.
         self.rows = centre[0] + 1
         left, right, top, bottom = self.pad
         self.cropped_pad = (left, right, top, bottom - (kh - self.rows))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, self.cropped_pad)  # (B, C, H + top + bottom - (kh - rows), W + left + right)
+        left, right, top, bottom = self.cropped_pad
+        x = F.pad(x, (left, right, top, max(bottom, 0)))
+        if bottom < 0:  # the skipped rows would have reached below the input: drop as many input rows
+            x = x[:, :, :bottom]  # (B, C, H + top + bottom - (kh - rows), W + left + right)
         rows = self.rows
         return F.conv2d(x, self.weight[:, :, :rows] * self.mask[:, :, :rows], self.bias)
 
