@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch 2.13.0 first: the CPU build on this machine's disk; a bare `torch` would pull a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# the fused C++ WaveNet step, compiled now rather than at first use (no compiler: the PyTorch path runs)
+	$(BIN)/python -m pixelwave.fast
 	touch $(STAMP)
 
 demo: $(STAMP)

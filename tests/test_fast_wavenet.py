@@ -331,3 +331,21 @@ def test_builds_from_the_source_into_an_empty_cache(monkeypatch, tmp_path):
     assert lib is not None and lib.pw_abi_version() == ws._ABI
     built = list((tmp_path / "cache").glob("wavenet_kernel-*.so"))
     assert len(built) == 1 and not list((tmp_path / "cache").glob(".*tmp"))
+
+
+def test_python_m_pixelwave_fast_builds_ahead_or_says_why_not(monkeypatch, tmp_path, capsys):
+    """`python -m pixelwave.fast` (run by `make` after installing): builds the kernel, or, without a compiler,
+    says that the PyTorch path will run; neither is an error (exit 0)."""
+    from pixelwave.fast.__main__ import main
+
+    assert main() == 0
+    out = capsys.readouterr()
+    assert ("kernel ready" in out.out) is ws.available()
+    monkeypatch.setattr(build, "_LOADED", {})
+    monkeypatch.setattr(build, "_ERRORS", {})
+    monkeypatch.setattr(build, "_compiler", lambda: None)
+    monkeypatch.setattr(ws, "_lib_checked", {})
+    monkeypatch.setenv("PIXELWAVE_CACHE", str(tmp_path))
+    with pytest.warns(RuntimeWarning):
+        assert main() == 0
+    assert "PyTorch path" in capsys.readouterr().err

@@ -80,17 +80,30 @@ class RowLSTM(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
         """x: (B, h, H, W) layer input; `image` is unused (the Diagonal BiLSTM reads it)."""
         b, _, height, width = x.shape
-        pre = self.input_to_state(x)  # (B, 4h, H, W)
+        hid = self.hidden
+        # Row-major, channels last: (H, B, W, channels), each row one contiguous block, and both convs as
+        # matrix products on their three column taps [j-1 | j | j+1] side by side. The input-to-state taps
+        # come from the input (h channels) rather than transposing its output (4h).
+        def taps(t: torch.Tensor) -> torch.Tensor:  # (..., W, C) -> (..., W, 3C)
+            p = F.pad(t, (0, 0, 1, 1))
+            return torch.cat([p[..., :-2, :], p[..., 1:-1, :], p[..., 2:, :]], dim=-1)
+
+        def matrix(weight: torch.Tensor) -> torch.Tensor:  # (out, in, 3) -> (out, 3 in), tap-major
+            return weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
+
+        w_is = matrix((self.input_to_state.weight * self.input_to_state.mask)[:, :, 0])  # (4h, 3h)
+        pre = F.linear(taps(x.permute(2, 0, 3, 1)), w_is, self.input_to_state.bias)  # (H, B, W, 4h)
         if self.class_bias is not None:
-            pre = pre + self.class_bias(y)[:, :, None, None]
-        h = c = x.new_zeros(b, self.hidden, width)  # the state above row 0
+            pre = pre + self.class_bias(y)[None, :, None, :]
+        w_ss = matrix(self.state_to_state.weight)  # (4h, 3h): columns j-1, j, j+1 of the row above
+        h = c = x.new_zeros(b, width, hid)  # the state above row 0
         rows = []
-        # unbind, not pre[:, :, i]: each indexing op's backward would fill a whole zero map (quadratic in H).
-        for pre_row in pre.unbind(2):  # each (B, 4h, W)
-            gates = pre_row + self.state_to_state(h)  # (B, 4h, W)
-            h, c = lstm_cell(gates.view(b, 4, self.hidden, width), c, dim=1)  # each (B, h, W)
+        # unbind, not pre[i]: each indexing op's backward would fill a whole zero map (quadratic in H).
+        for pre_row in pre.unbind(0):  # each (B, W, 4h)
+            gates = pre_row + F.linear(taps(h), w_ss, self.state_to_state.bias)  # (B, W, 4h)
+            h, c = lstm_cell(gates.view(b, width, 4, hid), c, dim=2)  # each (B, W, h)
             rows.append(h)
-        return x + self.output(torch.stack(rows, dim=2))  # (B, h, H, W)
+        return x + self.output(torch.stack(rows, dim=1).permute(0, 3, 1, 2))  # (B, h, H, W)
 
 
 class DiagonalBiLSTM(nn.Module):
