@@ -231,6 +231,21 @@ def test_bf16_logits_follow_the_float32_model_to_bfloat16_precision(batch, threa
 
 
 @needs_kernel
+def test_bf16_with_the_mixture_output_and_odd_gate_halves():
+    """bf16 with the logistic-mixture output; gate 6 (halves of 3 units: not pairs) runs on one thread."""
+    m = mid_model(gate_channels=6, output="logistic_mixture", mixtures=4)
+    steps = m.receptive_field + 40
+    sb, up, u = prepared(m, steps, 1, None, None, seed=4)
+    params = torch.empty(steps, 1, 12)
+    codes = ws.generate(m, steps, sb, up, u, 1.0, threads=2, logits_out=params, bf16=True)
+    assert ws.last_run["threads"] == 1
+    with torch.no_grad():
+        parallel = m.logits(codes, None, None).permute(2, 0, 1)  # (T, 1, 12)
+    err = (params - parallel).abs()
+    assert 1e-6 < err.max() < 0.05, float(err.max())
+
+
+@needs_kernel
 def test_bf16_generation_is_reproducible_and_draws_from_its_own_logits():
     m = mid_model()
     a, logits, _ = bf16_logits(m, 300, 2, 1)
