@@ -159,21 +159,27 @@ class ResidualBlock(nn.Module):
                 taps.append(state.expand(batch, steps, r))
             else:
                 taps.append(torch.cat([state.expand(batch, s, r), x[:, :steps - s]], dim=1))  # (B, T, R)
-        window = torch.cat([*taps, x], dim=2)  # (B, T, k R)
+        # The products run on (B T, channels) matrices, so that their results are tensors of their own: an
+        # in-place op on the (B, T, .) view that F.linear returns for a 3-d input would make autograd copy the
+        # whole tensor three times over in the backward pass (CopySlices).
+        window = torch.cat([*taps, x], dim=2).view(batch * steps, k * r)  # (B T, k R)
         w = self.conv.weight.permute(0, 2, 1).reshape(2 * g, k * r)  # (2G, k R), tap-major like `window`
-        h_f = F.linear(window, w[:g], self.conv.bias[:g])  # (B, T, G)
+        h_f = F.linear(window, w[:g], self.conv.bias[:g])  # (B T, G)
         h_g = F.linear(window, w[g:], self.conv.bias[g:])
         if speaker is not None:  # (B, 2G): the same V h at every time step
-            h_f, h_g = h_f + speaker[:, None, :g], h_g + speaker[:, None, g:]
-        if up is not None:  # (B, T, C) -> (B, T, G) each
-            cw, cb = self.cond_proj.weight[:, :, 0], self.cond_proj.bias
+            h_f = (h_f.view(batch, steps, g) + speaker[:, None, :g]).view(batch * steps, g)
+            h_g = (h_g.view(batch, steps, g) + speaker[:, None, g:]).view(batch * steps, g)
+        if up is not None:  # (B, T, C) -> (B T, G) each
+            cw, cb, up = self.cond_proj.weight[:, :, 0], self.cond_proj.bias, up.reshape(batch * steps, -1)
             h_f, h_g = h_f + F.linear(up, cw[:g], cb[:g]), h_g + F.linear(up, cw[g:], cb[g:])
-        z = h_f.tanh_() * h_g.sigmoid_()  # (B, T, G); in place: both backward passes need only the results
+        z = h_f.tanh_() * h_g.sigmoid_()  # (B T, G); in place: both backward passes need only the results
         if self.residual is None:
-            return x, z
-        res = F.linear(z, self.residual.weight[:, :, 0], self.residual.bias)  # (B, T, R)
+            return x, z.view(batch, steps, g)
+        res = F.linear(z, self.residual.weight[:, :, 0], self.residual.bias)  # (B T, R)
         # In place where the dtypes agree (one temporary fewer); under bf16 autocast x stays float32 instead.
-        return (res.add_(x) if res.dtype == x.dtype else x + res), z
+        flat = x.reshape(batch * steps, r)
+        res = res.add_(flat) if res.dtype == x.dtype else flat + res
+        return res.view(batch, steps, r), z.view(batch, steps, g)
 
 
 @dataclass
