@@ -108,7 +108,7 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
         if mc is not None:
             configs += [("fast, speaker + mel", 1, lambda: _time_generate(mc, 1, s1, fast=True)),
                         ("fast, speaker + mel", batch_big, lambda: _time_generate(mc, batch_big, s16, fast=True))]
-        if wavenet_step.bf16_unsupported(m, torch.float32) is None:
+        if wavenet_step.bf16_unsupported(m, torch.float32, torch.device("cpu")) is None:
             configs += [("fast bf16", 1, lambda: _time_generate(m, 1, s1, fast=True, bf16=True)),
                         ("fast bf16", batch_big, lambda: _time_generate(m, batch_big, s16, fast=True, bf16=True))]
             if mc is not None:

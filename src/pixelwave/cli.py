@@ -578,8 +578,7 @@ def bf16_generation(args, model) -> bool:
     from pixelwave.fast import wavenet_step
 
     param = next(model.parameters())
-    why = wavenet_step.unsupported(model, param.dtype, param.device) or wavenet_step.bf16_unsupported(
-        model, param.dtype)
+    why = wavenet_step.bf16_unsupported(model, param.dtype, param.device)
     if why:
         raise UserError(f"--bf16 cannot run here: {why}")
     if not wavenet_step.native_bf16():

@@ -350,38 +350,14 @@ static void gemm_pairs(const PMat<float>& W, int64_t k0, int64_t kn, int64_t row
         wp += W.K / 2 * ob * N;
     }
 }
-template <class T> static inline bool use_pairs(const PMat<T>&) { return false; }
-template <> inline bool use_pairs<float>(const PMat<float>& W) { return W.pairs != nullptr; }
-template <class T> static inline void gemm_pairs_t(const PMat<T>&, int64_t, int64_t, int64_t, int, const T*,
-                                                   int64_t, T*, int64_t) {}
-template <> inline void gemm_pairs_t<float>(const PMat<float>& W, int64_t k0, int64_t kn, int64_t rows,
-                                            int row_block, const float* X, int64_t ldx, float* Y, int64_t ldy) {
-    gemm_pairs(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
-}
-
-// Y (rows, M) += X (rows, K) . W, X and Y with row strides ldx, ldy.
-template <class T>
-static void gemm(const PMat<T>& W, int64_t rows, int row_block, const T* X, int64_t ldx, T* Y, int64_t ldy) {
-    constexpr int N = VT<T>::N;
-    if (use_pairs(W)) return gemm_pairs_t<T>(W, 0, W.K, rows, row_block, X, ldx, Y, ldy);
-    const int64_t mv = W.M / N;
-    const T* wp = W.data;
-    for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
-        const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
-        for (int64_t r = 0; r < rows; r += row_block) {
-            const int bb = (int)std::min<int64_t>(row_block, rows - r);
-            pick<T>(bb, ob)(W.K, wp, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
-        }
-        wp += W.K * ob * N;
-    }
-}
-
 // Y (rows, M) += X (rows, kn) . W[k0 : k0 + kn, :]: a range of the packed matrix's inputs (X holds just those).
 template <class T>
 static void gemm_part(const PMat<T>& W, int64_t k0, int64_t kn, int64_t rows, int row_block, const T* X,
                       int64_t ldx, T* Y, int64_t ldy) {
     constexpr int N = VT<T>::N;
-    if (use_pairs(W)) return gemm_pairs_t<T>(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
+    if constexpr (std::is_same_v<T, float>) {
+        if (W.pairs) return gemm_pairs(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
+    }
     const int64_t mv = W.M / N;
     const T* wp = W.data;
     for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
@@ -392,6 +368,12 @@ static void gemm_part(const PMat<T>& W, int64_t k0, int64_t kn, int64_t rows, in
         }
         wp += W.K * ob * N;
     }
+}
+
+// Y (rows, M) += X (rows, K) . W, X and Y with row strides ldx, ldy.
+template <class T>
+static void gemm(const PMat<T>& W, int64_t rows, int row_block, const T* X, int64_t ldx, T* Y, int64_t ldy) {
+    gemm_part<T>(W, 0, W.K, rows, row_block, X, ldx, Y, ldy);
 }
 
 // ------------------------------------------------------------------------------------------ nonlinearities

@@ -119,8 +119,11 @@ def _mixtures(model) -> int | None:
     return None
 
 
-def bf16_unsupported(model, dtype: torch.dtype) -> str | None:
-    """Why the fast path cannot multiply by bfloat16 weights for `model` (None if it can)."""
+def bf16_unsupported(model, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Why the fast path cannot generate from `model` with bfloat16 weights (None if it can)."""
+    why = unsupported(model, dtype, device)
+    if why:
+        return why
     cfg = model.config
     if dtype != torch.float32:
         return f"bf16 generation needs a float32 model, not {dtype}"
@@ -172,7 +175,7 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
     """
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
-    if unsupported(model, dtype, device) is not None or (bf16 and bf16_unsupported(model, dtype) is not None):
+    if (bf16_unsupported if bf16 else unsupported)(model, dtype, device) is not None:
         return None
     lib = kernel()
     sfx = _SUFFIX[dtype]

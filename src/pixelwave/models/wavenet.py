@@ -380,8 +380,7 @@ class WaveNet(nn.Module):
             from pixelwave.fast import wavenet_step
 
             why = ("bf16 runs in the fused step: cached=True and fast not False" if not cached or fast is False
-                   else wavenet_step.unsupported(self, param.dtype, param.device)
-                   or wavenet_step.bf16_unsupported(self, param.dtype))
+                   else wavenet_step.bf16_unsupported(self, param.dtype, param.device))
             if why:
                 raise ValueError(f"bf16 generation cannot run: {why}")
         u = torch.rand(batch, steps, generator=generator).to(param.device)  # all the randomness, up front
