@@ -25,7 +25,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-bench: $(STAMP)
+# the published wavenet_vocoder, which the benchmarks time ours against (its own deps: numpy, scipy)
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $(VENV)/.bench
+
+bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -14,6 +14,10 @@ are used only by `benchmarks/run.py`: they are not part of pixelwave and are not
                             through a 1x1 conv, dilated convs padded on both sides and cropped on the right,
                             tanh * sigmoid gate, 1x1 residual and skip convs, (x + residual) * sqrt(1/2), and a
                             ReLU-1x1-ReLU-1x1 head; cross-entropy loss.
+    PublishedWaveNet        not a twin: the published wavenet_vocoder package itself (r9y9, 0.1.1 on PyPI; the
+                            `bench` extra installs it), with its defaults (weight normalisation on every conv,
+                            dropout 0.05 before every dilated conv), wrapped to take codes and return log p.
+                            Its gate_channels counts both halves of the gate: its 256 is our gate_channels=128.
 """
 
 from __future__ import annotations
@@ -107,3 +111,42 @@ class ReferenceWaveNet(nn.Module):
             skips = skips + skip
         logits = self.head(skips)  # (B, levels, T)
         return -F.cross_entropy(logits, a, reduction="none").sum(1)
+
+
+class PublishedWaveNet(nn.Module):
+    """wavenet_vocoder.WaveNet as published (`pip install wavenet_vocoder==0.1.1`, or the `bench` extra), with
+    its default weight normalisation and dropout; the one-hot input and the loss as its training script builds
+    them. `gate` is pixelwave's gate_channels (one half); the package is given twice that. ImportError if the
+    package is not installed."""
+
+    def __init__(self, layers: int = 20, stacks: int = 2, residual: int = 64, gate: int = 128, skip: int = 256,
+                 kernel_size: int = 2, levels: int = 256):
+        super().__init__()
+        import warnings
+
+        import wavenet_vocoder
+
+        self.levels = levels
+        # its backward hooks are the old non-full kind, which torch warns about at every backward pass
+        warnings.filterwarnings("ignore", message="Using a non-full backward hook", category=FutureWarning)
+        with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated, still what the package calls
+            warnings.simplefilter("ignore")
+            self.net = wavenet_vocoder.WaveNet(out_channels=levels, layers=layers, stacks=stacks,
+                                               residual_channels=residual, gate_channels=2 * gate,
+                                               skip_out_channels=skip, kernel_size=kernel_size)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        """mu-law codes (B, T) -> log p per sequence (B,): the input is the codes shifted right by one."""
+        prev = F.pad(a, (1, 0))[:, :-1]
+        logits = self.net(F.one_hot(prev, self.levels).transpose(1, 2).float())  # (B, levels, T)
+        return -F.cross_entropy(logits, a, reduction="none").sum(1)
+
+
+def published_wavenet_version() -> str | None:
+    """The installed wavenet_vocoder's version, or None if it is not installed."""
+    try:
+        from importlib.metadata import version
+
+        return version("wavenet_vocoder")
+    except Exception:  # noqa: BLE001 -- not installed
+        return None

@@ -56,7 +56,8 @@ AUDIO_RATE = 16_000  # Hz, for the real-time factor
 # Reported in issue 4 (measured by others on a 2-core machine with ~215 GFLOP/s matmul), not measured here.
 REPORTED_MATMUL = 215.0
 REPORTED_GATED_TRAIN = 14.0  # images/s, Gated PixelCNN 10 x 128, batch 16, binary 28x28, most-used PyTorch library
-REPORTED_WAVENET_TRAIN = 19_800.0  # samples/s, standard WaveNet, batch 2 x 16,384
+REPORTED_WAVENET_TRAIN = 19_800.0  # samples/s, "standard" WaveNet, batch 2 x 16,384: the published wavenet_vocoder
+# measures this at its gate_channels=128 (64 per half, our gate_channels=64), not at our gate_channels=128
 REPORTED_WAVENET_GEN = 800.0  # samples/s, open PyTorch WaveNets, batch 1
 
 
@@ -271,18 +272,23 @@ def interleaved(steps: dict, warmup: int, repeats: int) -> dict[str, list[float]
 
 
 def versus_reference(b: Bench, label: str, make_ours, make_ref, inputs: dict, unit: str, per_step: int,
-                     warmup: int, repeats: int, reported: float) -> None:
-    """Ours and the reference's cost twin (benchmarks/reference_models.py), fp32 and bf16 autocast, timed
-    interleaved in one loop: a row per precision with the ratio to the reference. Without --quick also ours
-    under torch.compile (`pixelwave train --compile`; its compile time is reported, not timed in the steps)."""
+                     warmup: int, repeats: int, reported: float | None, *, ref_name: str = "the reference",
+                     make_twin=None, compile_ours: bool = True) -> None:
+    """Ours and a reference, fp32 and bf16 autocast, timed interleaved in one loop: a row per precision with the
+    ratio to the reference. `make_ref` builds the reference (the published code where it is installed, else its
+    cost twin from benchmarks/reference_models.py); `make_twin`, if given, adds the twin in fp32 as a second
+    yardstick. Without --quick and with `compile_ours`, also ours under torch.compile (`pixelwave train
+    --compile`; its compile time is reported, not timed in the steps)."""
     torch.manual_seed(0)
     models = {"ours": make_ours(), "ref": make_ref()}
+    if make_twin is not None:
+        models["twin"] = make_twin()
     flops = {name: step_flops(m, inputs) for name, m in models.items()}
     reset_peak()
     steps = {f"{name} {prec}": step_fn(m, inputs, prec == "bf16") for name, m in models.items()
-             for prec in ("fp32", "bf16")}
+             for prec in (("fp32",) if name == "twin" else ("fp32", "bf16"))}
     compile_s = None
-    if not b.quick:
+    if compile_ours and not b.quick:
         compiled = torch.compile(models["ours"])
         t0 = time.perf_counter()
         for prec in ("fp32", "bf16"):
@@ -296,11 +302,16 @@ def versus_reference(b: Bench, label: str, make_ours, make_ref, inputs: dict, un
     for prec in ("fp32", "bf16"):
         ours, ref = rate[f"ours {prec}"], rate[f"ref {prec}"]
         achieved = flops["ours"] * ours / per_step / 1e9
-        detail = (f"reference {ref:,.{digits}f} {unit}: **{ours / ref:.2f}x**"
-                  + (f"; {ours / rate['ref fp32']:.2f}x the reference in fp32" if prec == "bf16" else "")
-                  + f"; {flops['ours'] / 1e9:,.1f} GFLOP/step (reference {flops['ref'] / 1e9:,.1f}); "
-                  f"{b.vs_matmul(achieved)}; median of {repeats} interleaved steps")
-        if prec == "fp32":
+        detail = (f"{ref_name} {ref:,.{digits}f} {unit}: **{ours / ref:.2f}x**"
+                  + (f"; {ours / rate['ref fp32']:.2f}x {ref_name} in fp32" if prec == "bf16" else ""))
+        if prec == "fp32" and "twin fp32" in rate:
+            twin = rate["twin fp32"]
+            detail += (f"; its cost twin without weight norm and dropout {twin:,.{digits}f} {unit}: "
+                       f"{ours / twin:.2f}x")
+        twin_flops = f", twin {flops['twin'] / 1e9:,.1f}" if "twin" in flops else ""
+        detail += (f"; {flops['ours'] / 1e9:,.1f} GFLOP/step ({ref_name} {flops['ref'] / 1e9:,.1f}{twin_flops}); "
+                   f"{b.vs_matmul(achieved)}; median of {repeats} interleaved steps")
+        if prec == "fp32" and reported:
             detail += (f"; issue 4 reports ~{reported:,g} {unit} for the reference at ~{REPORTED_MATMUL:g} "
                        f"GFLOP/s matmul")
         setting = "fp32" if prec == "fp32" else "bf16 autocast (`--bf16`)"
@@ -309,17 +320,19 @@ def versus_reference(b: Bench, label: str, make_ours, make_ref, inputs: dict, un
         fp32, bf16 = rate["compiled fp32"], rate["compiled bf16"]
         b.add("train", label, "torch.compile (`--compile`), fp32 and bf16",
               f"{fp32:,.{digits}f} / {bf16:,.{digits}f} {unit}",
-              f"{fp32 / rate['ref fp32']:.2f}x / {bf16 / rate['ref fp32']:.2f}x the reference in fp32, "
+              f"{fp32 / rate['ref fp32']:.2f}x / {bf16 / rate['ref fp32']:.2f}x {ref_name} in fp32, "
               f"{fp32 / rate['ours fp32']:.2f}x / {bf16 / rate['ours bf16']:.2f}x uncompiled; compiling took "
               f"{fmt_s(compile_s)} (torch's on-disk cache may hold earlier runs; not in the step times)", peak)
 
 
-PAIRS = ("gated", "wavenet")
+# wavenet: the standard model; wavenet-64: gate 64 per half, i.e. wavenet_vocoder's gate_channels=128, the model
+# whose training speed issue 4 reports (its 19,800 samples/s matches the published code at that size, not at ours)
+PAIRS = ("gated", "wavenet", "wavenet-64")
 
 
 def run_pair(b: Bench, pair: str) -> None:
-    """One comparison against a reference twin (in the child process of versus_in_child)."""
-    from reference_models import ReferenceGatedPixelCNN, ReferenceWaveNet
+    """One comparison against a reference (in the child process of versus_in_child)."""
+    from reference_models import PublishedWaveNet, ReferenceGatedPixelCNN, ReferenceWaveNet, published_wavenet_version
 
     from pixelwave.models.wavenet import WaveNet
 
@@ -329,15 +342,25 @@ def run_pair(b: Bench, pair: str) -> None:
         versus_reference(b, "Gated PixelCNN 10 x 128, k3, batch 16, binary 28x28",
                          lambda: GatedPixelCNN(channels=1, levels=2, hidden=128, layers=10, kernel_size=3),
                          lambda: ReferenceGatedPixelCNN(n_gated=10, channels=128), {"x": x}, "images/s", batch,
-                         b.q(1, 2), b.q(2, 8), REPORTED_GATED_TRAIN)
-    else:
-        bsz, length = 2, b.q(2048, 16384)
-        a = torch.randint(0, 256, (bsz, length), generator=torch.Generator().manual_seed(0))
-        versus_reference(b, f"WaveNet 20 layers, 2 stacks, 64/128/256, k2, batch {bsz} x {length:,}",
-                         lambda: WaveNet(layers=20, stacks=2, residual_channels=64, gate_channels=128,
-                                         skip_channels=256, kernel_size=2),
-                         ReferenceWaveNet, {"a": a}, "samples/s", bsz * length, b.q(1, 1), b.q(2, 6),
-                         REPORTED_WAVENET_TRAIN)
+                         b.q(1, 2), b.q(2, 8), REPORTED_GATED_TRAIN, ref_name="the reference twin")
+        return
+    gate = 128 if pair == "wavenet" else 64
+    bsz, length = 2, b.q(2048, 16384)
+    a = torch.randint(0, 256, (bsz, length), generator=torch.Generator().manual_seed(0))
+    published = published_wavenet_version()
+    if published:
+        ref, twin, ref_name = (lambda: PublishedWaveNet(gate=gate)), (lambda: ReferenceWaveNet(gate=gate)), \
+            f"wavenet_vocoder {published}"
+    else:  # the `bench` extra is not installed: the twin alone
+        ref, twin, ref_name = (lambda: ReferenceWaveNet(gate=gate)), None, "the reference twin"
+    label = f"WaveNet 20 layers, 2 stacks, 64/{gate}/256, k2, batch {bsz} x {length:,}"
+    if gate != 128:
+        label += f" (wavenet_vocoder's gate_channels={2 * gate})"
+    versus_reference(b, label, lambda: WaveNet(layers=20, stacks=2, residual_channels=64, gate_channels=gate,
+                                               skip_channels=256, kernel_size=2),
+                     ref, {"a": a}, "samples/s", bsz * length, b.q(1, 1), b.q(2, 6),
+                     REPORTED_WAVENET_TRAIN if gate == 64 else None, ref_name=ref_name, make_twin=twin,
+                     compile_ours=gate == 128)
 
 
 def versus_in_child(b: Bench, pair: str) -> None:
@@ -556,50 +579,79 @@ def section_wavenet(b: Bench):
         from pixelwave.models.wavenet import WaveNet
 
         torch.manual_seed(0)
-        model = WaveNet(layers=20, stacks=2, residual_channels=64, gate_channels=128, skip_channels=256,
-                        kernel_size=2).eval()
+        models = {g: WaveNet(layers=20, stacks=2, residual_channels=64, gate_channels=g, skip_channels=256,
+                             kernel_size=2).eval() for g in (128, 64)}
+        model = models[128]
         model.generate  # noqa: B018 -- the API this section needs
     except Exception as e:  # noqa: BLE001
         b.add("wavenet", "WaveNet generation", "", "n/a", f"{type(e).__name__}: {e}"[:160])
         return
-    setting = "20 layers, 2 stacks, 64/128/256, k2, 256 levels (untrained)"
+    settings = {128: "20 layers, 2 stacks, 64/128/256, k2, 256 levels (untrained)",
+                64: "20 layers, 2 stacks, 64/64/256, k2, 256 levels (untrained; wavenet_vocoder's "
+                    "gate_channels=128)"}
+    setting = settings[128]
     rates = {}
 
-    def cached(batch, threads=None, bf16=False):
+    def cached(batch, threads=None, bf16=False, gate=128):
         def run():
-            steps = b.q(300, 4000)
+            steps = b.q(300, 16_000 if batch == 1 else 4_000)  # one second of 16 kHz audio per stream at batch 1
             reset_peak()
             with num_threads(threads or torch.get_num_threads()):
-                ts = timed(lambda: model.generate(steps, batch, generator=torch.Generator().manual_seed(0),
-                                                  cached=True, bf16=bf16), b.q(1, 3))
+                ts = timed(lambda: models[gate].generate(steps, batch, generator=torch.Generator().manual_seed(0),
+                                                         cached=True, bf16=bf16), b.q(1, 3))
             rate = batch * steps / med(ts)
             if bf16:
                 from pixelwave.fast import wavenet_step
 
-                rates[("bf16", batch)] = rate
+                rates[("bf16", batch, gate)] = rate
                 how = "VDPBF16PS" if wavenet_step.native_bf16() else "emulated: no AVX512-BF16 here"
                 detail = (f"{steps:,} steps, median of {len(ts)}; real-time factor {rate / AUDIO_RATE:.2f} at "
-                          f"16 kHz; bfloat16 weights ({how}); {rate / rates[('cached', batch)]:.2f}x float32")
-                if batch != 1 and ("bf16", 1) in rates:
-                    detail += f"; {rate / rates[('bf16', 1)]:.1f}x the bf16 batch-1 aggregate"
-                b.add("wavenet", f"generation cached bf16, batch {batch}", setting, f"{rate:,.0f} samples/s", detail,
-                      peak_mib())
+                          f"16 kHz; bfloat16 weights ({how}); {rate / rates[('cached', batch, gate)]:.2f}x float32")
+                if batch != 1 and ("bf16", 1, gate) in rates:
+                    detail += f"; {rate / rates[('bf16', 1, gate)]:.1f}x the bf16 batch-1 aggregate"
+                b.add("wavenet", f"generation cached bf16, batch {batch}", settings[gate], f"{rate:,.0f} samples/s",
+                      detail, peak_mib())
                 return
             if threads is not None:
-                b.add("wavenet", f"generation cached, batch {batch}, {threads} thread", setting,
+                b.add("wavenet", f"generation cached, batch {batch}, {threads} thread", settings[gate],
                       f"{rate:,.0f} samples/s", f"{steps:,} steps, median of {len(ts)}; real-time factor "
-                      f"{rate / AUDIO_RATE:.2f} at 16 kHz; {rate / rates[('cached', batch)]:.1f}x the same at "
+                      f"{rate / AUDIO_RATE:.2f} at 16 kHz; {rate / rates[('cached', batch, gate)]:.1f}x the same at "
                       f"{torch.get_num_threads()} threads", peak_mib())
                 return
-            rates[("cached", batch)] = rate
+            rates[("cached", batch, gate)] = rate
             detail = f"{steps:,} steps, median of {len(ts)}; real-time factor {rate / AUDIO_RATE:.2f} at 16 kHz"
             if batch == 1:
-                detail += (f"; goal >= 24,000 samples/s (1.5x real time); issue 4 reports ~{REPORTED_WAVENET_GEN:g} "
-                           f"samples/s for open PyTorch WaveNets")
-            elif ("cached", 1) in rates:
-                detail += f"; {rate / rates[('cached', 1)]:.1f}x the batch-1 aggregate (goal >= 8x)"
-            b.add("wavenet", f"generation cached, batch {batch}", setting, f"{rate:,.0f} samples/s", detail,
+                detail += "; goal >= 24,000 samples/s (1.5x real time)"
+                if ("published", gate) in rates:
+                    detail += f"; {rate / rates[('published', gate)]:,.0f}x wavenet_vocoder's incremental_forward"
+            elif ("cached", 1, gate) in rates:
+                detail += f"; {rate / rates[('cached', 1, gate)]:.1f}x the batch-1 aggregate (goal >= 8x)"
+            b.add("wavenet", f"generation cached, batch {batch}", settings[gate], f"{rate:,.0f} samples/s", detail,
                   peak_mib())
+        return run
+
+    def published(gate):
+        """The published wavenet_vocoder's own cached generation (incremental_forward, batch 1) at this size."""
+        def run():
+            from reference_models import PublishedWaveNet, published_wavenet_version
+
+            version = published_wavenet_version()
+            if version is None:
+                raise RuntimeError("wavenet_vocoder is not installed (pip install -e '.[bench]')")
+            torch.manual_seed(0)
+            net = PublishedWaveNet(gate=gate).net.eval()
+            net.make_generation_fast_()  # folds the weight norm away, as its synthesis script does
+            steps = b.q(50, 400)
+            reset_peak()
+            with torch.no_grad():
+                ts = timed(lambda: net.incremental_forward(T=steps), b.q(1, 3), warmup=1)
+            rate = steps / med(ts)
+            rates[("published", gate)] = rate
+            b.add("wavenet", f"wavenet_vocoder {version} incremental_forward, batch 1", settings[gate],
+                  f"{rate:,.0f} samples/s",
+                  f"the published code's cached generation (weight norm folded by its make_generation_fast_; "
+                  f"softmax, then a categorical draw), {steps:,} steps, median of {len(ts)}; issue 4 reports "
+                  f"~{REPORTED_WAVENET_GEN:g} samples/s for open PyTorch WaveNets", peak_mib())
         return run
 
     def naive(batch):
@@ -622,18 +674,26 @@ def section_wavenet(b: Bench):
             detail = (f"steady state, extrapolated from {len(ts)} samples: one parallel pass over the "
                       f"{field:,}-sample receptive field each ({fmt_s(med(ts))})")
             b.add("wavenet", f"generation naive, batch {batch}", setting, f"{rate:,.1f} samples/s", detail, peak_mib())
-            if ("cached", batch) in rates:
+            if ("cached", batch, 128) in rates:
                 b.add("wavenet", f"cached speedup, batch {batch}", setting,
-                      f"{rates[('cached', batch)] / rate:,.0f}x", "cached / naive (steady state), this run")
+                      f"{rates[('cached', batch, 128)] / rate:,.0f}x", "cached / naive (steady state), this run")
         return run
 
+    b.guarded("wavenet", "wavenet_vocoder generation", published(128), optional=True)
     for batch in (1, 16):
         b.guarded("wavenet", f"generation cached, batch {batch}", cached(batch), optional=True)
         b.guarded("wavenet", f"generation naive, batch {batch}", naive(batch), optional=True)
-        if torch.get_num_threads() > 1 and ("cached", batch) in rates:
+        if torch.get_num_threads() > 1 and ("cached", batch, 128) in rates:
             b.guarded("wavenet", f"generation cached, batch {batch}, 1 thread", cached(batch, 1), optional=True)
-        if ("cached", batch) in rates:
+        if ("cached", batch, 128) in rates:
             b.guarded("wavenet", f"generation cached bf16, batch {batch}", cached(batch, bf16=True), optional=True)
+    # gate 64 per half: wavenet_vocoder's gate_channels=128, the size issue 4's reference figures fit
+    b.guarded("wavenet", "wavenet_vocoder generation, gate 64", published(64), optional=True)
+    for batch in (1, 16):
+        b.guarded("wavenet", f"generation cached, batch {batch}, gate 64", cached(batch, gate=64), optional=True)
+        if ("cached", batch, 64) in rates:
+            b.guarded("wavenet", f"generation cached bf16, batch {batch}, gate 64", cached(batch, bf16=True, gate=64),
+                      optional=True)
 
     def identical():
         torch.manual_seed(0)

@@ -15,6 +15,10 @@ zeros but with the layer's activation after an endless silence (`_silence_states
 embedding but no local conditioning), so log p(a) is exactly the likelihood of `a` following silence; the
 cached generator starts its queues from the same states.
 
+Channel counts: `gate_channels` is the width of each half of the gate (the dilated conv emits 2 * gate_channels:
+tanh and sigmoid halves). Some implementations count both halves: r9y9's wavenet_vocoder `gate_channels=256`
+is this model's `gate_channels=128`, and its `gate_channels=128` is `gate_channels=64` here.
+
 Conditioning, inside every gate: a speaker embedding (global: one vector per layer and gate unit, V h for a
 one-hot h) and log-mel frames (local: upsampled to the audio rate by `ConditionUpsampler`, then a 1x1
 projection per layer).
