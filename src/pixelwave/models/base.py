@@ -15,6 +15,18 @@ from torch import nn
 from pixelwave.distributions import categorical_log_prob, categorical_sample
 
 
+def check_in_range(t: torch.Tensor, high: int, what: str) -> None:
+    """ValueError, one line with the values found, unless every element of `t` is in [0, high).
+
+    Under torch.compile the same check runs as an assertion inside the graph (a RuntimeError with the same
+    words, without the values): reading the values into Python would break the graph, which torch.compile
+    reports at length at every compile, and leave the compiled code without the check."""
+    if torch.compiler.is_compiling():
+        torch._assert_async(((t >= 0) & (t < high)).all(), f"{what} must be in [0, {high})")
+    elif t.numel() and (int(t.min()) < 0 or int(t.max()) >= high):
+        raise ValueError(f"{what} must be in [0, {high}), got [{int(t.min())}, {int(t.max())}]")
+
+
 @contextmanager
 def single_thread():
     """Run a loop of tiny ops on one thread: at these sizes a second thread only adds synchronisation, and on a
@@ -50,8 +62,7 @@ class ImageAutoregressive(nn.Module):
             raise ValueError(f"x must be (B, {self.channels}, H, W), got {tuple(x.shape)}")
         if x.dtype.is_floating_point:
             raise ValueError("x must hold integer levels (a LongTensor), not floats")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.levels):
-            raise ValueError(f"x values must be in [0, {self.levels}), got [{int(x.min())}, {int(x.max())}]")
+        check_in_range(x, self.levels, "x values")
         self.check_class(y, x.shape[0])
         if self.cond_channels is None:
             if cond is not None:
@@ -70,8 +81,7 @@ class ImageAutoregressive(nn.Module):
             raise ValueError(f"this model is class-conditional (num_classes={self.num_classes}); pass y")
         if y.shape != (batch,):
             raise ValueError(f"y must be ({batch},), got {tuple(y.shape)}")
-        if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
-            raise ValueError(f"class labels must be in [0, {self.num_classes}), got [{int(y.min())}, {int(y.max())}]")
+        check_in_range(y, self.num_classes, "class labels")
 
     # ---- likelihood ----
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, reduce: bool = True,

@@ -47,6 +47,7 @@ from pixelwave.distributions import (
     discretized_logistic_mixture_sample,
     mixture_param_count,
 )
+from pixelwave.models.base import check_in_range
 
 _COND_CHUNK = 1024  # the cached generator projects local conditioning for this many samples at a time
 
@@ -252,8 +253,7 @@ class WaveNet(nn.Module):
             raise ValueError(f"a must hold integer mu-law codes, not {a.dtype} (use pw.audio.mu_law_encode)")
         if a.shape[1] == 0:
             raise ValueError("a must have at least one time step")
-        if a.numel() and (int(a.min()) < 0 or int(a.max()) >= self.levels):
-            raise ValueError(f"a values must be in [0, {self.levels}), got [{int(a.min())}, {int(a.max())}]")
+        check_in_range(a, self.levels, "a values")
 
     def _check_conditions(self, batch: int, steps: int, speaker, cond) -> tuple:
         """Validate speaker (B,) / cond (B, C, ceil(T / hop)); an int speaker is broadcast to the batch."""
@@ -269,9 +269,7 @@ class WaveNet(nn.Module):
             if (not isinstance(speaker, torch.Tensor) or speaker.shape != (batch,)
                     or speaker.dtype.is_floating_point):
                 raise ValueError(f"speaker must be an int or a LongTensor ({batch},), got {_shape(speaker)}")
-            if int(speaker.min()) < 0 or int(speaker.max()) >= self.num_speakers:
-                raise ValueError(f"speaker ids must be in [0, {self.num_speakers}), "
-                                 f"got [{int(speaker.min())}, {int(speaker.max())}]")
+            check_in_range(speaker, self.num_speakers, "speaker ids")
         if self.cond_channels is None:
             if cond is not None:
                 raise ValueError("this WaveNet was built without cond_channels; cond must be None")
