@@ -124,6 +124,38 @@ def test_generate_writes_a_wav_and_its_picture(runs, tmp_path, capsys):
     assert not np.array_equal(sf.read(str(out))[0], wave)
 
 
+def test_generate_announces_a_first_compile_outside_its_timing(runs, tmp_path, capsys, monkeypatch):
+    """On a machine where the fused kernel is not built yet, generate says it is compiling (it takes seconds)
+    before it starts the clock of the samples/s it reports; later runs say nothing."""
+    import re
+    import time
+
+    from pixelwave.fast import _build
+
+    speakers, _ = runs
+    monkeypatch.setattr(_build, "built", lambda source: False)
+    first_call, kernel = [True], wavenet_step.kernel
+
+    def slow_first_build():  # stands in for the compile: 2 s, once
+        if first_call.pop() if first_call else False:
+            time.sleep(2.0)
+        return kernel()
+
+    monkeypatch.setattr(wavenet_step, "kernel", slow_first_build)
+    assert main(["generate", str(speakers), "--seconds", "0.01", "--speaker", "en-gb", "--out",
+                 str(tmp_path / "a.wav")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    if wavenet_step.disabled():
+        assert not any("compiling" in line for line in out)
+    else:
+        assert out[0].startswith("compiling the fast WaveNet kernel") and not first_call
+        assert float(re.search(r"samples in ([0-9.]+) s", out[-1]).group(1)) < 1.5  # the 2 s are not in it
+    monkeypatch.undo()
+    assert main(["generate", str(speakers), "--seconds", "0.01", "--speaker", "en-gb", "--out",
+                 str(tmp_path / "b.wav")]) == 0
+    assert "compiling" not in capsys.readouterr().out
+
+
 def test_resynthesize_follows_a_recording(runs, tmp_path, capsys):
     _, mel = runs
     out = tmp_path / "re.wav"

@@ -342,10 +342,14 @@ def test_builds_from_the_source_into_an_empty_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(build, "_LOADED", {})
     monkeypatch.setattr(build, "_ERRORS", {})
     monkeypatch.setenv("PIXELWAVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))  # the fallback folder too
+    assert not build.built(ws.SOURCE)  # what the CLI announces before compiling
     lib = build.load(ws.SOURCE)
     assert lib is not None and lib.pw_abi_version() == ws._ABI
     built = list((tmp_path / "cache").glob("wavenet_kernel-*.so"))
     assert len(built) == 1 and not list((tmp_path / "cache").glob(".*tmp"))
+    monkeypatch.setattr(build, "_LOADED", {})
+    assert build.built(ws.SOURCE)  # found on disk: a new process would not compile again
 
 
 def test_python_m_pixelwave_fast_builds_ahead_or_says_why_not(monkeypatch, tmp_path, capsys):

@@ -586,6 +586,18 @@ def bf16_generation(args, model) -> bool:
     return True
 
 
+def prepare_fast_kernel(args, model) -> None:
+    """Build the fused step's kernel now, if generation will use it and it is not built yet for this CPU, so that
+    the compile (once, ~10 s) is announced and not counted in the samples/s the command reports."""
+    from pixelwave.fast import _build, wavenet_step
+
+    if args.naive or next(model.parameters()).device.type != "cpu" or wavenet_step.disabled():
+        return
+    if not _build.built(wavenet_step.SOURCE):
+        print("compiling the fast WaveNet kernel for this CPU (once; later runs reuse it)", flush=True)
+    wavenet_step.kernel()  # a failure warns once; generation then takes the PyTorch path
+
+
 def cmd_generate(args, parser) -> int:
     out, png = audio_output(args.out, args.force)
     model, info, device = load_audio_model(args, "generate")
@@ -595,6 +607,7 @@ def cmd_generate(args, parser) -> int:
     speaker, name = speaker_id(model, info, args.speaker)
     rate = info["sample_rate"]
     steps = max(1, round(args.seconds * rate))
+    prepare_fast_kernel(args, model)
     bf16 = bf16_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -626,6 +639,7 @@ def cmd_resynthesize(args, parser) -> int:
         wave = wave[: max(1, round(args.seconds * rate))]
     cond = log_mel(torch.from_numpy(wave), rate, **mel)[None]  # (1, n_mels, ceil(T / hop))
     steps = cond.shape[-1] * hop
+    prepare_fast_kernel(args, model)
     bf16 = bf16_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()

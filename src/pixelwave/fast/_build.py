@@ -105,6 +105,34 @@ def build_error(source: str) -> str | None:
     return _ERRORS.get(source)
 
 
+def _library_name(src: Path, code: bytes, cxx: str, native: bool) -> str:
+    flags = " ".join(_FLAGS + _extra_flags())
+    key = hashlib.sha256(b"\0".join([code, cxx.encode(), flags.encode(), str(native).encode(),
+                                     _cpu_signature().encode(), sys.platform.encode()])).hexdigest()[:16]
+    return f"{src.stem}-{key}.so"
+
+
+def _folders() -> tuple[Path, Path]:
+    user = getattr(os, "getuid", lambda: "user")()
+    return cache_dir(), Path(tempfile.gettempdir()) / f"pixelwave-{user}"
+
+
+def built(source: str) -> bool:
+    """Whether `load(source)` will find a library (loaded in this process, or built earlier for this source,
+    compiler and CPU) rather than compile one. A missing source or compiler also counts: nothing to build."""
+    if source in _LOADED:
+        return True
+    src, cxx = _HERE / source, _compiler()
+    try:
+        code = src.read_bytes()
+    except OSError:
+        return True
+    if cxx is None:
+        return True
+    name = _library_name(src, code, cxx, native=True)
+    return any((folder / name).exists() for folder in _folders())
+
+
 def _build_and_load(source: str) -> tuple[ctypes.CDLL | None, str]:
     src = _HERE / source
     try:
@@ -116,12 +144,8 @@ def _build_and_load(source: str) -> tuple[ctypes.CDLL | None, str]:
         return None, "no C++ compiler found (set CXX, or install g++)"
     errors = []
     for native in (True, False):  # -march=native first; a compiler that lacks it still gets a portable build
-        flags = " ".join(_FLAGS + _extra_flags())
-        key = hashlib.sha256(b"\0".join([code, cxx.encode(), flags.encode(), str(native).encode(),
-                                         _cpu_signature().encode(), sys.platform.encode()])).hexdigest()[:16]
-        name = f"{src.stem}-{key}.so"
-        user = getattr(os, "getuid", lambda: "user")()
-        for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"pixelwave-{user}"):
+        name = _library_name(src, code, cxx, native)
+        for folder in _folders():
             out = folder / name
             try:
                 if not out.exists():
