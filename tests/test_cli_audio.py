@@ -124,6 +124,34 @@ def test_generate_writes_a_wav_and_its_picture(runs, tmp_path, capsys):
     assert not np.array_equal(sf.read(str(out))[0], wave)
 
 
+def test_generate_several_clips_in_one_batch(runs, tmp_path, capsys):
+    """-n N: N clips from one batched draw, <stem>-1.wav .. -N.wav and one picture; the batch is the model's
+    batched generation (the same codes as model.generate(batch=N) from the seed), and nothing is overwritten."""
+    from PIL import Image
+
+    speakers, _ = runs
+    out = tmp_path / "gb.wav"
+    args = ["generate", str(speakers), "--seconds", "0.02", "--speaker", "en-gb", "--seed", "3", "-n", "3"]
+    assert main([*args, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "3 clips of 0.02 s" in said and "960 samples" in said
+    wavs = [tmp_path / f"gb-{i}.wav" for i in (1, 2, 3)]
+    assert not out.exists() and all(w.is_file() for w in wavs)
+    assert Image.open(tmp_path / "gb.png").size[1] > 3 * 200  # a panel per clip
+    got = np.stack([sf.read(str(w))[0] for w in wavs])  # floats, 16-bit steps of 1 / 32768
+    from pixelwave.cli import load_checkpoint
+
+    model, info = load_checkpoint(str(speakers), torch.device("cpu"))
+    codes = model.generate(320, batch=3, speaker=info["speakers"].index("en-gb"),
+                           generator=torch.Generator().manual_seed(3))
+    want = pw.audio.mu_law_decode(codes, model.levels).numpy()
+    assert np.abs(got - want).max() <= 2 / 32768  # the WAV's 16-bit rounding
+    assert len({w.tobytes() for w in got}) == 3  # three different clips
+    before = wavs[1].read_bytes()
+    bad([*args, "--seed", "4", "--out", str(out)], capsys, "gb-1.wav exists")  # one-line error, nothing written
+    assert wavs[1].read_bytes() == before
+
+
 def test_generate_announces_a_first_compile_outside_its_timing(runs, tmp_path, capsys, monkeypatch):
     """On a machine where the fused kernel is not built yet, generate says it is compiling (it takes seconds)
     before it starts the clock of the samples/s it reports; later runs say nothing."""

@@ -514,18 +514,20 @@ def cmd_complete(args, parser) -> int:
 # generate / resynthesize (audio)
 
 
-def audio_output(path: str, force: bool) -> tuple[Path, Path]:
-    """A new .wav file and its picture (same stem, .png); neither may exist without --force."""
+def audio_output(path: str, force: bool, n: int = 1) -> tuple[list[Path], Path]:
+    """New .wav files and their picture (same stem, .png): `path` itself for one clip, else `<stem>-1.wav` ..
+    `<stem>-<n>.wav` beside it; none may exist without --force."""
     p = Path(path)
     if p.suffix.lower() != ".wav":
         raise UserError(f"{p}: output must be a .wav file")
     if not p.parent.exists():
         raise UserError(f"{p.parent}: output folder does not exist")
+    wavs = [p] if n == 1 else [p.with_name(f"{p.stem}-{i}{p.suffix}") for i in range(1, n + 1)]
     png = p.with_suffix(".png")
-    for q in (p, png):
+    for q in (*wavs, png):
         if q.exists() and not force:
             raise UserError(f"{q} exists: choose another --out or pass --force to replace it")
-    return p, png
+    return wavs, png
 
 
 def load_audio_model(args, command: str):
@@ -556,17 +558,19 @@ def speaker_id(model, info: dict, name: str | None) -> tuple[int | None, str | N
     raise UserError(f"unknown speaker {name!r}: the model knows {', '.join(names)}")
 
 
-def write_audio(out: Path, png: Path, codes: torch.Tensor, model, rate: int, title: str,
+def write_audio(outs: list[Path], png: Path, codes: torch.Tensor, model, rate: int, titles: list[str],
                 reference=None) -> float:
-    """Write the generated codes (T,) as a 16-bit WAV and its waveform + log-mel picture; returns seconds."""
+    """Write the generated codes (N, T), one 16-bit WAV per row, and one picture of every waveform and its
+    log-mel spectrogram (after `reference`, a (title, wave) panel, if given); returns the seconds per clip."""
     from pixelwave.audio import mu_law_decode, write_wav
     from pixelwave.viz import audio_figure, save_image
 
-    wave = mu_law_decode(codes.cpu(), model.levels).numpy()  # (T,) in [-1, 1]
-    write_wav(out, wave, rate)
-    panels = ([reference] if reference is not None else []) + [(title, wave)]
+    waves = mu_law_decode(codes.cpu(), model.levels).numpy()  # (N, T) in [-1, 1]
+    for out, wave in zip(outs, waves, strict=True):
+        write_wav(out, wave, rate)
+    panels = ([reference] if reference is not None else []) + list(zip(titles, waves, strict=True))
     save_image(audio_figure(panels, rate), png)
-    return len(wave) / rate
+    return waves.shape[1] / rate
 
 
 def bf16_generation(args, model) -> bool:
@@ -599,7 +603,7 @@ def prepare_fast_kernel(args, model) -> None:
 
 
 def cmd_generate(args, parser) -> int:
-    out, png = audio_output(args.out, args.force)
+    outs, png = audio_output(args.out, args.force, args.num)
     model, info, device = load_audio_model(args, "generate")
     if model.cond_channels is not None:
         raise UserError(f"{args.checkpoint} is conditioned on mel spectrograms (trained with --mel): it needs a "
@@ -611,20 +615,25 @@ def cmd_generate(args, parser) -> int:
     bf16 = bf16_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
-    codes = model.generate(steps, speaker=speaker, generator=gen, cached=not args.naive,
-                           temperature=args.temperature, bf16=bf16)  # (1, steps)
+    n = args.num
+    codes = model.generate(steps, batch=n, speaker=speaker, generator=gen, cached=not args.naive,
+                           temperature=args.temperature, bf16=bf16)  # (n, steps), one batch
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
-    seconds = write_audio(out, png, codes[0], model, rate, f"{model.model_name}{who}, seed {args.seed}")
-    print(f"wrote {out} and {png} ({seconds:.2f} s at {rate} Hz{who}; generated {steps:,} samples in "
-          f"{took:.1f} s, {steps / took:,.0f} samples/s, {'naive' if args.naive else 'cached'}{', bf16' * bf16})")
+    titles = [f"{model.model_name}{who}, seed {args.seed}" + (f", clip {i + 1} of {n}" if n > 1 else "")
+              for i in range(n)]
+    seconds = write_audio(outs, png, codes, model, rate, titles)
+    wrote = str(outs[0]) if n == 1 else f"{outs[0]} .. {outs[-1].name}"
+    clips = f"{seconds:.2f} s" if n == 1 else f"{n} clips of {seconds:.2f} s"
+    print(f"wrote {wrote} and {png} ({clips} at {rate} Hz{who}; generated {n * steps:,} samples in {took:.1f} s, "
+          f"{n * steps / took:,.0f} samples/s, {'naive' if args.naive else 'cached'}{', bf16' * bf16})")
     return 0
 
 
 def cmd_resynthesize(args, parser) -> int:
     from pixelwave.audio import log_mel, read_audio
 
-    out, png = audio_output(args.out, args.force)
+    outs, png = audio_output(args.out, args.force)
     model, info, device = load_audio_model(args, "resynthesize")
     if model.cond_channels is None:
         raise UserError(f"{args.checkpoint} has no mel conditioning (train with --mel to get a vocoder): it "
@@ -647,9 +656,9 @@ def cmd_resynthesize(args, parser) -> int:
                            temperature=args.temperature, bf16=bf16)  # (1, steps)
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
-    seconds = write_audio(out, png, codes[0], model, rate, f"resynthesised{who}",
+    seconds = write_audio(outs, png, codes, model, rate, [f"resynthesised{who}"],
                           reference=(f"input: {Path(args.input).name}", wave))
-    print(f"wrote {out} and {png} ({seconds:.2f} s at {rate} Hz from the log-mel frames of {args.input}{who}; "
+    print(f"wrote {outs[0]} and {png} ({seconds:.2f} s at {rate} Hz from the log-mel frames of {args.input}{who}; "
           f"{steps:,} samples in {took:.1f} s, {steps / took:,.0f} samples/s{', bf16' * bf16})")
     return 0
 
@@ -829,6 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="output .wav; the waveform + log-mel picture goes to .png beside it")
     p.add_argument("--seconds", type=positive(float), default=1.0, help="length (default 1 s)")
+    p.add_argument("-n", "--num", type=positive(), default=1,
+                   help="clips to draw in one batch (default 1; faster per clip than one at a time): written as "
+                        "<out stem>-1.wav .. -N.wav, with one picture of all of them")
     p.add_argument("--speaker", help="speaker name (or number) of a speaker-conditional model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=positive(float), default=1.0)
