@@ -380,10 +380,17 @@ def test_tensorboard_scalars_and_sample_grid(tmp_path):
 
 
 def test_grid_layout():
+    """The sample grid (TensorBoard's and `pixelwave sample`'s): images in rows of nrow, a grey frame."""
+    import numpy as np
+
+    from pixelwave.viz import image_grid
+
     x = torch.tensor([0, 1, 1, 0]).view(4, 1, 1, 1).expand(4, 1, 2, 2)
-    grid = train.image_grid(x, levels=2, nrow=2, pad=1)
-    assert grid.shape == (1, 7, 7)
-    assert grid[0, 1, 1] == 0 and grid[0, 1, 4] == 1 and grid[0, 4, 1] == 1 and grid[0, 0, 0] == 0.5
+    grid = np.asarray(image_grid(x, levels=2, nrow=2, pad=1))
+    assert grid.shape == (7, 7)
+    assert grid[1, 1] == 0 and grid[1, 4] == 255 and grid[4, 1] == 255 and grid[4, 4] == 0 and grid[0, 0] == 128
+    rgb = np.asarray(image_grid(torch.tensor([0, 2, 4]).view(1, 3, 1, 1), levels=5, pad=1))
+    assert rgb.shape == (3, 3, 3) and rgb[1, 1].tolist() == [0, 128, 255]
 
 
 def test_torchrun_two_cpu_processes_match_one(tmp_path):

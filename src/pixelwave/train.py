@@ -180,19 +180,6 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, device: str | tor
     return {"bits_per_dim": -total / (n * dataset.dims * LN2), "nats_per_example": -total / n, "examples": n}
 
 
-def image_grid(x: torch.Tensor, levels: int, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
-    """Images (N, C, H, W) in [0, levels) -> one grid (C, H', W') of floats in [0, 1], `nrow` a row."""
-    n, c, h, w = x.shape
-    nrow = nrow or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / nrow)
-    grid = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 0.5)  # grey frame
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        top, left = pad + r * (h + pad), pad + col * (w + pad)
-        grid[:, top:top + h, left:left + w] = x[i].float().cpu() / (levels - 1)
-    return grid
-
-
 def _seed(*parts) -> int:
     """A 63-bit seed from named parts, e.g. ("order", seed, epoch): independent streams, no clashes."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
@@ -442,11 +429,16 @@ def run(args: argparse.Namespace, model: torch.nn.Module, train_set, test_set=No
                 return draw_audio(m, step)
             if getattr(raw, "data_kind", None) != "image":
                 return
+            import numpy as np
+
+            from pixelwave.viz import image_grid
+
             classes = getattr(m.config, "num_classes", None)
             y = torch.arange(args.samples, device=device) % classes if classes else None  # a class a column
             x = m.sample(args.samples, size=tuple(info["size"]), y=y,
                          generator=torch.Generator().manual_seed(_seed("samples", args.seed)))  # (n, C, H, W)
-            writer.add_image("samples", image_grid(x, info["levels"], nrow=classes), step)
+            grid = np.asarray(image_grid(x, info["levels"], nrow=classes, pad=1))  # uint8 (H, W) or (H, W, 3)
+            writer.add_image("samples", grid, step, dataformats="HW" if grid.ndim == 2 else "HWC")
 
         def draw_audio(m, step: int) -> None:
             """One short clip per speaker (or one); a mel-conditioned model re-speaks held-out utterances."""
