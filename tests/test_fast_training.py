@@ -57,7 +57,7 @@ def test_wavenet_time_major_pass_equals_conv1d(kw, steps):
 
 
 @pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag",
-                                  "pixelvae", "wavenet"])
+                                  "pixelvae", "wavenet", "gated_pixelcnn, classes", "wavenet, speaker + mel"])
 def test_bf16_autocast_trains_every_model(name):
     """Under bf16 autocast the log-likelihood stays within 2% of float32's and every parameter gets a finite
     gradient; bf16 matrix products really ran (the result differs from float32's)."""
@@ -115,11 +115,17 @@ def _compile_case(name):
     torch.manual_seed(0)
     if name == "wavenet":
         return WaveNet(**TINY), dict(a=torch.randint(0, 16, (2, 40)))
+    if name == "wavenet, speaker + mel":
+        model = WaveNet(**TINY, num_speakers=3, cond_channels=4, hop_length=5)
+        return model, dict(a=torch.randint(0, 16, (2, 40)), speaker=torch.tensor([0, 2]), cond=torch.randn(2, 4, 8))
+    if name == "gated_pixelcnn, classes":
+        model = MODELS["gated_pixelcnn"](channels=1, levels=2, hidden=8, layers=2, num_classes=3)
+        return model, dict(x=torch.randint(0, 2, (2, 1, 8, 8)), y=torch.tensor([0, 2]))
     return MODELS[name](channels=1, levels=2, hidden=8, layers=2), dict(x=torch.randint(0, 2, (2, 1, 8, 8)))
 
 
 @pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag",
-                                  "pixelvae", "wavenet"])
+                                  "pixelvae", "wavenet", "gated_pixelcnn, classes", "wavenet, speaker + mel"])
 def test_training_pass_compiles_to_one_graph(name):
     """`pixelwave train --compile`: the training pass traces as one graph (no graph break, which torch.compile
     reports at length), computes what the eager pass computes, and keeps its input check: out-of-range levels
@@ -135,10 +141,18 @@ def test_training_pass_compiles_to_one_graph(name):
     eager = model(**inputs)
     torch.manual_seed(1)
     assert torch.allclose(compiled(**inputs), eager)
-    key, levels = ("a", 16) if name == "wavenet" else ("x", 2)
+    key, levels = ("a", 16) if name.startswith("wavenet") else ("x", 2)
     bad = inputs[key].clone()
     bad.view(-1)[3] = levels
     with pytest.raises(ValueError, match=rf"{key} values must be in \[0, {levels}\), got \[0, {levels}\]"):
-        model(**{key: bad})
+        model(**{**inputs, key: bad})
     with pytest.raises(RuntimeError, match=rf"{key} values must be in \[0, {levels}\)"):
-        compiled(**{key: bad})
+        compiled(**{**inputs, key: bad})
+    label, what, high = (("y", "class labels", 3) if "classes" in name else
+                         ("speaker", "speaker ids", 3) if "speaker" in name else (None, None, None))
+    if label:  # the conditioning ids are checked the same way
+        wrong = {**inputs, label: torch.tensor([0, high])}
+        with pytest.raises(ValueError, match=rf"{what} must be in \[0, {high}\), got"):
+            model(**wrong)
+        with pytest.raises(RuntimeError, match=rf"{what} must be in \[0, {high}\)"):
+            compiled(**wrong)
