@@ -57,7 +57,7 @@ def test_wavenet_time_major_pass_equals_conv1d(kw, steps):
 
 
 @pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag",
-                                  "pixelvae", "wavenet", "gated_pixelcnn, classes", "wavenet, speaker + mel"])
+                                  "pixelvae", "wavenet"])
 def test_bf16_autocast_trains_every_model(name):
     """Under bf16 autocast the log-likelihood stays within 2% of float32's and every parameter gets a finite
     gradient; bf16 matrix products really ran (the result differs from float32's)."""
