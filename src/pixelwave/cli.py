@@ -573,14 +573,22 @@ def write_audio(outs: list[Path], png: Path, codes: torch.Tensor, model, rate: i
     return waves.shape[1] / rate
 
 
-def bf16_generation(args, model) -> bool:
-    """Whether --bf16 asks for bfloat16 generation, after checking that it can run (else UserError)."""
+def prepare_generation(args, model) -> bool:
+    """Ready the fused step before the command starts its clock, and return whether --bf16 asks for bfloat16
+    generation (after checking it can run, else UserError). The kernel is built now if generation will use it,
+    saying so when it compiles (once per CPU, ~10 s), so that the compile is not in the samples/s reported."""
+    from pixelwave.fast import _build, wavenet_step
+
+    if args.naive:
+        if args.bf16:
+            raise UserError("--bf16 runs in the fused CPU step; it cannot be combined with --naive")
+        return False
+    if next(model.parameters()).device.type == "cpu" and not wavenet_step.disabled():
+        if not _build.built(wavenet_step.SOURCE):
+            print("compiling the fast WaveNet kernel for this CPU (once; later runs reuse it)", flush=True)
+        wavenet_step.kernel()  # a failure warns once; generation then takes the PyTorch path
     if not args.bf16:
         return False
-    if args.naive:
-        raise UserError("--bf16 runs in the fused CPU step; it cannot be combined with --naive")
-    from pixelwave.fast import wavenet_step
-
     param = next(model.parameters())
     why = wavenet_step.bf16_unsupported(model, param.dtype, param.device)
     if why:
@@ -588,18 +596,6 @@ def bf16_generation(args, model) -> bool:
     if not wavenet_step.native_bf16():
         print("note: this CPU has no AVX512-BF16: --bf16 computes the same bfloat16 products emulated, not faster")
     return True
-
-
-def prepare_fast_kernel(args, model) -> None:
-    """Build the fused step's kernel now, if generation will use it and it is not built yet for this CPU, so that
-    the compile (once, ~10 s) is announced and not counted in the samples/s the command reports."""
-    from pixelwave.fast import _build, wavenet_step
-
-    if args.naive or next(model.parameters()).device.type != "cpu" or wavenet_step.disabled():
-        return
-    if not _build.built(wavenet_step.SOURCE):
-        print("compiling the fast WaveNet kernel for this CPU (once; later runs reuse it)", flush=True)
-    wavenet_step.kernel()  # a failure warns once; generation then takes the PyTorch path
 
 
 def cmd_generate(args, parser) -> int:
@@ -611,8 +607,7 @@ def cmd_generate(args, parser) -> int:
     speaker, name = speaker_id(model, info, args.speaker)
     rate = info["sample_rate"]
     steps = max(1, round(args.seconds * rate))
-    prepare_fast_kernel(args, model)
-    bf16 = bf16_generation(args, model)
+    bf16 = prepare_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     n = args.num
@@ -648,8 +643,7 @@ def cmd_resynthesize(args, parser) -> int:
         wave = wave[: max(1, round(args.seconds * rate))]
     cond = log_mel(torch.from_numpy(wave), rate, **mel)[None]  # (1, n_mels, ceil(T / hop))
     steps = cond.shape[-1] * hop
-    prepare_fast_kernel(args, model)
-    bf16 = bf16_generation(args, model)
+    bf16 = prepare_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen, cached=not args.naive,
