@@ -1,6 +1,7 @@
-"""What every image model shares: input checks, the exact likelihood, and the sequential sampler.
+"""The interface every pixelwave model declares (`Autoregressive`), and what every image model shares
+(`ImageAutoregressive`): input checks, the exact likelihood, and the sequential sampler.
 
-A subclass implements `logits(x, y, cond)`: from the scaled image (B, C, H, W) to (B, C, levels, H, W) logits in
+An image model implements `logits(x, y, cond)`: from the scaled image (B, C, H, W) to (B, C, levels, H, W) logits in
 which the distribution of sub-pixel (c, i, j) depends only on sub-pixels before it in raster, then R -> G -> B,
 order. Everything else follows from that.
 """
@@ -8,6 +9,7 @@ order. Everything else follows from that.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -39,9 +41,47 @@ def single_thread():
         torch.set_num_threads(previous)
 
 
-class ImageAutoregressive(nn.Module):
-    model_name = ""
+# Batch keys that carry a condition, and the config field that is set when a model takes it.
+CONDITIONS = {"y": "num_classes", "speaker": "num_speakers", "cond": "cond_channels"}
+
+
+class Autoregressive(nn.Module):
+    """What every model declares, so that the training loop, the CLI and `compare` ask the model what it is
+    instead of probing it: p(data | conditions) = prod_i p(data_i | data_<i, conditions).
+
+    `forward(**batch)` is the training pass: log p in nats, (B,), for a batch dict holding exactly the keys in
+    `inputs` (the data set's batch may hold more: the caller picks `inputs` out of it). `log_prob` takes the same
+    keywords plus `reduce`. Image models draw with `sample`, audio models with `generate`.
+    """
+
+    model_name: ClassVar[str] = ""  # the CLI and checkpoint name, e.g. "gated_pixelcnn"
+    config_class: ClassVar[type]  # the dataclass of its constructor arguments; `self.config` is one
+    data_kind: ClassVar[str] = ""  # "image" or "audio": the kind of data set it models
+    data_key: ClassVar[str] = ""  # the forward() keyword of the data: "x" (image levels) or "a" (audio codes)
+    is_bound: ClassVar[bool] = False  # log_prob is a lower bound on log p (PixelVAE's ELBO), not log p itself
+    config: Any
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The condition keys this model was built to take ("y" labels, "speaker" ids, "cond" features)."""
+        return tuple(key for key, field in CONDITIONS.items() if getattr(self.config, field, None) is not None)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The keywords of `forward`: the data key, then the conditions."""
+        return (self.data_key, *self.conditions)
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """The training pass: log p(data | conditions), (B,) nats."""
+        return self.log_prob(**inputs, reduce=True)
+
+    def log_prob(self, *args, reduce: bool = True, **kwargs) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ImageAutoregressive(Autoregressive):
     data_kind = "image"
+    data_key = "x"
     channels: int
     levels: int
     num_classes: int | None = None

@@ -47,7 +47,7 @@ from pixelwave.distributions import (
     discretized_logistic_mixture_sample,
     mixture_param_count,
 )
-from pixelwave.models.base import check_in_range
+from pixelwave.models.base import Autoregressive, check_in_range
 
 _COND_CHUNK = 1024  # the cached generator projects local conditioning for this many samples at a time
 
@@ -203,10 +203,11 @@ class WaveNetConfig:
     mixtures: int = 10  # logistic components of the "logistic_mixture" output
 
 
-class WaveNet(nn.Module):
+class WaveNet(Autoregressive):
     model_name = "wavenet"
     config_class = WaveNetConfig
     data_kind = "audio"
+    data_key = "a"
 
     def __init__(self, layers: int = 20, stacks: int = 2, residual_channels: int = 64,
                  gate_channels: int = 128, skip_channels: int = 256, kernel_size: int = 2, levels: int = 256,
