@@ -139,7 +139,7 @@ def test_generate_several_clips_in_one_batch(runs, tmp_path, capsys):
     assert not out.exists() and all(w.is_file() for w in wavs)
     assert Image.open(tmp_path / "gb.png").size[1] > 3 * 200  # a panel per clip
     got = np.stack([sf.read(str(w))[0] for w in wavs])  # floats, 16-bit steps of 1 / 32768
-    from pixelwave.cli import load_checkpoint
+    from pixelwave.cli.common import load_checkpoint
 
     model, info = load_checkpoint(str(speakers), torch.device("cpu"))
     codes = model.generate(320, batch=3, speaker=info["speakers"].index("en-gb"),

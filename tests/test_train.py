@@ -20,9 +20,11 @@ import torch
 from safetensors.torch import load_file
 
 import pixelwave as pw
-from pixelwave import train, train_state
+from pixelwave import training
 from pixelwave.data.base import ImageDataset
 from pixelwave.errors import UserError
+from pixelwave.training import TrainConfig
+from pixelwave.training import rundir as train_state
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(pw.__file__).resolve().parents[1]
@@ -47,12 +49,16 @@ def tiny_model(seed: int = 0, **kw) -> torch.nn.Module:
                                       **kw})
 
 
-def make_args(out, *flags: str) -> argparse.Namespace:
+def make_config(out, *flags: str) -> TrainConfig:
+    """A TrainConfig from `pixelwave train` flags, parsed and merged as the CLI does."""
+    from pixelwave.cli.options import DEFAULTS, add_train_options, train_config
+
     parser = argparse.ArgumentParser()
-    train.add_train_arguments(parser)
+    add_train_options(parser)
     base = ["--out", str(out), "--no-progress", "--samples", "0", "--log-every", "1", "--eval-every", "0",
             "--batch-size", "8", "--warmup-steps", "2", "--lr", "1e-2"]
-    return parser.parse_args(base + list(flags))
+    typed = vars(parser.parse_args(base + list(flags)))
+    return train_config({**DEFAULTS, **typed})
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -86,16 +92,16 @@ def env() -> dict:
 # A script that trains the tiny model: `python script.py OUT FLAGS...` (also under torchrun).
 SCRIPT = """
 import sys
-from test_train import make_args, tiny_model, toy_sets
-from pixelwave import train
+from test_train import make_config, tiny_model, toy_sets
+from pixelwave.training import train
 train_set, test_set = toy_sets()
-train.run(make_args(sys.argv[1], *sys.argv[2:]), tiny_model(), train_set, test_set)
+train(make_config(sys.argv[1], *sys.argv[2:]), tiny_model(), train_set, test_set)
 """
 
 
 # ---- tests ----
 def test_learning_rate_schedule():
-    lrs = [train.learning_rate(s, 1.0, 0.1, 4, 20) for s in range(22)]
+    lrs = [training.learning_rate(s, 1.0, 0.1, 4, 20) for s in range(22)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]  # linear warm-up reaching the peak
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))  # then never increasing
     assert lrs[19] > 0.1 and math.isclose(lrs[20], 0.1) and lrs[21] == 0.1  # min-lr exactly at --steps
@@ -105,7 +111,7 @@ def test_run_writes_a_loadable_run_directory(tmp_path):
     train_set, test_set = toy_sets()
     out = tmp_path / "run"
     model = tiny_model()
-    metrics = train.run(make_args(out, "--steps", "3", "--ema", "0.9"), model, train_set, test_set)
+    metrics = training.train(make_config(out, "--steps", "3", "--ema", "0.9"), model, train_set, test_set)
 
     assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "ema.safetensors",
                                                "data.json", "train_args.json", "tb", "checkpoints"}
@@ -119,18 +125,18 @@ def test_run_writes_a_loadable_run_directory(tmp_path):
     assert torch.equal(loaded(batch["x"]), model(batch["x"]))  # unconditional model: labels dropped
     # The reported held-out bits/dim is the exact whole-split figure of the saved weights.
     assert metrics["step"] == 3 and metrics["test_examples"] == len(test_set)
-    expected = train.evaluate(loaded, test_set, 4, "cpu")["bits_per_dim"]
+    expected = training.evaluate(loaded, test_set, 4, "cpu")["bits_per_dim"]
     assert metrics["test_bits_per_dim"] == pytest.approx(expected, rel=1e-12)
     ema = pw.load(out, weights="ema.safetensors")
     assert metrics["test_ema_bits_per_dim"] == pytest.approx(
-        train.evaluate(ema, test_set, 5, "cpu")["bits_per_dim"], rel=1e-12)
+        training.evaluate(ema, test_set, 5, "cpu")["bits_per_dim"], rel=1e-12)
     assert not torch.equal(ema(batch["x"]), loaded(batch["x"]))
 
 
 def test_ema_is_the_moving_average_of_the_weights(tmp_path):
     train_set, test_set = toy_sets()
     init = {k: v.clone() for k, v in tiny_model().state_dict().items()}
-    train.run(make_args(tmp_path / "run", "--steps", "1", "--ema", "0.75"), tiny_model(), train_set, test_set)
+    training.train(make_config(tmp_path / "run", "--steps", "1", "--ema", "0.75"), tiny_model(), train_set, test_set)
     final, ema = weights(tmp_path / "run/model.safetensors"), weights(tmp_path / "run/ema.safetensors")
     assert sum(not torch.equal(final[k], init[k]) for k in init) > len(init) // 2  # it trained
     for k in init:
@@ -145,21 +151,21 @@ def test_evaluate_aggregates_the_whole_set_exactly():
         log_p = model(x).double()  # (23,)
     expected = -log_p.sum().item() / (23 * 36 * math.log(2))
     for batch_size in (1, 5, 23, 64):  # uneven last batches must not be over-weighted
-        r = train.evaluate(model, test_set, batch_size, "cpu")
+        r = training.evaluate(model, test_set, batch_size, "cpu")
         assert r["examples"] == 23
         assert r["bits_per_dim"] == pytest.approx(expected, rel=1e-6)  # float32 convs differ ~1e-8 by batch
         assert r["nats_per_example"] == pytest.approx(-log_p.mean().item(), rel=1e-6)
-    assert train.evaluate(model, test_set, 5, "cpu", max_batches=2)["examples"] == 10
+    assert training.evaluate(model, test_set, 5, "cpu", max_batches=2)["examples"] == 10
 
 
 def test_conditional_model_trains_and_needs_labels(tmp_path):
     train_set, test_set = toy_sets()
-    metrics = train.run(make_args(tmp_path / "c", "--steps", "2"), tiny_model(num_classes=2), train_set,
+    metrics = training.train(make_config(tmp_path / "c", "--steps", "2"), tiny_model(num_classes=2), train_set,
                         test_set)
     assert math.isfinite(metrics["test_bits_per_dim"])
     unlabelled = ImageDataset("toy-nolabels", train_set.x, None, levels=2)
     with pytest.raises(UserError, match="has no labels"):
-        train.run(make_args(tmp_path / "d", "--steps", "2"), tiny_model(num_classes=2), unlabelled, None)
+        training.train(make_config(tmp_path / "d", "--steps", "2"), tiny_model(num_classes=2), unlabelled, None)
     assert not (tmp_path / "d").exists()  # bad input: nothing written
 
 
@@ -168,7 +174,7 @@ def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path):
     flags = ["--steps", "6", "--ema", "0.9", "--optimizer", "adamw", "--weight-decay", "0.1",
              "--grad-clip", "0.5", "--checkpoint-every", "4"]  # 20 examples / batch 8: two new epochs
     train_set, test_set = toy_sets()
-    train.run(make_args(tmp_path / "a", *flags), tiny_model(), train_set, test_set)
+    training.train(make_config(tmp_path / "a", *flags), tiny_model(), train_set, test_set)
 
     calls = {"n": 0}
     real_batch = train_set.batch
@@ -181,13 +187,13 @@ def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path):
 
     train_set.batch = batch_then_sigterm
     with pytest.raises(SystemExit) as stop:
-        train.run(make_args(tmp_path / "b", *flags), tiny_model(), train_set, test_set)
+        training.train(make_config(tmp_path / "b", *flags), tiny_model(), train_set, test_set)
     assert stop.value.code == 143
     assert [s for s, _ in train_state.list_checkpoints(tmp_path / "b")] == [3]  # saved on the way out
     assert signal.getsignal(signal.SIGTERM) is not None and calls["n"] == 3
     train_set.batch = real_batch
 
-    train.run(make_args(tmp_path / "b", *flags, "--resume"), tiny_model(seed=99), train_set, test_set)
+    training.train(make_config(tmp_path / "b", *flags, "--resume"), tiny_model(seed=99), train_set, test_set)
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
         assert_same_tensors(weights(tmp_path / "a/checkpoints/step-000006" / name),
                             weights(tmp_path / "b/checkpoints/step-000006" / name))
@@ -201,14 +207,14 @@ def test_resume_extends_a_finished_run(tmp_path):
     """--steps 3, then --resume --steps 6 equals --steps 6 when the schedule does not depend on --steps."""
     flags = ["--warmup-steps", "0", "--min-lr", "1e-2"]  # constant learning rate
     train_set, test_set = toy_sets()
-    train.run(make_args(tmp_path / "a", "--steps", "6", *flags), tiny_model(), train_set, test_set)
-    train.run(make_args(tmp_path / "b", "--steps", "3", *flags), tiny_model(), train_set, test_set)
-    metrics = train.run(make_args(tmp_path / "b", "--steps", "6", "--resume", *flags), tiny_model(),
+    training.train(make_config(tmp_path / "a", "--steps", "6", *flags), tiny_model(), train_set, test_set)
+    training.train(make_config(tmp_path / "b", "--steps", "3", *flags), tiny_model(), train_set, test_set)
+    metrics = training.train(make_config(tmp_path / "b", "--steps", "6", "--resume", *flags), tiny_model(),
                         train_set, test_set)
     assert metrics["step"] == 6
     assert_same_tensors(weights(tmp_path / "a/model.safetensors"), weights(tmp_path / "b/model.safetensors"))
     with pytest.raises(UserError, match="already at step 6"):
-        train.run(make_args(tmp_path / "b", "--steps", "5", "--resume", *flags), tiny_model(), train_set,
+        training.train(make_config(tmp_path / "b", "--steps", "5", "--resume", *flags), tiny_model(), train_set,
                   test_set)
 
 
@@ -265,19 +271,19 @@ def test_sigint_in_a_subprocess_checkpoints_says_so_and_exits_130(tmp_path):
 def test_existing_directory_needs_resume_or_overwrite(tmp_path):
     train_set, test_set = toy_sets()
     out = tmp_path / "run"
-    train.run(make_args(out, "--steps", "1"), tiny_model(), train_set, test_set)
+    training.train(make_config(out, "--steps", "1"), tiny_model(), train_set, test_set)
     before = weights(out / "model.safetensors")
 
     with pytest.raises(UserError, match=r"run directory .* exists: pass --resume to continue it or --overw"):
-        train.run(make_args(out, "--steps", "2"), tiny_model(), train_set, test_set)
+        training.train(make_config(out, "--steps", "2"), tiny_model(), train_set, test_set)
     with pytest.raises(UserError, match="contradict"):
-        train.run(make_args(out, "--steps", "2", "--resume", "--overwrite"), tiny_model(), train_set,
+        training.train(make_config(out, "--steps", "2", "--resume", "--overwrite"), tiny_model(), train_set,
                   test_set)
     with pytest.raises(UserError, match="was trained as gated_pixelcnn"):
-        train.run(make_args(out, "--steps", "2", "--resume"), tiny_model(hidden=6), train_set, test_set)
+        training.train(make_config(out, "--steps", "2", "--resume"), tiny_model(hidden=6), train_set, test_set)
     assert_same_tensors(before, weights(out / "model.safetensors"))  # refused: nothing touched
 
-    train.run(make_args(out, "--steps", "2", "--overwrite"), tiny_model(seed=5), train_set, test_set)
+    training.train(make_config(out, "--steps", "2", "--overwrite"), tiny_model(seed=5), train_set, test_set)
     assert [s for s, _ in train_state.list_checkpoints(out)] == [2]
 
     # --overwrite never deletes a folder that is not a run; --resume does not write into one either.
@@ -286,14 +292,14 @@ def test_existing_directory_needs_resume_or_overwrite(tmp_path):
     (other / "thesis.tex").write_text("precious")
     for flag in ("--overwrite", "--resume"):
         with pytest.raises(UserError, match="mine"):
-            train.run(make_args(other, "--steps", "1", flag), tiny_model(), train_set, test_set)
+            training.train(make_config(other, "--steps", "1", flag), tiny_model(), train_set, test_set)
     assert [p.name for p in other.iterdir()] == ["thesis.tex"]
 
     # --resume in an empty or missing folder starts a new run; an unwritable --out is one clear error.
-    train.run(make_args(tmp_path / "new", "--steps", "1", "--resume"), tiny_model(), train_set, test_set)
+    training.train(make_config(tmp_path / "new", "--steps", "1", "--resume"), tiny_model(), train_set, test_set)
     assert (tmp_path / "new/model.safetensors").is_file()
     with pytest.raises(UserError, match="cannot write the run directory"):
-        train.run(make_args(tmp_path / "mine/thesis.tex/run", "--steps", "1"), tiny_model(), train_set,
+        training.train(make_config(tmp_path / "mine/thesis.tex/run", "--steps", "1"), tiny_model(), train_set,
                   test_set)
 
 
@@ -306,7 +312,7 @@ def test_bad_flags_are_one_line_errors_before_anything_is_written(tmp_path):
         if flags[-1] == "cuda" and torch.cuda.is_available():
             continue
         with pytest.raises(UserError, match=message):
-            train.run(make_args(tmp_path / "bad", *flags), tiny_model(), train_set, test_set)
+            training.train(make_config(tmp_path / "bad", *flags), tiny_model(), train_set, test_set)
         assert not (tmp_path / "bad").exists()
 
 
@@ -322,22 +328,22 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp
 
     model.forward = forward_nan_at_third_call
     out = tmp_path / "run"
-    with pytest.raises(train.NonFiniteLoss, match=r"loss is nan at step 3.*step-000002") as err:
-        train.run(make_args(out, "--steps", "6", "--checkpoint-every", "1"), model, train_set, test_set)
+    with pytest.raises(training.NonFiniteLoss, match=r"loss is nan at step 3.*step-000002") as err:
+        training.train(make_config(out, "--steps", "6", "--checkpoint-every", "1"), model, train_set, test_set)
     assert isinstance(err.value, UserError) and "\n" not in str(err.value)
     assert [s for s, _ in train_state.list_checkpoints(out)] == [1, 2]  # the bad step was not saved
     last = weights(out / "checkpoints/step-000002/model.safetensors")
     assert all(torch.isfinite(t).all() for t in last.values())
     assert_same_tensors(last, weights(out / "model.safetensors"))
     # ... and the run continues from there.
-    train.run(make_args(out, "--steps", "4", "--resume"), tiny_model(), train_set, test_set)
+    training.train(make_config(out, "--steps", "4", "--resume"), tiny_model(), train_set, test_set)
     assert [s for s, _ in train_state.list_checkpoints(out)][-1] == 4
 
 
 def test_training_state_holds_no_pickle_and_refuses_one(tmp_path):
     train_set, test_set = toy_sets()
     out = tmp_path / "run"
-    train.run(make_args(out, "--steps", "2", "--ema", "0.9", "--checkpoint-every", "1"), tiny_model(),
+    training.train(make_config(out, "--steps", "2", "--ema", "0.9", "--checkpoint-every", "1"), tiny_model(),
               train_set, test_set)
     for path in out.rglob("*"):
         if path.is_dir() or path.parent.name == "tb":
@@ -359,7 +365,7 @@ def test_training_state_holds_no_pickle_and_refuses_one(tmp_path):
 
     torch.save({"state": Payload()}, out / "checkpoints/step-000002/optimizer.safetensors")
     with pytest.raises(UserError, match="optimizer.safetensors"):
-        train.run(make_args(out, "--steps", "3", "--resume"), tiny_model(), train_set, test_set)
+        training.train(make_config(out, "--steps", "3", "--resume"), tiny_model(), train_set, test_set)
     assert not marker.exists()
 
 
@@ -368,7 +374,7 @@ def test_tensorboard_scalars_and_sample_grid(tmp_path):
 
     train_set, test_set = toy_sets()
     out = tmp_path / "run"
-    train.run(make_args(out, "--steps", "2", "--eval-every", "1", "--samples", "4", "--bf16"),
+    training.train(make_config(out, "--steps", "2", "--eval-every", "1", "--samples", "4", "--bf16"),
               tiny_model(num_classes=2), train_set, test_set)
     events = EventAccumulator(str(out / "tb")).Reload()
     scalars = set(events.Tags()["scalars"])
@@ -450,7 +456,7 @@ def test_audio_model_logs_bits_per_sample_and_a_clip_per_speaker(tmp_path):
 
     train_set, test_set = toy_audio()
     out = tmp_path / "run"
-    metrics = train.run(make_args(out, "--steps", "2", "--eval-every", "1", "--samples", "1", "--sample-seconds",
+    metrics = training.train(make_config(out, "--steps", "2", "--eval-every", "1", "--samples", "1", "--sample-seconds",
                                   "0.01"), tiny_wavenet(num_speakers=2, cond_channels=4, hop_length=16),
                         train_set, test_set)
     assert metrics["test_examples"] == 16  # 4 utterances x 4 whole crops of 64
@@ -465,7 +471,7 @@ def test_audio_model_logs_bits_per_sample_and_a_clip_per_speaker(tmp_path):
 def test_audio_conditions_must_match_the_model(tmp_path):
     train_set, test_set = toy_audio()
     # A model without mel conditioning or speakers trains on the same batches: cond and speaker are dropped.
-    metrics = train.run(make_args(tmp_path / "plain", "--steps", "1", "--samples", "1", "--sample-seconds",
+    metrics = training.train(make_config(tmp_path / "plain", "--steps", "1", "--samples", "1", "--sample-seconds",
                                   "0.001"), tiny_wavenet(), train_set, test_set)
     assert math.isfinite(metrics["test_bits_per_dim"])
     cases = [(tiny_wavenet(cond_channels=5, hop_length=16), "cond_channels=5"),
@@ -473,10 +479,10 @@ def test_audio_conditions_must_match_the_model(tmp_path):
              (tiny_wavenet(levels=256), "levels=256")]
     for model, message in cases:
         with pytest.raises(UserError, match=message):
-            train.run(make_args(tmp_path / "bad", "--steps", "1"), model, train_set, test_set)
+            training.train(make_config(tmp_path / "bad", "--steps", "1"), model, train_set, test_set)
     no_mel, _ = toy_audio(mel=False)
     with pytest.raises(UserError, match="no mel features"):
-        train.run(make_args(tmp_path / "bad", "--steps", "1"), tiny_wavenet(cond_channels=4, hop_length=16),
+        training.train(make_config(tmp_path / "bad", "--steps", "1"), tiny_wavenet(cond_channels=4, hop_length=16),
                   no_mel, None)
     assert not (tmp_path / "bad").exists()
 
@@ -495,7 +501,7 @@ def test_learns_binary_mnist(tmp_path):
     assert marginal > 0.5
     torch.manual_seed(0)
     model = pw.models.GatedPixelCNN(channels=1, levels=2, hidden=16, layers=4, kernel_size=5)
-    metrics = train.run(make_args(tmp_path / "mnist", "--steps", "200", "--batch-size", "32", "--lr", "3e-3",
+    metrics = training.train(make_config(tmp_path / "mnist", "--steps", "200", "--batch-size", "32", "--lr", "3e-3",
                                   "--warmup-steps", "20", "--log-every", "50"), model, train_set, test_set)
     assert metrics["test_examples"] == 500
     assert metrics["test_bits_per_dim"] < 0.2 < marginal
@@ -509,7 +515,7 @@ def test_bf16_notes_a_cpu_without_native_bfloat16(tmp_path, capsys, monkeypatch,
     fake = types.SimpleNamespace(_is_mkldnn_bf16_supported=lambda: native)
     monkeypatch.setattr(torch.ops, "mkldnn", fake)
     train_set, test_set = toy_sets()
-    train.run(make_args(tmp_path / "run", "--steps", "1", "--bf16"), tiny_model(), train_set, test_set)
+    training.train(make_config(tmp_path / "run", "--steps", "1", "--bf16"), tiny_model(), train_set, test_set)
     assert ("no native bfloat16" in capsys.readouterr().out) is (not native)
 
 
@@ -524,7 +530,7 @@ def test_reuse_freed_memory_stops_refaulting_large_tensors():
 
     code = textwrap.dedent("""
         import resource, sys, torch
-        from pixelwave.train import reuse_freed_memory
+        from pixelwave.runtime import reuse_freed_memory
         if sys.argv[1] == "tuned":
             assert reuse_freed_memory()
         faults = []
@@ -540,3 +546,17 @@ def test_reuse_freed_memory_stops_refaulting_large_tensors():
     per_round = min(faults["default"])  # 16,384 with 4 KB pages; 32 where transparent huge pages are "always"
     assert per_round >= (64 << 20) // (2 << 20), faults  # by default every round faults the whole tensor in
     assert all(n <= 0.05 * per_round + 2 for n in faults["tuned"][4:]), faults  # settled: the same memory reused
+
+
+def test_the_old_namespace_api_still_trains_and_warns(tmp_path):
+    """pixelwave.train.run(Namespace, ...) of release 0.1.0 is a deprecated alias of training.train."""
+    from pixelwave import train as old
+
+    parser = argparse.ArgumentParser()
+    old.add_train_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "old"), "--steps", "2", "--no-progress", "--samples", "0",
+                              "--batch-size", "8", "--eval-every", "0"])
+    train_set, test_set = toy_sets()
+    with pytest.warns(DeprecationWarning, match="training.train"):
+        metrics = old.run(args, tiny_model(), train_set, test_set)
+    assert metrics["step"] == 2 and (tmp_path / "old" / "model.safetensors").is_file()

@@ -1,6 +1,6 @@
 """`pixelwave compare`: the seed's comparison table (PixelRNN vs PixelCNN vs Gated PixelCNN ...) on our data.
 
-Each model is sized to about the same number of parameters, trained by the one training loop (`train.run`) for
+Each model is sized to about the same number of parameters, trained by the one training loop (`training.train`) for
 the same CPU-time budget, and scored on the held-out split. The table has the seed's columns: model, test NLL,
 parameters, training time, images/s; a PNG of the learning curves and one sample grid per model go to --out.
 """
@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
-from pixelwave import train
+from pixelwave.compat import check_compatible
 from pixelwave.errors import UserError
+from pixelwave.runtime import reuse_freed_memory
+from pixelwave.training import TrainConfig, train
 
 # Published test NLLs: bits/dim on CIFAR-10, nats on statically binarised MNIST.
 PUBLISHED = {
@@ -141,10 +143,9 @@ def table(results: list[dict], data: str) -> str:
 
 def run_compare(args: argparse.Namespace) -> int:
     from pixelwave import data as data_lib
-    from pixelwave.cli import check_compatible
     from pixelwave.viz import image_grid, save_image
 
-    train.reuse_freed_memory()  # this process trains: reuse activations' memory instead of re-faulting it
+    reuse_freed_memory()  # this process trains: reuse activations' memory instead of re-faulting it
 
     if not math.isfinite(args.budget_minutes) or args.budget_minutes <= 0:
         raise UserError(f"--budget-minutes must be positive, got {args.budget_minutes}")
@@ -172,30 +173,26 @@ def run_compare(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     budget = args.budget_minutes * 60
     results = []
-    defaults = argparse.ArgumentParser()
-    train.add_train_arguments(defaults)
     for name, model in models:
         per_step = seconds_per_step(model, train_set, args.batch_size, device)
         # The budget is training time (evaluations excluded), enforced by --time-limit; the step count from the
         # probe only spaces the evaluations. A constant learning rate after warm-up treats every model alike.
         steps = max(20, int(budget / per_step))
-        targs = defaults.parse_args([])
-        targs.__dict__.update(model=name, data=args.data, steps=10 * steps, time_limit=budget, min_lr=args.lr,
-                              batch_size=args.batch_size, lr=args.lr,
-                              out=str(out / name), seed=args.seed, overwrite=True, device=args.device,
-                              warmup_steps=min(100, steps // 10), eval_every=max(1, steps // 4), eval_batches=2,
-                              checkpoint_every=0, samples=0, no_progress=True, log_every=max(1, steps // 8))
+        config = TrainConfig(steps=10 * steps, time_limit=budget, min_lr=args.lr, batch_size=args.batch_size,
+                             lr=args.lr, out=str(out / name), seed=args.seed, overwrite=True, device=args.device,
+                             warmup_steps=min(100, steps // 10), eval_every=max(1, steps // 4), eval_batches=2,
+                             checkpoint_every=0, samples=0, no_progress=True, log_every=max(1, steps // 8))
         print(f"\n== {name}: {sum(p.numel() for p in model.parameters()):,} parameters, about "
               f"{per_step * 1000:.0f} ms a step; training for {budget:g} s", flush=True)
-        metrics = train.run(targs, model, train_set, test_set)
+        metrics = train(config, model, train_set, test_set)
         grid = model.sample(16, size=train_set.size, generator=torch.Generator().manual_seed(args.seed))
         save_image(image_grid(grid, train_set.levels, nrow=4, scale=3), out / f"samples_{name}.png")
         bpd = metrics["test_bits_per_dim"]
-        results.append(dict(model=name, bits_per_dim=bpd, nats_per_image=bpd * train_set.dims * math.log(2),
+        results.append(dict(model=name, bits_per_dim=bpd, nats_per_image=metrics["test_nats_per_example"],
                             parameters=sum(p.numel() for p in model.parameters()),
                             train_seconds=metrics["train_seconds"], images_per_second=metrics["examples_per_second"],
                             steps=metrics["step"], seconds_per_step=metrics["train_seconds"] / metrics["step"],
-                            bound=bool(getattr(model, "is_bound", False)),
+                            bound=model.is_bound,
                             curves=learning_curves(out / name / "tb")))
     plot_curves(results, out / "learning_curves.png", args.data)
     text = table(results, args.data)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1; 0 = torch's default)")
     args = p.parse_args(argv)
-    from pixelwave.train import reuse_freed_memory
+    from pixelwave.runtime import reuse_freed_memory
 
     reuse_freed_memory()  # this process trains: reuse activations' memory instead of re-faulting it
     if args.threads > 0:

@@ -11,6 +11,11 @@ import torch
 import torch.nn.functional as F
 
 
+def bits_per_dim(log_prob: torch.Tensor, dims: int) -> torch.Tensor:
+    """-log p / (dims * ln 2), averaged over the batch. `log_prob` is (B,) in nats, summed over `dims` values."""
+    return -log_prob.mean() / (dims * math.log(2.0))
+
+
 def upcast(t: torch.Tensor) -> torch.Tensor:
     """Half-precision logits (autocast) are normalised in float32; float64 stays float64."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -6,7 +6,7 @@ Audio:  `speech-sample` (embedded), `wav:DIR`, `vctk:DIR`.
 
 from __future__ import annotations
 
-from pixelwave.data.base import ImageDataset
+from pixelwave.data.base import Dataset, ImageDataset
 from pixelwave.errors import UserError
 
 IMAGE_NAMES = ("mnist-sample", "mnist-sample-binary", "mnist:DIR", "cifar10:DIR", "images:DIR")
@@ -36,4 +36,4 @@ def load(name: str, split: str = "train", **options):
     return load_audio(name, split=split, **options)
 
 
-__all__ = ["AUDIO_NAMES", "IMAGE_NAMES", "ImageDataset", "data_kind", "load"]
+__all__ = ["AUDIO_NAMES", "IMAGE_NAMES", "Dataset", "ImageDataset", "data_kind", "load"]

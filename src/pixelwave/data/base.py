@@ -1,15 +1,32 @@
-"""What the training loop, `eval` and the CLI need from any data set, images or audio.
+"""What the training loop, `eval` and the CLI need from any data set (`Dataset`), and the image data set.
 
 A data set lives in memory and hands out batches as dicts whose keys are the keyword arguments of the model's
-`forward` (= `log_prob(..., reduce=True)`): images give {"x", "y"}; audio gives {"a", "speaker", "cond"}.
-`dims` is the number of modelled values per example, so bits/dim = -sum(log p) / (N * dims * ln 2).
+`forward` (= `log_prob(..., reduce=True)`): images give {"x", "y"}; audio gives {"a", "speaker", "cond"}; a model
+takes the keys it declares (`model.inputs`). `dims` is the number of modelled values per example, so bits/dim =
+-sum(log p) / (N * dims * ln 2). `ImageDataset` is below; `AudioDataset` is in data/audio.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
+
+
+class Dataset(Protocol):
+    name: str
+    kind: str  # "image" or "audio": the `data_kind` of the models that can learn it
+    levels: int  # values per dimension: pixel levels or mu-law codes
+
+    @property
+    def dims(self) -> int: ...  # modelled values per example
+
+    def __len__(self) -> int: ...
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict: ...
+
+    def info(self) -> dict: ...  # JSON description saved with a run (data.json)
 
 
 @dataclass

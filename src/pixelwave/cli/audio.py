@@ -1,0 +1,239 @@
+"""pixelwave generate | resynthesize | data speech: the audio commands."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from pixelwave.cli.common import Parser, device_of, load_checkpoint, positive
+from pixelwave.errors import UserError
+
+
+def audio_output(path: str, force: bool, n: int = 1) -> tuple[list[Path], Path]:
+    """New .wav files and their picture (same stem, .png): `path` itself for one clip, else `<stem>-1.wav` ..
+    `<stem>-<n>.wav` beside it; none may exist without --force."""
+    p = Path(path)
+    if p.suffix.lower() != ".wav":
+        raise UserError(f"{p}: output must be a .wav file")
+    if not p.parent.exists():
+        raise UserError(f"{p.parent}: output folder does not exist")
+    wavs = [p] if n == 1 else [p.with_name(f"{p.stem}-{i}{p.suffix}") for i in range(1, n + 1)]
+    png = p.with_suffix(".png")
+    for q in (*wavs, png):
+        if q.exists() and not force:
+            raise UserError(f"{q} exists: choose another --out or pass --force to replace it")
+    return wavs, png
+
+
+def load_audio_model(args, command: str):
+    device = device_of(args.device)
+    model, info = load_checkpoint(args.checkpoint, device)
+    if model.data_kind != "audio":
+        raise UserError(f"{args.checkpoint} is a {model.model_name} (image) checkpoint: `pixelwave {command}` is "
+                        f"for WaveNet; use `pixelwave sample` or `pixelwave complete`")
+    if not info.get("sample_rate"):
+        raise UserError(f"{args.checkpoint} has no data.json with the sample rate it was trained at: it is "
+                        f"needed to write audio (train with `pixelwave train` to get one)")
+    return model, info, device
+
+
+def speaker_id(model, info: dict, name: str | None) -> tuple[int | None, str | None]:
+    """--speaker NAME (or its number) -> (id, name) by the run's speaker table; None for speaker-less models."""
+    if model.num_speakers is None:
+        if name is not None:
+            raise UserError("the model was trained without speakers (no speaker conditioning): leave out --speaker")
+        return None, None
+    names = info.get("speakers") or [str(i) for i in range(model.num_speakers)]
+    if name is None:
+        raise UserError(f"the model is speaker-conditional: pass --speaker NAME (one of {', '.join(names)})")
+    if name in names:
+        return names.index(name), name
+    if name.isdigit() and int(name) < len(names):
+        return int(name), names[int(name)]
+    raise UserError(f"unknown speaker {name!r}: the model knows {', '.join(names)}")
+
+
+def write_audio(outs: list[Path], png: Path, codes: torch.Tensor, model, rate: int, titles: list[str],
+                reference=None) -> float:
+    """Write the generated codes (N, T), one 16-bit WAV per row, and one picture of every waveform and its
+    log-mel spectrogram (after `reference`, a (title, wave) panel, if given); returns the seconds per clip."""
+    from pixelwave.audio import mu_law_decode, write_wav
+    from pixelwave.viz import audio_figure, save_image
+
+    waves = mu_law_decode(codes.cpu(), model.levels).numpy()  # (N, T) in [-1, 1]
+    for out, wave in zip(outs, waves, strict=True):
+        write_wav(out, wave, rate)
+    panels = ([reference] if reference is not None else []) + list(zip(titles, waves, strict=True))
+    save_image(audio_figure(panels, rate), png)
+    return waves.shape[1] / rate
+
+
+def prepare_generation(args, model) -> bool:
+    """Ready the fused step before the command starts its clock, and return whether --bf16 asks for bfloat16
+    generation (after checking it can run, else UserError). The kernel is built now if generation will use it,
+    saying so when it compiles (once per CPU, ~10 s), so that the compile is not in the samples/s reported."""
+    from pixelwave.fast import _build, wavenet_step
+
+    if args.naive:
+        if args.bf16:
+            raise UserError("--bf16 runs in the fused CPU step; it cannot be combined with --naive")
+        return False
+    if next(model.parameters()).device.type == "cpu" and not wavenet_step.disabled():
+        if not _build.built(wavenet_step.SOURCE):
+            print("compiling the fast WaveNet kernel for this CPU (once; later runs reuse it)", flush=True)
+        wavenet_step.kernel()  # a failure warns once; generation then takes the PyTorch path
+    if not args.bf16:
+        return False
+    param = next(model.parameters())
+    why = wavenet_step.bf16_unsupported(model, param.dtype, param.device)
+    if why:
+        raise UserError(f"--bf16 cannot run here: {why}")
+    if not wavenet_step.native_bf16():
+        print("note: this CPU has no AVX512-BF16: --bf16 computes the same bfloat16 products emulated, not faster")
+    return True
+
+
+def cmd_generate(args, parser) -> int:
+    outs, png = audio_output(args.out, args.force, args.num)
+    model, info, device = load_audio_model(args, "generate")
+    if model.cond_channels is not None:
+        raise UserError(f"{args.checkpoint} is conditioned on mel spectrograms (trained with --mel): it needs a "
+                        f"recording to follow; use `pixelwave resynthesize {args.checkpoint} --input SPEECH.wav`")
+    speaker, name = speaker_id(model, info, args.speaker)
+    rate = info["sample_rate"]
+    steps = max(1, round(args.seconds * rate))
+    bf16 = prepare_generation(args, model)
+    gen = torch.Generator().manual_seed(args.seed)
+    t0 = time.perf_counter()
+    n = args.num
+    codes = model.generate(steps, batch=n, speaker=speaker, generator=gen, cached=not args.naive,
+                           temperature=args.temperature, bf16=bf16)  # (n, steps), one batch
+    took = time.perf_counter() - t0
+    who = f", speaker {name}" if name else ""
+    titles = [f"{model.model_name}{who}, seed {args.seed}" + (f", clip {i + 1} of {n}" if n > 1 else "")
+              for i in range(n)]
+    seconds = write_audio(outs, png, codes, model, rate, titles)
+    wrote = str(outs[0]) if n == 1 else f"{outs[0]} .. {outs[-1].name}"
+    clips = f"{seconds:.2f} s" if n == 1 else f"{n} clips of {seconds:.2f} s"
+    print(f"wrote {wrote} and {png} ({clips} at {rate} Hz{who}; generated {n * steps:,} samples in {took:.1f} s, "
+          f"{n * steps / took:,.0f} samples/s, {'naive' if args.naive else 'cached'}{', bf16' * bf16})")
+    return 0
+
+
+def cmd_resynthesize(args, parser) -> int:
+    from pixelwave.audio import log_mel, read_audio
+
+    outs, png = audio_output(args.out, args.force)
+    model, info, device = load_audio_model(args, "resynthesize")
+    if model.cond_channels is None:
+        raise UserError(f"{args.checkpoint} has no mel conditioning (train with --mel to get a vocoder): it "
+                        f"cannot follow a recording; use `pixelwave generate`")
+    mel = info.get("mel")
+    if not mel or (mel["n_mels"], mel["hop_length"]) != (model.cond_channels, model.hop_length):
+        raise UserError(f"{args.checkpoint}: data.json does not hold the mel settings the model was trained with")
+    speaker, name = speaker_id(model, info, args.speaker)
+    rate, hop = info["sample_rate"], mel["hop_length"]
+    wave, _ = read_audio(args.input, rate)  # mono, resampled to the model's rate; bad files: UserError
+    if args.seconds:
+        wave = wave[: max(1, round(args.seconds * rate))]
+    cond = log_mel(torch.from_numpy(wave), rate, **mel)[None]  # (1, n_mels, ceil(T / hop))
+    steps = cond.shape[-1] * hop
+    bf16 = prepare_generation(args, model)
+    gen = torch.Generator().manual_seed(args.seed)
+    t0 = time.perf_counter()
+    codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen, cached=not args.naive,
+                           temperature=args.temperature, bf16=bf16)  # (1, steps)
+    took = time.perf_counter() - t0
+    who = f", speaker {name}" if name else ""
+    seconds = write_audio(outs, png, codes, model, rate, [f"resynthesised{who}"],
+                          reference=(f"input: {Path(args.input).name}", wave))
+    print(f"wrote {outs[0]} and {png} ({seconds:.2f} s at {rate} Hz from the log-mel frames of {args.input}{who}; "
+          f"{steps:,} samples in {took:.1f} s, {steps / took:,.0f} samples/s{', bf16' * bf16})")
+    return 0
+
+
+
+def cmd_data_speech(args, parser) -> int:
+    from tqdm import tqdm
+
+    from pixelwave.data import speech
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder: choose a new --out (nothing is overwritten)")
+    voices = [v.strip() for v in args.voices.split(",") if v.strip()] if args.voices else None
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="utterance", disable=args.no_progress)
+        bar.update(done - bar.n)
+
+    try:
+        meta = speech.build_speech_corpus(out, voices=voices, sentences_file=args.sentences,
+                                          sample_rate=args.sample_rate, voices_per_sentence=args.voices_per_sentence,
+                                          test_every=args.test_every, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    utts = meta["utterances"]
+    test = sum(u["split"] == "test" for u in utts)
+    print(f"wrote {out}: {len(utts)} utterances ({meta['seconds']:.0f} s at {meta['sample_rate']} Hz) of "
+          f"{meta['sentences']} sentences in {len(meta['speakers'])} voices ({', '.join(meta['speakers'])}), "
+          f"{test} held out; train on it with --data wav:{out}")
+    return 0
+
+
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("generate", help="speak: draw audio from a WaveNet checkpoint into a WAV (+ PNG)",
+                       epilog="example: pixelwave generate runs/wavenet --speaker en-gb --seconds 1 --out gb.wav")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="output .wav; the waveform + log-mel picture goes to .png beside it")
+    p.add_argument("--seconds", type=positive(float), default=1.0, help="length (default 1 s)")
+    p.add_argument("-n", "--num", type=positive(), default=1,
+                   help="clips to draw in one batch (default 1; faster per clip than one at a time): written as "
+                        "<out stem>-1.wav .. -N.wav, with one picture of all of them")
+    p.add_argument("--speaker", help="speaker name (or number) of a speaker-conditional model")
+    _generation_flags(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("resynthesize", help="re-speak a recording from its log-mel frames (mel WaveNet)",
+                       epilog="example: pixelwave resynthesize runs/vocoder --input speech.wav --out out.wav")
+    p.add_argument("checkpoint")
+    p.add_argument("--input", required=True, help="WAV/FLAC/OGG recording")
+    p.add_argument("--out", required=True, help="output .wav; input and output pictures go to .png beside it")
+    p.add_argument("--speaker", help="speaker name (or number) of a speaker-conditional model")
+    p.add_argument("--seconds", type=positive(float), help="use only the first S seconds of --input")
+    _generation_flags(p)
+    p.set_defaults(func=cmd_resynthesize)
+
+    p = sub.add_parser("data", help="build data sets",
+                       epilog="example: pixelwave data speech --out corpus/")
+    data_sub = p.add_subparsers(dest="dataset", required=True, parser_class=Parser)
+    p = data_sub.add_parser("speech", help="an accent-labelled speech corpus made with espeak-ng (load: wav:DIR)",
+                            epilog="example: pixelwave data speech --out corpus/ --voices en-us,en-gb")
+    p.add_argument("--out", required=True, help="new (or empty) folder")
+    p.add_argument("--voices", help="comma-separated espeak-ng voices (default en-us,en-gb,en-gb-scotland,en-029)")
+    p.add_argument("--sentences", help="text file, one sentence a line (default: the 104 shipped sentences)")
+    p.add_argument("--sample-rate", type=positive(), default=16000)
+    p.add_argument("--voices-per-sentence", type=positive(),
+                   help="training sentences are spoken by this many voices in turn (default: all)")
+    p.add_argument("--test-every", type=positive(), default=10, help="every N-th sentence is held out (default 10)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_speech)
+
+
+def _generation_flags(p) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=positive(float), default=1.0)
+    p.add_argument("--naive", action="store_true", help="use the reference generator (same audio, much slower)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 weights in the fused CPU step: faster on CPUs with AVX512-BF16; the audio then "
+                        "differs slightly from the float32 path's")
+    p.add_argument("--force", action="store_true", help="replace --out and its .png if they exist")
+    p.add_argument("--device", default="auto")
