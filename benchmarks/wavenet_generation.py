@@ -125,7 +125,6 @@ def table(res: dict) -> str:
              f"2048x2048 fp32 matmul: {res['matmul_gflops']:.0f} GFLOP/s (median, same run); load average "
              f"{res['load_before'][0]:.2f} before, {res['load_after'][0]:.2f} after; medians of {res['repeats']}; "
              f"bf16 products {'native (AVX512-BF16)' if res.get('native_bf16') else 'emulated in float32'}",
-             "",
              ""]
     cells = []
     for r in res["rows"]:
