@@ -16,7 +16,8 @@ PyTorch queue loop. fast: WaveNet.generate(fast=True), the fused step (pixelwave
 it splits each sample over two threads while both get a core, else runs on one ("split share" says how many
 steps ran split), and "fast/CPU-s" is its samples per CPU-second of its own threads: roughly its rate on a
 machine to itself. fast bf16: the same with bfloat16 weights (WaveNet.generate(bf16=True)), native VDPBF16PS
-where the CPU has AVX512-BF16 (the header says which). benchmarks/run.py can import `measure`.
+where the CPU has AVX512-BF16 (the header says which). Timing, the matmul and the machine line come from
+benchmarks/harness.py, the model and the naive step from benchmarks/sections/wavenet.py, as in benchmarks/run.py.
 """
 
 from __future__ import annotations
@@ -24,34 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import time
 
 import torch
 
 from pixelwave.fast import wavenet_step
-from pixelwave.models.wavenet import WaveNet
+from pixelwave.models import WaveNet
 
-AUDIO_RATE = 16_000
+import harness
+from sections.wavenet import naive_sample, standard_wavenet
 
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Median fp32 GFLOP/s of an n x n matmul, PyTorch's default threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    rates = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        rates.append(2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-    return statistics.median(rates)
-
-
-def standard_model(conditioned: bool = False) -> WaveNet:
-    torch.manual_seed(0)
-    kw = dict(num_speakers=4, cond_channels=80, hop_length=256) if conditioned else {}
-    return WaveNet(**kw).eval()
+MATMULS = 5  # 2048x2048 matmuls timed together per repeat
 
 
 def _conditions(m: WaveNet, batch: int, steps: int):
@@ -61,29 +45,24 @@ def _conditions(m: WaveNet, batch: int, steps: int):
     return torch.arange(batch) % m.num_speakers, mel
 
 
-def _time_generate(m: WaveNet, batch: int, steps: int, fast: bool, bf16: bool = False) -> dict:
+def _generate(m: WaveNet, batch: int, steps: int, fast: bool, bf16: bool = False, runs: list | None = None):
+    """A generation to time; after each call of the fused step, its wavenet_step.last_run is added to `runs`."""
     spk, mel = _conditions(m, batch, steps)
-    g = torch.Generator().manual_seed(0)
-    t = time.perf_counter()
-    m.generate(steps, batch=batch, speaker=spk, cond=mel, generator=g, fast=fast, bf16=bf16)
-    wall = time.perf_counter() - t
-    out = {"samples_per_s": batch * steps / wall}
-    if fast:
-        run = wavenet_step.last_run
-        out["split_share"] = run["split_steps"] / steps if run["threads"] == 2 and batch == 1 else None
-        out["samples_per_cpu_s"] = batch * steps / run["cpu_s"] if run["cpu_s"] > 0 else None
-        out["threads"] = run["threads"]
-    return out
+
+    def run():
+        m.generate(steps, batch=batch, speaker=spk, cond=mel, generator=torch.Generator().manual_seed(0), fast=fast,
+                   bf16=bf16)
+        if fast and runs is not None:
+            runs.append(dict(wavenet_step.last_run))
+
+    return run
 
 
-@torch.no_grad()
-def _time_naive(m: WaveNet, batch: int) -> dict:
-    """One naive step at steady state: the parallel pass over the last receptive_field inputs."""
-    window = torch.randint(0, m.levels, (batch, m.receptive_field), generator=torch.Generator().manual_seed(0))
-    t = time.perf_counter()
-    params = m._network(window, None, None)[:, :, -1]
-    m.output.sample(params, torch.rand(batch), 1.0)
-    return {"samples_per_s": batch / (time.perf_counter() - t)}
+def _fast_figures(run: dict, batch: int, steps: int) -> dict:
+    """From one fused-step run's last_run: split share (batch 1 on two threads), samples per CPU-s, threads."""
+    return {"split_share": run["split_steps"] / steps if run["threads"] == 2 and batch == 1 else None,
+            "samples_per_cpu_s": batch * steps / run["cpu_s"] if run["cpu_s"] > 0 else None,
+            "threads": run["threads"]}
 
 
 def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16, conditioned: bool = True,
@@ -93,51 +72,51 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
     samples_per_cpu_s, threads. quick: a few hundred steps per run, 1 repeat (checks the script)."""
     repeats = repeats or (1 if quick else 3)
     load_before = os.getloadavg()
-    m = standard_model()
-    mc = standard_model(conditioned=True) if conditioned else None
+    m = standard_wavenet().eval()
+    mc = standard_wavenet(conditioned=True).eval() if conditioned else None
     fast_ok = wavenet_step.unsupported(m, torch.float32, torch.device("cpu")) is None
     s1, s16 = (400, 100) if quick else (16_000, 4_000)  # fast: 1 s of audio at batch 1, 4 s worth at 16
     c1, c16 = (100, 25) if quick else (1_500, 300)  # the PyTorch loop: ~1 s each
-    configs = [("naive", 1, lambda: _time_naive(m, 1)),
-               ("naive", batch_big, lambda: _time_naive(m, batch_big)),
-               ("cached", 1, lambda: _time_generate(m, 1, c1, fast=False)),
-               ("cached", batch_big, lambda: _time_generate(m, batch_big, c16, fast=False))]
+    # (path, batch) -> (steps, function to time, the fused step's last_run after each call or None)
+    configs = {("naive", 1): (1, naive_sample(m, 1), None),
+               ("naive", batch_big): (1, naive_sample(m, batch_big), None),
+               ("cached", 1): (c1, _generate(m, 1, c1, fast=False), None),
+               ("cached", batch_big): (c16, _generate(m, batch_big, c16, fast=False), None)}
     if fast_ok:
-        configs += [("fast", 1, lambda: _time_generate(m, 1, s1, fast=True)),
-                    ("fast", batch_big, lambda: _time_generate(m, batch_big, s16, fast=True))]
-        if mc is not None:
-            configs += [("fast, speaker + mel", 1, lambda: _time_generate(mc, 1, s1, fast=True)),
-                        ("fast, speaker + mel", batch_big, lambda: _time_generate(mc, batch_big, s16, fast=True))]
+        variants = [("fast", m, False)] + ([("fast, speaker + mel", mc, False)] if mc is not None else [])
         if wavenet_step.bf16_unsupported(m, torch.float32, torch.device("cpu")) is None:
-            configs += [("fast bf16", 1, lambda: _time_generate(m, 1, s1, fast=True, bf16=True)),
-                        ("fast bf16", batch_big, lambda: _time_generate(m, batch_big, s16, fast=True, bf16=True))]
-            if mc is not None:
-                configs += [("fast bf16, speaker + mel", b, lambda b=b: _time_generate(
-                    mc, b, s1 if b == 1 else s16, fast=True, bf16=True)) for b in (1, batch_big)]
+            variants += [("fast bf16", m, True)] + ([("fast bf16, speaker + mel", mc, True)] if mc is not None else [])
+        for path, model, bf16 in variants:
+            for batch, steps in ((1, s1), (batch_big, s16)):
+                runs = []
+                configs[(path, batch)] = (steps, _generate(model, batch, steps, fast=True, bf16=bf16, runs=runs), runs)
     else:
         log(f"fast path unavailable: {wavenet_step.unsupported(m, torch.float32, torch.device('cpu'))}")
     for model in (m, mc) if fast_ok and mc is not None else (m,):  # warm-up: builds the kernel (first use)
-        _time_generate(model, 1, 20, fast=fast_ok)
-    gflops = [matmul_gflops()]
-    results: dict[tuple, list] = {(p, b): [] for p, b, _ in configs}
-    for rep in range(repeats):
-        for path, batch, fn in configs:
-            results[(path, batch)].append(fn())
-        gflops.append(matmul_gflops())
+        _generate(model, 1, 20, fast=fast_ok)()
+    matmul, matmul_flops = harness.matmul_call()
+    matmul()
+    fns = {key: fn for key, (_, fn, _) in configs.items()}
+    # 5 matmuls per repeat, between the others: the machine's rate over the same stretch of time
+    fns["matmul"] = lambda: [matmul() for _ in range(MATMULS)]
+    times = {key: [] for key in fns}
+    for rep in range(repeats):  # one repeat at a time, to log progress; interleaved within it
+        for key, ts in harness.interleaved(fns, 0, 1).items():
+            times[key] += ts
         log(f"  repeat {rep + 1}/{repeats} done")
     rows = []
-    for (path, batch), runs in results.items():
-        row = {"path": path, "batch": batch}
-        for key in runs[0]:
-            vals = [r[key] for r in runs if r[key] is not None]
-            row[key] = statistics.median(vals) if vals else None
-        row["rtf_16k"] = row["samples_per_s"] / AUDIO_RATE
+    for (path, batch), (steps, _, runs) in configs.items():
+        row = {"path": path, "batch": batch, "samples_per_s": batch * steps / harness.med(times[(path, batch)])}
+        if runs is not None:
+            figures = [_fast_figures(run, batch, steps) for run in runs]
+            for key in figures[0]:
+                vals = [f[key] for f in figures if f[key] is not None]
+                row[key] = statistics.median(vals) if vals else None
+        row["rtf_16k"] = row["samples_per_s"] / harness.AUDIO_RATE
         rows.append(row)
-    return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-                       f"{torch.__version__}, {torch.get_num_threads()} torch threads",
-            "matmul_gflops": statistics.median(gflops), "load_before": load_before, "load_after": os.getloadavg(),
-            "native_bf16": fast_ok and wavenet_step.native_bf16(),
-            "repeats": repeats, "rows": rows}
+    return {"machine": harness.machine(), "matmul_gflops": MATMULS * matmul_flops / harness.med(times["matmul"]) / 1e9,
+            "load_before": load_before, "load_after": os.getloadavg(),
+            "native_bf16": fast_ok and wavenet_step.native_bf16(), "repeats": repeats, "rows": rows}
 
 
 def table(res: dict) -> str:
@@ -146,9 +125,8 @@ def table(res: dict) -> str:
              f"2048x2048 fp32 matmul: {res['matmul_gflops']:.0f} GFLOP/s (median, same run); load average "
              f"{res['load_before'][0]:.2f} before, {res['load_after'][0]:.2f} after; medians of {res['repeats']}; "
              f"bf16 products {'native (AVX512-BF16)' if res.get('native_bf16') else 'emulated in float32'}",
-             "",
-             "| path | batch | samples/s | x real time (16 kHz) | vs cached | fast/CPU-s | split share |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             ""]
+    cells = []
     for r in res["rows"]:
         cached = rate.get(("cached", r["batch"]))
         vs = f"{r['samples_per_s'] / cached:.1f}x" if cached and r["path"] != "cached" else ""
@@ -156,7 +134,9 @@ def table(res: dict) -> str:
         split = f"{r['split_share']:.0%}" if r.get("split_share") is not None else ""
         sps = f"{r['samples_per_s']:,.0f}" if r["samples_per_s"] >= 100 else f"{r['samples_per_s']:.2g}"
         vs = vs if not vs.startswith("0.0") else f"{r['samples_per_s'] / cached:.1g}x"
-        lines.append(f"| {r['path']} | {r['batch']} | {sps} | {r['rtf_16k']:.3g} | {vs} | {cpu} | {split} |")
+        cells.append([r["path"], str(r["batch"]), sps, f"{r['rtf_16k']:.3g}", vs, cpu, split])
+    lines += harness.markdown_table(["path", "batch", "samples/s", "x real time (16 kHz)", "vs cached", "fast/CPU-s",
+                                     "split share"], cells, "lrrrrrr")
     lines.append("")
     for path in ("fast", "fast bf16"):
         f1, f16 = rate.get((path, 1)), [r for r in res["rows"] if r["path"] == path and r["batch"] != 1]
@@ -170,13 +150,16 @@ def table(res: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="short runs, one repeat: checks the script")
+    harness.add_common_flags(ap, threads_default="torch's own")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-conditioned", action="store_true", help="skip the speaker + mel rows")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    if args.threads:  # else torch's default, as before the flag existed
+        torch.set_num_threads(args.threads)
     res = measure(quick=args.quick, repeats=args.repeats, conditioned=not args.no_conditioned)
     print(table(res))
+    harness.write_out(args.out, table(res))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
