@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from pixelwave import train as pw_train
+from pixelwave import runtime
 
 import harness
 from sections import SECTIONS, budget, reference, sample, train, wavenet
@@ -47,7 +47,7 @@ def header(opts: harness.Options, started: datetime.datetime, seconds: float, lo
         f"- Date: {started:%Y-%m-%d %H:%M} UTC; run: {mode}; {seconds:,.0f} s in all; "
         f"1-minute load average {load_start} at the start, {harness.load_average()} at the end "
         f"(above 0 means other work shared the CPU)",
-        "- glibc malloc keeps freed memory for reuse (`pixelwave.train.reuse_freed_memory`, as `pixelwave "
+        "- glibc malloc keeps freed memory for reuse (`pixelwave.runtime.reuse_freed_memory`, as `pixelwave "
         "train` does), in this process and in the children that run the versus-reference pairs",
         f"- Reference rates this run: matmul {opts.matmul_gflops or float('nan'):,.1f} GFLOP/s, "
         f"conv2d {conv_gflops or float('nan'):,.1f} GFLOP/s; the matmul again at the end of the run: "
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
                            budget_clock=args.budget_clock, matmul_gflops=args.matmul or None)
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    pw_train.reuse_freed_memory()  # as `pixelwave train` does, so that steps do not re-fault their memory
+    runtime.reuse_freed_memory()  # as `pixelwave train` does, so that steps do not re-fault their memory
     if args.pair:  # a child of train.versus_in_child: the rows as JSON lines on stdout
         for row in train.run_pair(opts, args.pair):
             print(json.dumps(dataclasses.asdict(row)))

@@ -1,7 +1,7 @@
 """Held-out bits/dim each image model reaches in a fixed training-time budget on mnist-sample-binary.
 
 Own loop: Adam at a fixed lr 1e-3, batch 32, shuffled epochs, no warm-up / clipping / EMA; the clock counts the
-training steps only. Then pixelwave.train.evaluate (float32): exact sum over the held-out images. The bf16 row
+training steps only. Then pixelwave.training.evaluate (float32): exact sum over the held-out images. The bf16 row
 trains the same model from the same seed on the same batches under bf16 autocast: what the faster steps buy in
 held-out bits/dim."""
 
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from pixelwave import train as pw_train
+from pixelwave import training
 from pixelwave.models import GatedPixelCNN, PixelCNN
 
 from harness import Options, Rows, binary_mnist, fmt_s, peak_mib, reset_peak, train_step
@@ -51,7 +51,7 @@ def run(opts: Options) -> Rows:
                 cpu += time.process_time() - c0
                 steps += 1
             t0 = time.perf_counter()
-            ev = pw_train.evaluate(model, test_set, batch_size=50, max_batches=eval_batches)
+            ev = training.evaluate(model, test_set, batch_size=50, max_batches=eval_batches)
             ev_s = time.perf_counter() - t0
             held = f"{ev['examples']} of {len(test_set)} held-out images"
             rows.add(label, f"{seconds:g} s ({opts.budget_clock} clock) of training, batch {batch}",
