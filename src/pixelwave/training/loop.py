@@ -46,20 +46,10 @@ class NonFiniteLoss(UserError):
 def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None) -> dict:
     """Train `model` on `train_set` as `config` says; return the final metrics (rank 0 also prints them)."""
     procs = distributed.start(config.device)
-    writer, handlers = None, {}
+    writer, stop = None, StopSignals()
     try:
         # ---------------------------------------------------------------- checks, then the run directory
-        if config.batch_size % procs.world:
-            raise UserError(f"--batch-size {config.batch_size} must be divisible by the number of processes "
-                            f"({procs.world})")
-        if len(train_set) == 0:
-            raise UserError("the training set is empty")
-        if config.batch_size > len(train_set):
-            raise UserError(f"--batch-size {config.batch_size} is larger than the training set "
-                            f"({len(train_set)} examples)")
-        for ds in (train_set, test_set):
-            if ds is not None:
-                check_compatible(model, ds, train_set.info())
+        check_data(config, model, train_set, test_set, procs.world)
         info, dims, device = train_set.info(), train_set.dims, procs.device
         out, saved = rundir.open_run(config, model, info, procs)
 
@@ -91,11 +81,7 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
         audio = model.data_kind == "audio"
         unit = "sample" if audio else "dim"  # audio: one dim per sample, so bits/dim is bits per sample
         bound = "<= " if model.is_bound else ""  # PixelVAE: an ELBO, not the likelihood
-        log(f"training {model.model_name} ({sum(p.numel() for p in raw.parameters()):,} parameters) on "
-            f"{info.get('name')}: {len(train_set):,} examples of {dims:,} "
-            + (f"samples ({dims / info['sample_rate']:.3g} s)" if audio else "dims") + f", batch {config.batch_size}"
-            + (f" ({per_rank} on each of {procs.world} processes)" if procs.world > 1 else "")
-            + f", {device.type}; run directory {out}")
+        log(describe(model, raw, info, train_set, config, procs, out))
         if config.bf16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             log("note: this CPU has no native bfloat16 (AVX512-BF16 / AMX): --bf16 runs emulated and is likely "
                 "slower than float32")
@@ -130,21 +116,8 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
             # purge_step drops the events a killed run logged after its last checkpoint.
             writer = SummaryWriter(str(out / "tb"), purge_step=run.step or None)
 
-        # ---------------------------------------------------------------- signals: finish the step, save, exit
-        caught = {"signal": 0}
-
-        def on_signal(signum, frame):  # no printing here: the signal may land inside a print
-            if caught["signal"] == signal.SIGINT and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # a second Ctrl-C: stop now
-            caught["signal"] = signum
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                handlers[sig] = signal.signal(sig, on_signal)
-            except ValueError:  # not the main thread: leave signals alone
-                break
-
         # ---------------------------------------------------------------- the loop
+        stop.install()
         perm, perm_epoch = None, -1
         saved_step = run.step if saved is not None else -1
         window_seconds, window_examples = 0.0, 0
@@ -181,7 +154,7 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
             over_time = bool(config.time_limit) and run.train_seconds + time.perf_counter() - t0 >= config.time_limit
             stat = torch.stack([loss.detach() / procs.world, grad_norm.detach().float() / procs.world,
                                 *(torch.tensor(float(flag), device=device) for flag in
-                                  (caught["signal"] == signal.SIGTERM, caught["signal"] == signal.SIGINT, over_time))])
+                                  (stop.caught == signal.SIGTERM, stop.caught == signal.SIGINT, over_time))])
             train_bpd, grad_norm, term, intr, over_time = procs.sum(stat).tolist()
             if not (math.isfinite(train_bpd) and math.isfinite(grad_norm)):
                 what, value = ("loss", train_bpd) if not math.isfinite(train_bpd) else ("gradient norm", grad_norm)
@@ -192,11 +165,7 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
                     + " (try a lower --lr or --grad-clip)")
             optimizer.step()
             if ema is not None:
-                with torch.no_grad():
-                    for e, p in zip(ema.parameters(), raw.parameters(), strict=True):
-                        e.lerp_(p, 1.0 - config.ema)
-                    for e, b in zip(ema.buffers(), raw.buffers(), strict=True):
-                        e.copy_(b)
+                update_ema(ema, raw, config.ema)
             seconds = time.perf_counter() - t0
             run.advance(config.batch_size, seconds)
             step = run.step
@@ -253,8 +222,63 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
             + (f"{rate * dims:,.0f} samples/s" if audio else f"{rate:,.0f} examples/s") + f" | run in {out}")
         return metrics
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        stop.restore()
         if writer is not None:
             writer.close()
         procs.close()
+
+
+class StopSignals:
+    """SIGTERM / SIGINT set `caught`, and the loop stops after the step it is in; a second SIGINT stops at once."""
+
+    def __init__(self):
+        self.caught = 0
+        self._previous = {}
+
+    def _on_signal(self, signum, frame):  # no printing here: the signal may land inside a print
+        if self.caught == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.caught = signum
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def describe(model, raw, info: dict, train_set, config: TrainConfig, procs, out) -> str:
+    """The first line a run prints: what trains on what, where."""
+    dims, per_rank = train_set.dims, config.batch_size // procs.world
+    examples = (f"samples ({dims / info['sample_rate']:.3g} s)" if model.data_kind == "audio" else "dims")
+    shared = f" ({per_rank} on each of {procs.world} processes)" if procs.world > 1 else ""
+    return (f"training {model.model_name} ({sum(p.numel() for p in raw.parameters()):,} parameters) on "
+            f"{info.get('name')}: {len(train_set):,} examples of {dims:,} {examples}, batch {config.batch_size}"
+            f"{shared}, {procs.device.type}; run directory {out}")
+
+
+def check_data(config: TrainConfig, model, train_set, test_set, world: int) -> None:
+    """The data must fit the model and the batch (before anything is written)."""
+    if config.batch_size % world:
+        raise UserError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({world})")
+    if len(train_set) == 0:
+        raise UserError("the training set is empty")
+    if config.batch_size > len(train_set):
+        raise UserError(f"--batch-size {config.batch_size} is larger than the training set ({len(train_set)} "
+                        f"examples)")
+    for ds in (train_set, test_set):
+        if ds is not None:
+            check_compatible(model, ds, train_set.info())
