@@ -18,6 +18,7 @@ pixel, one row of every layer instead of the whole image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ from pixelwave.distributions import (
     discretized_logistic_mixture_table,
     mixture_param_count,
 )
-from pixelwave.models.base import ImageAutoregressive
+from pixelwave.models.base import ImageAutoregressive, ModelConfig, check_image_fields, require
 from pixelwave.nn import (
     DownRightShiftedConv2d,
     DownRightShiftedConvTranspose2d,
@@ -119,7 +120,7 @@ class _RowCache:
 
 
 @dataclass
-class PixelCNNPPConfig:
+class PixelCNNPPConfig(ModelConfig):
     channels: int = 1
     levels: int = 256
     hidden: int = 64  # nr_filters
@@ -128,33 +129,29 @@ class PixelCNNPPConfig:
     dropout: float = 0.5
     num_classes: int | None = None
 
+    SIZES: ClassVar[dict] = {"tiny": dict(hidden=8, layers=2)}
+
+    def __post_init__(self):
+        check_image_fields(self.channels, self.levels, self.num_classes)
+        require(self.hidden >= 1, f"hidden must be >= 1, not {self.hidden}")
+        require(self.layers >= 1, f"layers must be >= 1, not {self.layers}")
+        require(self.mixtures >= 1, f"mixtures must be >= 1, not {self.mixtures}")
+        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), not {self.dropout}")
+
 
 class PixelCNNPP(ImageAutoregressive):
+    """`PixelCNNPP(PixelCNNPPConfig(...))`, or the config's fields: `PixelCNNPP(channels=3, hidden=64)`."""
+
     model_name = "pixelcnn_pp"
     config_class = PixelCNNPPConfig
 
-    def __init__(self, channels: int = 1, levels: int = 256, hidden: int = 64, layers: int = 2, mixtures: int = 5,
-                 dropout: float = 0.5, num_classes: int | None = None):
-        super().__init__()
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, not {channels}")
-        if not 2 <= levels <= 256:
-            raise ValueError(f"levels must be in 2..256, not {levels}")
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, not {hidden}")
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, not {layers}")
-        if mixtures < 1:
-            raise ValueError(f"mixtures must be >= 1, not {mixtures}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {dropout}")
-        if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 or None, not {num_classes}")
-        self.config = PixelCNNPPConfig(channels, levels, hidden, layers, mixtures, dropout, num_classes)
-        self.channels, self.levels, self.num_classes = channels, levels, num_classes
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        channels, hidden, layers = cfg.channels, cfg.hidden, cfg.layers
 
         def blocks(n, conv, aux):
-            return nn.ModuleList(GatedResNet(hidden, conv, aux, dropout, num_classes) for _ in range(n))
+            return nn.ModuleList(GatedResNet(hidden, conv, aux, cfg.dropout, cfg.num_classes) for _ in range(n))
 
         # +1 input channel of ones: the network can tell the image's border from the zero padding.
         self.u_init = DownShiftedConv2d(channels + 1, hidden, (2, 3))  # then shifted down: rows above only
@@ -172,7 +169,7 @@ class PixelCNNPP(ImageAutoregressive):
                                      for n in (layers, layers + 1, layers + 1))
         self.upsample_u = nn.ModuleList(DownShiftedConvTranspose2d(hidden, hidden) for _ in range(2))
         self.upsample_ul = nn.ModuleList(DownRightShiftedConvTranspose2d(hidden, hidden) for _ in range(2))
-        self.head = nn.Conv2d(hidden, mixture_param_count(channels, mixtures), 1)  # "nin" to mixture parameters
+        self.head = nn.Conv2d(hidden, mixture_param_count(channels, cfg.mixtures), 1)  # "nin" to mixture parameters
 
     # ---- the network ----
     def _trunk(self, x: torch.Tensor, y: torch.Tensor | None, sizes: list[tuple[int, int]], run=_parallel):
