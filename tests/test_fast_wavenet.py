@@ -368,3 +368,31 @@ def test_python_m_pixelwave_fast_builds_ahead_or_says_why_not(monkeypatch, tmp_p
     with pytest.warns(RuntimeWarning):
         assert main() == 0
     assert "PyTorch path" in capsys.readouterr().err
+
+
+@needs_kernel
+def test_backend_and_weights_keywords():
+    """backend="fused" equals "torch"; weights="bf16" is bf16=True; the old keywords warn and do the same."""
+    m = mid_model(layers=4, stacks=1)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    fused = m.generate(200, batch=2, generator=g(), backend="fused")
+    assert torch.equal(fused, m.generate(200, batch=2, generator=g(), backend="torch"))
+    bf16 = m.generate(200, batch=2, generator=g(), weights="bf16")
+    assert torch.equal(bf16, m.generate(200, batch=2, generator=g(), backend="fused", weights="bf16"))
+    with pytest.warns(DeprecationWarning, match="bf16=True"):
+        assert torch.equal(bf16, m.generate(200, batch=2, generator=g(), bf16=True))
+    with pytest.warns(DeprecationWarning, match="fast=True"):
+        assert torch.equal(fused, m.generate(200, batch=2, generator=g(), fast=True))
+    with pytest.raises(ValueError, match="float32 model"):
+        tiny().generate(5, weights="bf16")
+
+
+def test_the_fused_binding_does_not_import_the_models():
+    import ast
+    from pathlib import Path
+
+    for path in Path(build.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith("pixelwave.models") for n in names), path

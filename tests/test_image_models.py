@@ -1,5 +1,6 @@
 """Correctness of the image models: causality per sub-pixel, exact normalisation, sampling, save/load."""
 
+import dataclasses
 import itertools
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 import pixelwave as pw
 from pixelwave.models import GatedPixelCNN, PixelCNN
+from pixelwave.models.gated_pixelcnn import GatedPixelCNNConfig
 
 
 def tiny(model_cls, channels, levels=4, **kw):
@@ -224,3 +226,28 @@ def test_gated_cached_sampler_equals_naive_with_kernel_5_and_a_spatial_map(chann
 
     assert torch.equal(draw(True), draw(False))
     assert torch.equal(draw(True, x=known, mask=keep), draw(False, x=known, mask=keep))
+
+
+# ---- configs: models take their config; keyword construction keeps working ----
+def test_models_take_their_config_and_the_keywords_alike():
+    from pixelwave.models import MODELS
+
+    for cls in MODELS.values():
+        if cls.data_kind != "image":
+            continue
+        cfg = cls.config_class.tiny(channels=3, levels=4)
+        torch.manual_seed(0)
+        a = cls(cfg)
+        torch.manual_seed(0)
+        b = cls(**dataclasses.asdict(cfg))
+        assert a.config == b.config == cfg and (a.channels, a.levels, a.num_classes) == (3, 4, None)
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    gated = GatedPixelCNN(GatedPixelCNNConfig.demo(num_classes=10))
+    assert (gated.config.hidden, gated.config.layers, gated.config.kernel_size, gated.num_classes) == (32, 6, 5, 10)
+    assert GatedPixelCNN(1, 2, hidden=8, layers=2).config == GatedPixelCNNConfig(1, 2, 8, 2)  # positional fields
+    with pytest.raises(TypeError, match="GatedPixelCNNConfig"):
+        GatedPixelCNN(GatedPixelCNNConfig(), hidden=8)
+    with pytest.raises(ValueError, match="kernel_size must be >= 3"):
+        GatedPixelCNNConfig(kernel_size=1)  # the config checks itself, before any model is built
+    with pytest.raises(ValueError, match="no size"):
+        GatedPixelCNNConfig.named("huge")

@@ -282,3 +282,58 @@ def test_bad_inputs():
         plain.generate(8, batch=2, cond=cond)
     assert plain.generate(5, batch=2).shape == (2, 5)
     assert m.generate(8, batch=2, speaker=1, cond=cond).shape == (2, 8)  # an int speaker serves the batch
+
+
+# -------------------------------------------------------------------------------------------- config and backends
+def test_wavenet_takes_its_config_and_the_named_sizes():
+    torch.manual_seed(0)
+    a = WaveNet(WaveNetConfig(**TINY, num_speakers=2))
+    torch.manual_seed(0)
+    b = WaveNet(**TINY, num_speakers=2)
+    assert a.config == b.config and a.num_speakers == 2 and a.levels == 16
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    std = WaveNetConfig.standard()
+    assert (std.layers, std.stacks, std.residual_channels, std.gate_channels, std.skip_channels) == (
+        20, 2, 64, 128, 256)
+    assert WaveNet(WaveNetConfig.demo()).receptive_field == 1024
+    assert WaveNetConfig.tiny(num_speakers=3).num_speakers == 3
+    with pytest.raises(ValueError, match="mixtures"):
+        WaveNetConfig(mixtures=0)
+
+
+def test_backends_draw_the_same_codes_and_the_old_keywords_warn():
+    m = tiny(num_speakers=2, cond_channels=3, hop_length=4)
+    spk, cond = conditions(m, 2, 40)
+
+    def gen(**kw):
+        return m.generate(40, batch=2, speaker=spk, cond=cond, generator=torch.Generator().manual_seed(8), **kw)
+
+    naive = gen(backend="naive")
+    for backend in ("torch", "auto"):
+        assert torch.equal(gen(backend=backend), naive)
+    for old, new in ((dict(cached=False), "naive"), (dict(cached=True), "auto"), (dict(fast=False), "torch")):
+        with pytest.warns(DeprecationWarning, match="deprecated"):
+            assert torch.equal(gen(**old), gen(backend=new))
+    with pytest.raises(ValueError, match="backend must be"):
+        gen(backend="gpu")
+    with pytest.raises(ValueError, match="weights must be"):
+        gen(weights="int4")
+    with pytest.raises(ValueError, match="fused step's precision"):
+        gen(backend="torch", weights="bf16")
+    with pytest.raises(ValueError, match="not both"), pytest.warns(DeprecationWarning):
+        gen(backend="torch", cached=True)
+
+
+def test_the_queue_loop_runs_on_the_generation_weights():
+    """One packing: generation_weights feeds the PyTorch loop (and the fused step), shapes as documented."""
+    m = tiny(num_speakers=2, kernel_size=3)
+    spk = m._speaker_bias(torch.tensor([0, 1]))
+    w = m.generation_weights(spk, 2)
+    cfg = m.config
+    assert (w.layers, w.batch, w.residual_channels, w.gate_channels, w.skip_channels, w.out_channels) == (
+        cfg.layers, 2, cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.levels)
+    assert w.static_bias.shape == (2, cfg.layers, 2 * cfg.gate_channels) and w.format == "float32"
+    u = torch.rand(2, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        codes = wavenet.generation.generate_torch(w, 30, None, u, 1.0, m.output.sample)
+        assert torch.equal(codes, m._generate_naive(30, spk, None, u, 1.0))

@@ -1,11 +1,12 @@
 """Fused WaveNet generation on the CPU: the whole per-sample step (every layer, the head, the draw) in C++.
 
-`generate(model, steps, spk, up, u, temperature)` takes what `WaveNet.generate` has prepared (the speaker
-biases, the upsampled mel features, the uniforms) and returns the codes, or None when the fast path cannot
-run here (then the caller runs the PyTorch cached path). It draws the same codes as the PyTorch paths from
-the same `u`: the same network, the same inverse-CDF rule; only the order of the floating-point sums differs
-(float64: ~1e-15, so equal codes; float32: ~1e-6 in the logits, so a draw flips only where u lands that close
-to a CDF boundary).
+`run(weights, steps, up, u, temperature)` takes a `pixelwave.models.wavenet.GenerationWeights` (the one packing
+of a model's weights that the PyTorch queue loop reads too; `WaveNet.generation_weights` makes it), the
+upsampled mel features and the uniforms, and returns the codes, or None when the kernel cannot run here (then
+the caller runs the PyTorch path). Nothing here imports the models: this module is the kernel's binding, the
+model decides what to pack. It draws the same codes as the PyTorch paths from the same `u`: the same network,
+the same inverse-CDF rule; only the order of the floating-point sums differs (float64: ~1e-15, so equal codes;
+float32: ~1e-6 in the logits, so a draw flips only where u lands that close to a CDF boundary).
 
 Threads (`default_threads`): a batch is split between the CPUs, rows per thread; at batch 1 two threads split
 every sample's layers between them (see wavenet_kernel.cpp) while both get a core, and one goes on alone when
@@ -13,11 +14,14 @@ they do not (a busy machine); `last_run` says how it went. Mel conditioning: the
 features itself, a block of steps at a time, so per sample the step just adds that vector.
 
 Both output distributions draw in the kernel: the categorical (softmax over the codes) and the discretized
-logistic mixture (its exact bin probabilities from the mixture's CDF at the bin edges). The fast path is skipped
+logistic mixture (its exact bin probabilities from the mixture's CDF at the bin edges). The kernel is skipped
 when $PIXELWAVE_NO_FAST is set to anything but "" or "0", for models off the CPU, and in dtypes other than
-float32/float64. The C++ source
-(wavenet_kernel.cpp, next to this file) is compiled at first use (see _build.py); without a compiler the
-PyTorch path runs, after one warning.
+float32/float64 (`cannot_run`). The C++ source (wavenet_kernel.cpp, next to this file) is compiled at first
+use (see _build.py); without a compiler the PyTorch path runs, after one warning.
+
+`generate(model, ...)`, `unsupported(model, ...)` and `bf16_unsupported(model, ...)` are the 0.1.0 entry points
+taking a WaveNet; they ask the model for its weights and reasons (`WaveNet.generation_weights`,
+`WaveNet.fused_unsupported`), and `WaveNet.generate(backend="fused")` is the way in for new code.
 """
 
 from __future__ import annotations
@@ -93,44 +97,38 @@ def available() -> bool:
     return not disabled() and kernel() is not None
 
 
-def unsupported(model, dtype: torch.dtype, device: torch.device) -> str | None:
-    """Why the fast path cannot generate from `model` (None if it can)."""
+def cannot_run(dtype: torch.dtype, device: torch.device, weights: str = "float32",
+               channels: tuple[int, ...] = ()) -> str | None:
+    """Why the kernel cannot generate here in `dtype` on `device` with `weights` products (None if it can).
+    `channels`: the residual, gate and skip widths, which bf16 products take in pairs."""
     if disabled():
         return "disabled by PIXELWAVE_NO_FAST"
     if device.type != "cpu":
         return f"the fast path runs on the CPU, not {device.type}"
     if dtype not in _SUFFIX:
         return f"the fast path computes in float32 or float64, not {dtype}"
-    if _mixtures(model) is None:
-        return f"the fast path draws from the categorical and logistic-mixture outputs, not {model.output!r}"
     if kernel() is None:
         return f"the kernel could not be built: {_build.build_error(SOURCE)}"
+    if weights == "bf16":
+        if dtype != torch.float32:
+            return f"bf16 generation needs a float32 model, not {dtype}"
+        names = ("residual_channels", "gate_channels", "skip_channels")
+        odd = [n for n, c in zip(names, channels, strict=False) if c % 2]
+        if odd:
+            return f"bf16 generation needs even channel counts; {', '.join(odd)} odd"
+    elif weights != "float32":
+        return f"the fused step multiplies in float32 or bf16, not {weights!r}"
     return None
 
 
-def _mixtures(model) -> int | None:
-    """0 for the categorical output, K for a K-component logistic mixture, None for anything else."""
-    from pixelwave.models.wavenet import CategoricalOutput, LogisticMixtureOutput
-
-    if model.output is CategoricalOutput:
-        return 0
-    if type(model.output) is LogisticMixtureOutput:
-        return model.output.mixtures
-    return None
+def unsupported(model, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Why the fused step cannot generate from WaveNet `model` (None if it can): `model.fused_unsupported`."""
+    return model.fused_unsupported("float32", dtype, device)
 
 
 def bf16_unsupported(model, dtype: torch.dtype, device: torch.device) -> str | None:
-    """Why the fast path cannot generate from `model` with bfloat16 weights (None if it can)."""
-    why = unsupported(model, dtype, device)
-    if why:
-        return why
-    cfg = model.config
-    if dtype != torch.float32:
-        return f"bf16 generation needs a float32 model, not {dtype}"
-    odd = [n for n in ("residual_channels", "gate_channels", "skip_channels") if getattr(cfg, n) % 2]
-    if odd:
-        return f"bf16 generation needs even channel counts; {', '.join(odd)} odd"
-    return None
+    """Why the fused step cannot generate from `model` with bfloat16 weights (None if it can)."""
+    return model.fused_unsupported("bf16", dtype, device)
 
 
 def native_bf16() -> bool:
@@ -161,57 +159,60 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
              temperature: float, threads: int | None = None, logits_out: torch.Tensor | None = None,
              tile: int = 0, row_block: int = 0, patience: int = 0, split_limit: int = 0,
              bf16: bool = False) -> torch.Tensor | None:
-    """The codes (B, steps) for `model` (a WaveNet in eval mode) from the prepared inputs, or None if the fast
-    path is unavailable here. spk: (B, L, 2G) speaker biases or None; up: (B, C, steps) upsampled mel features
-    or None; u: (B, steps) uniforms. logits_out, if given, is filled with every step's network output (steps, B,
-    C_out): the logits, or the mixture's parameters.
+    """The codes (B, steps) for WaveNet `model` (in eval mode) from what `WaveNet.generate` prepares (spk:
+    (B, L, 2G) speaker biases or None), or None if the fused step cannot run here. The other arguments: `run`'s;
+    bf16: `weights="bf16"`."""
+    weights = "bf16" if bf16 else "float32"
+    if model.fused_unsupported(weights) is not None:
+        return None
+    codes = run(model.generation_weights(spk, u.shape[0], weights), steps, up, u, temperature, threads=threads,
+                logits_out=logits_out, tile=tile, row_block=row_block, patience=patience, split_limit=split_limit)
+    return None if codes is None else codes.to(next(model.parameters()).device)
+
+
+@torch.no_grad()
+def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: float, threads: int | None = None,
+        logits_out: torch.Tensor | None = None, tile: int = 0, row_block: int = 0, patience: int = 0,
+        split_limit: int = 0) -> torch.Tensor | None:
+    """The codes (B, steps), on the CPU, generated with the GenerationWeights `w`, or None if the kernel cannot
+    run here. up: (B, C, steps) upsampled mel features or None; u: (B, steps) uniforms. logits_out, if given,
+    is filled with every step's network output (steps, B, C_out): the logits, or the mixture's parameters.
     threads: 1 or more (default `default_threads`); tile, row_block: kernel tuning (0: its defaults);
     patience: at batch 1 on 2 threads, the slow waits per chunk after which one thread goes on alone (0: the
     kernel's default, -1: never, so that tests exercise the two-thread path); split_limit: if > 0, split mode
     hands over to one thread after this many steps of every chunk (tests: the hand-over and back).
-    bf16: multiply by bfloat16 copies of the weights, the inputs of each product rounded to bfloat16 and the
-    sums in float32 (float32 models with even channel counts: `bf16_unsupported`); the codes then follow the
-    model to about bfloat16's precision, no longer those of the float32 paths.
+    w.format "bf16": multiply by bfloat16 copies of the weights, the inputs of each product rounded to bfloat16
+    and the sums in float32; the codes then follow the model to about bfloat16's precision.
     """
-    param = next(model.parameters())
-    dtype, device = param.dtype, param.device
-    if (bf16_unsupported if bf16 else unsupported)(model, dtype, device) is not None:
+    dtype = w.conv_w.dtype
+    channels = (w.residual_channels, w.gate_channels, w.skip_channels)
+    if cannot_run(dtype, torch.device("cpu"), w.format, channels) is not None or w.mixtures is None:
         return None
     lib = kernel()
     sfx = _SUFFIX[dtype]
-    cfg = model.config
-    blocks = model.blocks
-    L, R, G, S, k = len(blocks), cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.kernel_size
-    C = model.output.channels(model.levels)
-    B = u.shape[0]
+    L, R, G, S, k = w.layers, w.residual_channels, w.gate_channels, w.skip_channels, w.kernel_size
+    C, B = w.out_channels, w.batch
     threads = default_threads(B) if threads is None else max(1, int(threads))
-
-    # The per-layer biases of WaveNet._generate_cached: conv bias + speaker; the kernel adds the mel projections.
-    static = torch.stack([b.conv.bias for b in blocks])[None].expand(B, -1, -1)  # (B, L, 2G)
-    if spk is not None:
-        static = static + spk
-    states = model._silence_states(spk)  # [(1|B, R)] * L
-    init = _c(torch.stack([s.expand(B, -1) for s in states], dim=1), dtype)  # (B, L, R)
     keep = {  # tensors the kernel reads while the plan is built; kept alive until then
-        "dil": torch.tensor(model.dilations, dtype=torch.int64),
-        "emb": _c(model.embedding.weight, dtype),
-        "conv_w": _c(torch.stack([b.conv.weight for b in blocks]), dtype),  # (L, 2G, R, k)
-        "res_w": _c(torch.stack([b.residual.weight[:, :, 0] for b in blocks[:-1]]), dtype) if L > 1 else None,
-        "res_b": _c(torch.stack([b.residual.bias for b in blocks[:-1]]), dtype) if L > 1 else None,
-        "skip_w": _c(torch.stack([b.skip.weight[:, :, 0] for b in blocks]), dtype),  # (L, S, G)
-        "skip_b": _c(torch.stack([b.skip.bias for b in blocks]).sum(0), dtype),  # (S,), summed as the cached path
-        "h1_w": _c(model.head[1].weight[:, :, 0], dtype), "h1_b": _c(model.head[1].bias, dtype),
-        "h2_w": _c(model.head[3].weight[:, :, 0], dtype), "h2_b": _c(model.head[3].bias, dtype),
-        "init_states": init,
-        "static_bias": _c(static, dtype),  # (B, L, 2G)
-        "cond_w": _c(torch.cat([b.cond_proj.weight[:, :, 0] for b in blocks]), dtype) if up is not None else None,
-        "cond_b": _c(torch.cat([b.cond_proj.bias for b in blocks]), dtype) if up is not None else None,
+        "dil": torch.tensor(w.dilations, dtype=torch.int64),
+        "emb": _c(w.embedding, dtype),
+        "conv_w": _c(w.conv_w, dtype),  # (L, 2G, R, k)
+        "res_w": None if w.res_w is None else _c(w.res_w, dtype),  # (L - 1, R, G)
+        "res_b": None if w.res_b is None else _c(w.res_b, dtype),
+        "skip_w": _c(w.skip_w, dtype),  # (L, S, G)
+        "skip_b": _c(w.skip_b, dtype),  # (S,), summed as the PyTorch loop sums it
+        "h1_w": _c(w.h1_w, dtype), "h1_b": _c(w.h1_b, dtype),
+        "h2_w": _c(w.h2_w, dtype), "h2_b": _c(w.h2_b, dtype),
+        "init_states": _c(w.init_states, dtype),  # (B, L, R)
+        "static_bias": _c(w.static_bias, dtype),  # (B, L, 2G)
+        "cond_w": _c(w.cond_w, dtype) if up is not None else None,
+        "cond_b": _c(w.cond_b, dtype) if up is not None else None,
     }
     ptr = {n: (t.data_ptr() if t is not None else None) for n, t in keep.items()}
     desc = _Desc(layers=L, residual=R, gate=G, skip=S, out_channels=C, kernel=k, batch=B, threads=threads,
-                 tile=tile, row_block=row_block, initial_code=model.silence, patience=patience,
-                 split_limit=split_limit, cond_channels=0 if up is None else up.shape[1], bf16=int(bf16),
-                 mixtures=_mixtures(model), levels=model.levels,
+                 tile=tile, row_block=row_block, initial_code=w.initial_code, patience=patience,
+                 split_limit=split_limit, cond_channels=0 if up is None else up.shape[1], bf16=int(w.format == "bf16"),
+                 mixtures=w.mixtures, levels=w.levels,
                  dilations=ptr.pop("dil"), **ptr)
     plan = getattr(lib, f"pw_wn_create_{sfx}")(ctypes.byref(desc))
     if not plan:
@@ -244,7 +245,7 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
         getattr(lib, f"pw_wn_stats_{sfx}")(plan, stats)
         last_run.clear()
         last_run.update(threads=stats[0], split_steps=stats[1], single_steps=stats[2], cpu_s=stats[3] * 1e-9)
-        return codes.to(device)
+        return codes
     finally:
         getattr(lib, f"pw_wn_free_{sfx}")(plan)
 

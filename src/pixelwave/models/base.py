@@ -8,13 +8,17 @@ order. Everything else follows from that.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixelwave.distributions import categorical_log_prob, categorical_sample
+from pixelwave.nn import Head, MaskedConv2d
 
 
 def check_in_range(t: torch.Tensor, high: int, what: str) -> None:
@@ -41,6 +45,48 @@ def single_thread():
         torch.set_num_threads(previous)
 
 
+def require(ok: bool, message: str) -> None:
+    """A config check: ValueError with the one-line `message` unless `ok`."""
+    if not ok:
+        raise ValueError(message)
+
+
+def check_image_fields(channels: int, levels: int, num_classes: int | None, hidden: int | None = None,
+                       kernel_size: int | None = None) -> None:
+    """The checks of the fields that image configs share; `hidden` (at least two units per colour group) and
+    `kernel_size` (odd, so that the centre is a pixel) for the configs that have them."""
+    require(channels in (1, 3), f"channels must be 1 or 3, not {channels}")
+    require(2 <= levels <= 256, f"levels must be in 2..256, not {levels}")
+    if hidden is not None:
+        require(hidden >= 2 * channels,
+                f"hidden must be at least {2 * channels} for {channels} channel(s), not {hidden}")
+    if kernel_size is not None:
+        require(kernel_size >= 1 and kernel_size % 2 == 1, f"kernel_size must be odd and positive, not {kernel_size}")
+    require(num_classes is None or num_classes >= 1, f"num_classes must be >= 1 or None, not {num_classes}")
+
+
+class ModelConfig:
+    """What every model's config dataclass shares: named sizes (`SIZES`, e.g. `WaveNetConfig.standard()`) and
+    `replace`. The fields themselves, and their checks in `__post_init__`, are each config's own."""
+
+    SIZES: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def named(cls, name: str, **overrides: Any):
+        """The config of the named size, with `overrides` on top of it."""
+        if name not in cls.SIZES:
+            raise ValueError(f"{cls.__name__} has no size {name!r} (known: {', '.join(cls.SIZES) or 'none'})")
+        return cls(**{**cls.SIZES[name], **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides: Any):
+        """The smallest model that runs every code path: the CLI's `--preset tiny`, and the tests'."""
+        return cls.named("tiny", **overrides)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
 # Batch keys that carry a condition, and the config field that is set when a model takes it.
 CONDITIONS = {"y": "num_classes", "speaker": "num_speakers", "cond": "cond_channels"}
 
@@ -61,6 +107,18 @@ class Autoregressive(nn.Module):
     is_bound: ClassVar[bool] = False  # log_prob is a lower bound on log p (PixelVAE's ELBO), not log p itself
     config: Any
 
+    def __init__(self, *args: Any, config: Any = None, **kwargs: Any):
+        """`Model(config)` with a `config_class` instance, or the config's fields: `Model(channels=1, levels=2)`
+        (positional fields in the config's order work too). The subclass builds its layers from `self.config`."""
+        super().__init__()
+        if args and isinstance(args[0], ModelConfig):
+            config, args = args[0], args[1:]
+        if config is not None:
+            if not isinstance(config, self.config_class) or args or kwargs:
+                raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__} and nothing else, "
+                                f"or the config's fields")
+        self.config = config if config is not None else self.config_class(*args, **kwargs)
+
     @property
     def conditions(self) -> tuple[str, ...]:
         """The condition keys this model was built to take ("y" labels, "speaker" ids, "cond" features)."""
@@ -79,13 +137,59 @@ class Autoregressive(nn.Module):
         raise NotImplementedError
 
 
+@dataclasses.dataclass
+class PixelSteps:
+    """A model's part of the cached image sampler (`ImageAutoregressive._sample_cached`, the raster loop).
+
+    The loop keeps `x_map`, the scaled image (n, C, H, W) zero-padded by `padding` on every side, with every
+    sub-pixel drawn so far written in; `step(x_map, i, j)` runs the network at pixel (i, j) only and returns the
+    logits (n, C, levels) there; `end_row(x_map, i)` is called once row i is final (every colour drawn).
+    """
+
+    step: Callable[[torch.Tensor, int, int], torch.Tensor]
+    end_row: Callable[[torch.Tensor, int], None] = lambda x_map, i: None
+    padding: int = 0
+
+
 class ImageAutoregressive(Autoregressive):
     data_kind = "image"
     data_key = "x"
-    channels: int
-    levels: int
-    num_classes: int | None = None
-    cond_channels: int | None = None
+
+    # The config's fields that callers read off the model.
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def levels(self) -> int:
+        return self.config.levels
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.config.num_classes
+
+    @property
+    def cond_channels(self) -> int | None:
+        """Channels of the spatial conditioning map; None: the model takes none (overridden where it does)."""
+        return None
+
+    @staticmethod
+    def make_head(hidden: int, channels: int, levels: int) -> Head:
+        """ReLU, 1x1 mask B, ReLU, 1x1 mask B to the C * levels logits; colour groups keep the R -> G -> B order."""
+        return Head(MaskedConv2d(hidden, hidden, (1, 1), "B", channels),
+                    MaskedConv2d(hidden, channels * levels, (1, 1), "B", channels))
+
+    def pixel_head(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`self.head` at one pixel, for the cached samplers: features (n, hidden) -> logits (n, C, levels). Its
+        masked matrices are computed once, here, not at every pixel."""
+        h1, h2 = self.head.hidden_conv, self.head.output_conv
+        w1, w2 = h1.matrix(), h2.matrix()
+
+        def head(a: torch.Tensor) -> torch.Tensor:
+            hidden = F.relu(F.linear(F.relu(a), w1, h1.bias))
+            return F.linear(hidden, w2, h2.bias).view(-1, self.channels, self.levels)
+
+        return head
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """Integer levels (B, C, H, W) -> floats in [-1, 1], the network's input."""
@@ -182,7 +286,7 @@ class ImageAutoregressive(Autoregressive):
         device = next(self.parameters()).device
         out, keep, y = self._sampling_inputs(n, size, y, x, mask, cond, device)
         u = torch.rand(out.shape, generator=generator).to(device)  # (n, C, H, W)
-        if cached and hasattr(self, "_sample_cached"):
+        if cached:
             with single_thread():
                 return self._sample_cached(out, keep, y, cond, u, temperature)
         return self._sample_naive(out, keep, y, cond, u, temperature)
@@ -202,3 +306,30 @@ class ImageAutoregressive(Autoregressive):
                     out[:, c, i, j] = torch.where(keep[:, c, i, j], out[:, c, i, j], s)
         self.train(was_training)
         return out
+
+    @torch.no_grad()
+    def _sample_cached(self, out, keep, y, cond, u, temperature):
+        """Same samples as the naive sampler, running the network only at the pixel being drawn (Ramachandran et
+        al. 2017): the raster loop, with the model's caches in `_pixel_steps`."""
+        n, channels, height, width = out.shape
+        steps = self._pixel_steps(out, y, cond)
+        p = steps.padding
+        x_map = F.pad(self.scale(out), (p, p, p, p))  # (n, C, H + 2p, W + 2p)
+        for i in range(height):
+            for j in range(width):
+                todo = [c for c in range(channels) if not bool(keep[:, c, i, j].all())]
+                # The last pass leaves the caches final: hidden units at (i, j) never see the last colour.
+                passes = todo if todo and todo[-1] == channels - 1 else todo + [channels - 1]
+                for c in passes:
+                    logits = steps.step(x_map, i, j)  # (n, C, L)
+                    if c not in todo:
+                        continue
+                    s = categorical_sample(logits[:, c], u[:, c, i, j], temperature)  # (n,)
+                    out[:, c, i, j] = torch.where(keep[:, c, i, j], out[:, c, i, j], s)
+                    x_map[:, c, i + p, j + p] = self.scale(out[:, :, i, j][:, :, None, None])[:, c, 0, 0]
+            steps.end_row(x_map, i)
+        return out
+
+    def _pixel_steps(self, out: torch.Tensor, y: torch.Tensor | None, cond: torch.Tensor | None) -> PixelSteps:
+        """The model's caches for drawing `out` (n, C, H, W) given y and cond: see `PixelSteps`."""
+        raise NotImplementedError(f"{type(self).__name__} has no cached sampler; pass cached=False")

@@ -11,14 +11,13 @@ spatial feature map (through a 1x1 conv; a PixelVAE-style decoder conditions on 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelwave.distributions import categorical_sample
-from pixelwave.models.base import ImageAutoregressive
-from pixelwave.models.pixelcnn import check_image_config
+from pixelwave.models.base import ImageAutoregressive, ModelConfig, PixelSteps, check_image_fields, require
 from pixelwave.nn import MaskedConv2d, channel_groups, gate
 
 
@@ -73,7 +72,7 @@ class GatedLayer(nn.Module):
 
 
 @dataclass
-class GatedPixelCNNConfig:
+class GatedPixelCNNConfig(ModelConfig):
     channels: int = 1
     levels: int = 256
     hidden: int = 64
@@ -82,31 +81,42 @@ class GatedPixelCNNConfig:
     num_classes: int | None = None
     cond_channels: int | None = None  # a spatial map (B, cond_channels, H, W) added inside every gate
 
+    # demo: the CLI's `--preset demo` (binary MNIST in minutes on a CPU)
+    SIZES: ClassVar[dict] = {"tiny": dict(hidden=8, layers=2, kernel_size=3),
+                             "demo": dict(hidden=32, layers=6, kernel_size=5)}
+
+    @classmethod
+    def demo(cls, **overrides):
+        return cls.named("demo", **overrides)
+
+    def __post_init__(self):
+        check_image_fields(self.channels, self.levels, self.num_classes, self.hidden, self.kernel_size)
+        require(self.layers >= 1, f"layers must be >= 1, not {self.layers}")
+        require(self.kernel_size >= 3,
+                f"kernel_size must be >= 3 for the vertical stack to grow, not {self.kernel_size}")
+        require(self.cond_channels is None or self.cond_channels >= 1,
+                f"cond_channels must be >= 1 or None, not {self.cond_channels}")
+
 
 class GatedPixelCNN(ImageAutoregressive):
+    """`GatedPixelCNN(GatedPixelCNNConfig(...))`, or the config's fields: `GatedPixelCNN(channels=1, levels=2)`."""
+
     model_name = "gated_pixelcnn"
     config_class = GatedPixelCNNConfig
 
-    def __init__(self, channels: int = 1, levels: int = 256, hidden: int = 64, layers: int = 10,
-                 kernel_size: int = 5, num_classes: int | None = None, cond_channels: int | None = None):
-        super().__init__()
-        check_image_config(channels, levels, hidden, layers, kernel_size, num_classes)
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, not {layers}")
-        if kernel_size < 3:
-            raise ValueError(f"kernel_size must be >= 3 for the vertical stack to grow, not {kernel_size}")
-        if cond_channels is not None and cond_channels < 1:
-            raise ValueError(f"cond_channels must be >= 1 or None, not {cond_channels}")
-        self.config = GatedPixelCNNConfig(channels, levels, hidden, layers, kernel_size, num_classes, cond_channels)
-        self.channels, self.levels = channels, levels
-        self.num_classes, self.cond_channels = num_classes, cond_channels
-        groups = channels
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        groups = cfg.channels
         self.layers = nn.ModuleList(
-            GatedLayer(channels if i == 0 else hidden, hidden, kernel_size, groups, i == 0, i == layers - 1,
-                       num_classes, cond_channels)
-            for i in range(layers))
-        self.head = nn.Sequential(nn.ReLU(), MaskedConv2d(hidden, hidden, (1, 1), "B", groups), nn.ReLU(),
-                                  MaskedConv2d(hidden, channels * levels, (1, 1), "B", groups))
+            GatedLayer(cfg.channels if i == 0 else cfg.hidden, cfg.hidden, cfg.kernel_size, groups, i == 0,
+                       i == cfg.layers - 1, cfg.num_classes, cfg.cond_channels)
+            for i in range(cfg.layers))
+        self.head = self.make_head(cfg.hidden, cfg.channels, cfg.levels)
+
+    @property
+    def cond_channels(self) -> int | None:
+        return self.config.cond_channels
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None,
                cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -119,23 +129,14 @@ class GatedPixelCNN(ImageAutoregressive):
         return self.head(skips).view(b, c, self.levels, h, w)  # (B, C, L, H, W)
 
     # ---- fast generation (Ramachandran et al. 2017) ----
-    @torch.no_grad()
-    def _sample_cached(self, out, keep, y, cond, u, temperature):
-        """Same samples as the naive sampler, without recomputing the image for every sub-pixel.
-
-        The vertical stack runs once per finished row on a cache of each layer's last k//2+1 input rows; the
+    def _pixel_steps(self, out, y, cond) -> PixelSteps:
+        """The vertical stack runs once per finished row on a cache of each layer's last k//2+1 input rows; the
         horizontal stack runs once per sub-pixel on a cache of each layer's current-row inputs (the last k//2+1
-        positions). Caches start as zeros, exactly the zero padding of the parallel pass.
-        """
-        n, channels, height, width = out.shape
+        positions). Caches start as zeros, exactly the zero padding of the parallel pass. The first layer's
+        inputs are the image itself: `x_map`, padded by k//2."""
+        n, _, height, width = out.shape
         half, hidden = self.config.kernel_size // 2, self.config.hidden
-        x = self.scale(out)  # (n, C, H, W), updated as sub-pixels are drawn
-        dtype, device = x.dtype, x.device
-
-        def matrix(conv):  # a masked 1x1 conv as (out, in)
-            w = conv.weight * conv.mask if hasattr(conv, "mask") else conv.weight
-            return w.flatten(1)
-
+        dtype, device = next(self.parameters()).dtype, out.device
         layers = []
         for layer in self.layers:
             extra = torch.zeros(n, 4 * hidden, 1, 1, dtype=dtype, device=device)
@@ -146,9 +147,9 @@ class GatedPixelCNN(ImageAutoregressive):
             v_extra, h_extra = extra.chunk(2, dim=1)
             layers.append(dict(
                 layer=layer,
-                w_h=(layer.horizontal.weight * layer.horizontal.mask).flatten(1),  # (2h, C_in * (half + 1))
-                w_skip=matrix(layer.skip),
-                w_out=None if layer.horizontal_out is None else matrix(layer.horizontal_out),
+                w_h=layer.horizontal.matrix(),  # (2h, C_in * (half + 1))
+                w_skip=layer.skip.matrix(),
+                w_out=None if layer.horizontal_out is None else layer.horizontal_out.matrix(),
                 v_extra=v_extra.expand(n, 2 * hidden, height, width),
                 h_extra=h_extra.expand(n, 2 * hidden, height, width),
                 # rows i-half..i of this layer's vertical-stack input, zero-padded left and right
@@ -157,43 +158,31 @@ class GatedPixelCNN(ImageAutoregressive):
                 # the shifted vertical pre-activations seen by the current row: zeros before the first row
                 v_to_h=layer.vertical_to_horizontal(
                     torch.zeros(n, 2 * hidden, 1, width, dtype=dtype, device=device))[:, :, 0],  # (n, 2h, W)
+                # this row's inputs to the next layer's horizontal stack, zero-padded on the left
+                h_row=torch.zeros(n, hidden, width + half, dtype=dtype, device=device),
             ))
-        head1, head2 = self.head[1], self.head[3]
-        w1, w2 = matrix(head1), matrix(head2)
+        head = self.pixel_head()
 
-        for i in range(height):
-            # this row's inputs to each layer's horizontal stack, zero-padded on the left
-            h_rows = [torch.zeros(n, d["layer"].vertical.in_channels, width + half, dtype=dtype, device=device)
-                      for d in layers]
-            for j in range(width):
-                todo = [c for c in range(channels) if not bool(keep[:, c, i, j].all())]
-                # The last pass leaves the caches final: hidden units at (i, j) never see the last colour.
-                passes = todo if todo and todo[-1] == channels - 1 else todo + [channels - 1]
-                for c in passes:
-                    h_rows[0][:, :, j + half] = x[:, :, i, j]
-                    skips = 0
-                    for l, d in enumerate(layers):
-                        layer = d["layer"]
-                        window = h_rows[l][:, :, j:j + half + 1].flatten(1)  # (n, C_in * (half + 1))
-                        pre = F.linear(window, d["w_h"], layer.horizontal.bias)  # (n, 2h)
-                        pre = pre + d["v_to_h"][:, :, j] + d["h_extra"][:, :, i, j]
-                        gated = torch.tanh(pre[:, :hidden]) * torch.sigmoid(pre[:, hidden:])  # (n, h)
-                        skips = skips + F.linear(gated, d["w_skip"], layer.skip.bias)
-                        if layer.horizontal_out is not None:
-                            h_out = F.linear(gated, d["w_out"], layer.horizontal_out.bias)
-                            if not layer.first:
-                                h_out = h_out + h_rows[l][:, :, j + half]
-                            h_rows[l + 1][:, :, j + half] = h_out
-                    if c not in todo:
-                        continue
-                    hidden_head = F.relu(F.linear(F.relu(skips), w1, head1.bias))
-                    logits = F.linear(hidden_head, w2, head2.bias).view(n, channels, self.levels)
-                    s = categorical_sample(logits[:, c], u[:, c, i, j], temperature)  # (n,)
-                    out[:, c, i, j] = torch.where(keep[:, c, i, j], out[:, c, i, j], s)
-                    x[:, c, i, j] = self.scale(out[:, :, i, j][:, :, None, None])[:, c, 0, 0]
-                h_rows[0][:, :, j + half] = x[:, :, i, j]  # the drawn values, for the pixels to the right
-            # Row i is final: run the vertical stack on it, giving what row i + 1 sees from above.
-            v_in = x[:, :, i, :]  # (n, C, W)
+        def step(x_map, i, j):
+            window = x_map[:, :, i + half, j:j + half + 1].flatten(1)  # (n, C * (half + 1)): columns j-half..j
+            skips = 0
+            for l, d in enumerate(layers):
+                layer = d["layer"]
+                pre = F.linear(window, d["w_h"], layer.horizontal.bias)  # (n, 2h)
+                pre = pre + d["v_to_h"][:, :, j] + d["h_extra"][:, :, i, j]
+                gated = torch.tanh(pre[:, :hidden]) * torch.sigmoid(pre[:, hidden:])  # (n, h)
+                skips = skips + F.linear(gated, d["w_skip"], layer.skip.bias)
+                if layer.horizontal_out is not None:
+                    h_out = F.linear(gated, d["w_out"], layer.horizontal_out.bias)
+                    if not layer.first:
+                        h_out = h_out + layers[l - 1]["h_row"][:, :, j + half]
+                    d["h_row"][:, :, j + half] = h_out
+                    window = d["h_row"][:, :, j:j + half + 1].flatten(1)  # (n, h * (half + 1))
+            return head(skips)
+
+        def end_row(x_map, i):
+            """Row i is final: run the vertical stack on it, giving what row i + 1 sees from above."""
+            v_in = x_map[:, :, i + half, half:half + width]  # (n, C, W)
             for d in layers:
                 layer = d["layer"]
                 d["v_rows"] = torch.roll(d["v_rows"], -1, dims=2)
@@ -202,4 +191,6 @@ class GatedPixelCNN(ImageAutoregressive):
                 v_pre = layer.vertical(d["v_rows"])  # (n, 2h, 1, W)
                 d["v_to_h"] = layer.vertical_to_horizontal(v_pre)[:, :, 0]  # (n, 2h, W), for row i + 1
                 v_in = gate(v_pre + d["v_extra"][:, :, i:i + 1])[:, :, 0]  # (n, h, W): next layer's input row
-        return out
+                d["h_row"].zero_()  # the next row starts from the zero padding again
+
+        return PixelSteps(step, end_row, padding=half)

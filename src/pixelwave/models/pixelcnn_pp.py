@@ -18,6 +18,7 @@ pixel, one row of every layer instead of the whole image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,68 +30,21 @@ from pixelwave.distributions import (
     discretized_logistic_mixture_table,
     mixture_param_count,
 )
-from pixelwave.models.base import ImageAutoregressive
-from pixelwave.nn import Dropout
+from pixelwave.models.base import ImageAutoregressive, ModelConfig, check_image_fields, require
+from pixelwave.nn import (
+    DownRightShiftedConv2d,
+    DownRightShiftedConvTranspose2d,
+    DownShiftedConv2d,
+    DownShiftedConvTranspose2d,
+    Dropout,
+    down_shift,
+    right_shift,
+)
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
     """ELU of x and of -x, concatenated: (B, C, H, W) -> (B, 2C, H, W). Keeps both signs' information."""
     return F.elu(torch.cat([x, -x], dim=1))
-
-
-def down_shift(x: torch.Tensor) -> torch.Tensor:
-    """Row i takes row i - 1; row 0 is zeros. (B, C, H, W) -> (B, C, H, W)."""
-    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
-
-
-def right_shift(x: torch.Tensor) -> torch.Tensor:
-    """Column j takes column j - 1; column 0 is zeros. (B, C, H, W) -> (B, C, H, W)."""
-    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
-
-
-class DownShiftedConv2d(nn.Conv2d):
-    """Output (i, j) sees input rows i-kh+1..i, columns j-(kw-1)/2..j+(kw-1)/2: never a row below."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=(2, 3), stride: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, stride)
-        kh, kw = kernel_size
-        self.shift_pad = ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)  # (left, right, top, bottom)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.shift_pad))  # (B, out, ceil(H / stride), ceil(W / stride))
-
-
-class DownRightShiftedConv2d(nn.Conv2d):
-    """Output (i, j) sees input rows i-kh+1..i, columns j-kw+1..j: never below, never to the right."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=(2, 2), stride: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, stride)
-        kh, kw = kernel_size
-        self.shift_pad = (kw - 1, 0, kh - 1, 0)  # (left, right, top, bottom)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.shift_pad))  # (B, out, ceil(H / stride), ceil(W / stride))
-
-
-class DownShiftedConvTranspose2d(nn.ConvTranspose2d):
-    """x2 up-sampling for the u stream: output row r comes from input row r // 2 only, cropped to `size`."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, (2, 3), stride=2)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        out = super().forward(x)  # (B, out, 2H', 2W' + 1)
-        return out[:, :, :size[0], 1:1 + size[1]]  # (B, out, H, W): column j centred on input column j // 2
-
-
-class DownRightShiftedConvTranspose2d(nn.ConvTranspose2d):
-    """x2 up-sampling for the ul stream: output (r, c) comes from input (r // 2, c // 2) only, cropped to `size`."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, (2, 2), stride=2)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return super().forward(x)[:, :, :size[0], :size[1]]  # (B, out, 2H', 2W') -> (B, out, H, W)
 
 
 class GatedResNet(nn.Module):
@@ -166,7 +120,7 @@ class _RowCache:
 
 
 @dataclass
-class PixelCNNPPConfig:
+class PixelCNNPPConfig(ModelConfig):
     channels: int = 1
     levels: int = 256
     hidden: int = 64  # nr_filters
@@ -175,33 +129,29 @@ class PixelCNNPPConfig:
     dropout: float = 0.5
     num_classes: int | None = None
 
+    SIZES: ClassVar[dict] = {"tiny": dict(hidden=8, layers=2)}
+
+    def __post_init__(self):
+        check_image_fields(self.channels, self.levels, self.num_classes)
+        require(self.hidden >= 1, f"hidden must be >= 1, not {self.hidden}")
+        require(self.layers >= 1, f"layers must be >= 1, not {self.layers}")
+        require(self.mixtures >= 1, f"mixtures must be >= 1, not {self.mixtures}")
+        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), not {self.dropout}")
+
 
 class PixelCNNPP(ImageAutoregressive):
+    """`PixelCNNPP(PixelCNNPPConfig(...))`, or the config's fields: `PixelCNNPP(channels=3, hidden=64)`."""
+
     model_name = "pixelcnn_pp"
     config_class = PixelCNNPPConfig
 
-    def __init__(self, channels: int = 1, levels: int = 256, hidden: int = 64, layers: int = 2, mixtures: int = 5,
-                 dropout: float = 0.5, num_classes: int | None = None):
-        super().__init__()
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, not {channels}")
-        if not 2 <= levels <= 256:
-            raise ValueError(f"levels must be in 2..256, not {levels}")
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, not {hidden}")
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, not {layers}")
-        if mixtures < 1:
-            raise ValueError(f"mixtures must be >= 1, not {mixtures}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {dropout}")
-        if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 or None, not {num_classes}")
-        self.config = PixelCNNPPConfig(channels, levels, hidden, layers, mixtures, dropout, num_classes)
-        self.channels, self.levels, self.num_classes = channels, levels, num_classes
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        channels, hidden, layers = cfg.channels, cfg.hidden, cfg.layers
 
         def blocks(n, conv, aux):
-            return nn.ModuleList(GatedResNet(hidden, conv, aux, dropout, num_classes) for _ in range(n))
+            return nn.ModuleList(GatedResNet(hidden, conv, aux, cfg.dropout, cfg.num_classes) for _ in range(n))
 
         # +1 input channel of ones: the network can tell the image's border from the zero padding.
         self.u_init = DownShiftedConv2d(channels + 1, hidden, (2, 3))  # then shifted down: rows above only
@@ -219,7 +169,7 @@ class PixelCNNPP(ImageAutoregressive):
                                      for n in (layers, layers + 1, layers + 1))
         self.upsample_u = nn.ModuleList(DownShiftedConvTranspose2d(hidden, hidden) for _ in range(2))
         self.upsample_ul = nn.ModuleList(DownRightShiftedConvTranspose2d(hidden, hidden) for _ in range(2))
-        self.head = nn.Conv2d(hidden, mixture_param_count(channels, mixtures), 1)  # "nin" to mixture parameters
+        self.head = nn.Conv2d(hidden, mixture_param_count(channels, cfg.mixtures), 1)  # "nin" to mixture parameters
 
     # ---- the network ----
     def _trunk(self, x: torch.Tensor, y: torch.Tensor | None, sizes: list[tuple[int, int]], run=_parallel):

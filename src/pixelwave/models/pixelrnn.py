@@ -25,14 +25,13 @@ buffers) that draws the same samples as the naive one-pass-per-sub-pixel sampler
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelwave.distributions import categorical_sample
-from pixelwave.models.base import ImageAutoregressive
-from pixelwave.models.pixelcnn import check_image_config
+from pixelwave.models.base import ImageAutoregressive, ModelConfig, PixelSteps, check_image_fields, require
 from pixelwave.nn import MaskedConv2d, channel_groups
 
 
@@ -146,7 +145,7 @@ class DiagonalBiLSTM(nn.Module):
         # The 1x1 input-to-state commutes with skew and flip: it runs on the skewed inputs (h channels; its
         # output has 8h). The right-to-left direction is the left-to-right one on the mirrored image. Cells
         # outside the image get the bias rather than 0: their states are zeroed below, so nothing reads them.
-        w = (self.input_to_state.weight * self.input_to_state.mask)[:, :, 0, 0]  # (8h, h)
+        w = self.input_to_state.matrix()  # (8h, h)
         bias = self.input_to_state.bias
         left = F.linear(columns(x), w[:4 * hid], bias[:4 * hid])  # (cols, B, H, 4h)
         right = F.linear(columns(x.flip(-1)), w[4 * hid:], bias[4 * hid:])
@@ -185,33 +184,35 @@ class DiagonalBiLSTM(nn.Module):
 
 
 @dataclass
-class PixelRNNConfig:
+class PixelRNNConfig(ModelConfig):
     channels: int = 1
     levels: int = 256
     hidden: int = 32  # hidden units = LSTM state size = residual stream width
     layers: int = 2  # LSTM layers
     num_classes: int | None = None
 
+    SIZES: ClassVar[dict] = {"tiny": dict(hidden=8, layers=2)}
+
+    def __post_init__(self):
+        check_image_fields(self.channels, self.levels, self.num_classes, self.hidden)
+        require(self.layers >= 1, f"layers must be >= 1, not {self.layers}")
+
 
 class PixelRNN(ImageAutoregressive):
-    """Shared by both kinds: 7x7 mask A -> `layers` residual LSTM layers -> ReLU, 1x1 B, ReLU, 1x1 B."""
+    """Shared by both kinds: 7x7 mask A -> `layers` residual LSTM layers -> ReLU, 1x1 B, ReLU, 1x1 B.
+    `RowLSTMPixelRNN(PixelRNNConfig(...))`, or the config's fields: `RowLSTMPixelRNN(channels=1, hidden=32)`."""
 
     config_class = PixelRNNConfig
     layer_class: type[nn.Module]
 
-    def __init__(self, channels: int = 1, levels: int = 256, hidden: int = 32, layers: int = 2,
-                 num_classes: int | None = None):
-        super().__init__()
-        check_image_config(channels, levels, hidden, layers, 1, num_classes)
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, not {layers}")
-        self.config = PixelRNNConfig(channels, levels, hidden, layers, num_classes)
-        self.channels, self.levels, self.num_classes = channels, levels, num_classes
-        groups = channels
-        self.input_conv = MaskedConv2d(channels, hidden, (7, 7), "A", groups)
-        self.lstm_layers = nn.ModuleList(self.layer_class(hidden, groups, num_classes) for _ in range(layers))
-        self.head = nn.Sequential(nn.ReLU(), MaskedConv2d(hidden, hidden, (1, 1), "B", groups), nn.ReLU(),
-                                  MaskedConv2d(hidden, channels * levels, (1, 1), "B", groups))
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        groups = cfg.channels
+        self.input_conv = MaskedConv2d(cfg.channels, cfg.hidden, (7, 7), "A", groups)
+        self.lstm_layers = nn.ModuleList(self.layer_class(cfg.hidden, groups, cfg.num_classes)
+                                         for _ in range(cfg.layers))
+        self.head = self.make_head(cfg.hidden, cfg.channels, cfg.levels)
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None,
                cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -222,62 +223,30 @@ class PixelRNN(ImageAutoregressive):
             out = layer(out, y, x)  # (B, hidden, H, W)
         return self.head(out).view(b, c, self.levels, h, w)  # (B, C, L, H, W): channel index = c * L + level
 
-    # ---- pieces of the cached samplers ----
-    @staticmethod
-    def _matrix(conv: MaskedConv2d) -> torch.Tensor:
-        return (conv.weight * conv.mask).flatten(1)  # (out, in * kh * kw)
-
-    def _cached_loop(self, out, keep, u, temperature, step, end_row):
-        """Raster loop shared by both samplers. `step(window, i, j)` runs every layer at pixel (i, j) only and
-        returns the logits (n, C, L); `end_row(i, row)` finishes row i, whose scaled pixels `row` (n, C, W) are all
-        known by then. Same samples as the naive sampler."""
-        n, channels, height, width = out.shape
-        x_map = F.pad(self.scale(out), (3, 3, 3, 3))  # (n, C, H + 6, W + 6): the 7x7 input conv's padded input
-        for i in range(height):
-            for j in range(width):
-                todo = [c for c in range(channels) if not bool(keep[:, c, i, j].all())]
-                # The last pass leaves the caches final: hidden units at (i, j) never see the last colour.
-                passes = todo if todo and todo[-1] == channels - 1 else todo + [channels - 1]
-                for c in passes:
-                    logits = step(x_map[:, :, i:i + 7, j:j + 7].flatten(1), i, j)  # (n, C, L)
-                    if c not in todo:
-                        continue
-                    s = categorical_sample(logits[:, c], u[:, c, i, j], temperature)  # (n,)
-                    out[:, c, i, j] = torch.where(keep[:, c, i, j], out[:, c, i, j], s)
-                    x_map[:, c, i + 3, j + 3] = self.scale(out[:, :, i, j][:, :, None, None])[:, c, 0, 0]
-            end_row(i, x_map[:, :, i + 3, 3:3 + width])
-        return out
-
-    def _head_at_pixel(self, a: torch.Tensor) -> torch.Tensor:
-        """Residual stream at one pixel (n, hidden) -> logits (n, C, L)."""
-        h1, h2 = self.head[1], self.head[3]
-        hidden = F.relu(F.linear(F.relu(a), self._matrix(h1), h1.bias))
-        return F.linear(hidden, self._matrix(h2), h2.bias).view(-1, self.channels, self.levels)
-
 
 class RowLSTMPixelRNN(PixelRNN):
     model_name = "pixelrnn_row"
     layer_class = RowLSTM
 
-    @torch.no_grad()
-    def _sample_cached(self, out, keep, y, cond, u, temperature):
+    def _pixel_steps(self, out, y, cond) -> PixelSteps:
         """Row LSTM, one pixel at a time: each row's state-to-state term is computed once from the finished row
         above; at (i, j) every layer needs only its input at (i, j-1) and (i, j), kept in a one-row cache."""
         n, _, _, width = out.shape
         hid = self.config.hidden
         dtype, device = next(self.parameters()).dtype, out.device
-        w_in = self._matrix(self.input_conv)
+        w_in, head = self.input_conv.matrix(), self.pixel_head()
         state = []
         for layer in self.lstm_layers:
             zeros = torch.zeros(n, hid, width, dtype=dtype, device=device)
             bias = layer.input_to_state.bias + (layer.class_bias(y) if layer.class_bias is not None else 0)
             state.append(dict(
-                layer=layer, w_is=self._matrix(layer.input_to_state), bias=bias, w_out=self._matrix(layer.output),
+                layer=layer, w_is=layer.input_to_state.matrix(), bias=bias, w_out=layer.output.matrix(),
                 row_in=torch.zeros(n, hid, width + 2, dtype=dtype, device=device),  # layer input, padded 1 each side
                 h=zeros.clone(), c=zeros.clone(),  # this row's state, filled left to right
                 c_above=zeros.clone(), from_above=layer.state_to_state(zeros)))  # (n, 4h, W)
 
-        def step(window, i, j):
+        def step(x_map, i, j):
+            window = x_map[:, :, i:i + 7, j:j + 7].flatten(1)  # (n, C * 49): the 7x7 input conv's window
             a = F.linear(window, w_in, self.input_conv.bias)  # (n, hidden)
             for s in state:
                 s["row_in"][:, :, j + 1] = a
@@ -285,36 +254,35 @@ class RowLSTMPixelRNN(PixelRNN):
                 h, c = lstm_cell((pre + s["from_above"][:, :, j]).view(n, 4, hid), s["c_above"][:, :, j], dim=1)
                 s["h"][:, :, j], s["c"][:, :, j] = h, c
                 a = a + F.linear(h, s["w_out"], s["layer"].output.bias)
-            return self._head_at_pixel(a)
+            return head(a)
 
-        def end_row(i, row):
+        def end_row(x_map, i):
             for s in state:
                 s["from_above"] = s["layer"].state_to_state(s["h"])  # (n, 4h, W)
                 s["c_above"], s["c"] = s["c"], s["c_above"]
 
-        return self._cached_loop(out, keep, u, temperature, step, end_row)
+        return PixelSteps(step, end_row, padding=3)  # the 7x7 input conv's padding
 
 
 class DiagonalBiLSTMPixelRNN(PixelRNN):
     model_name = "pixelrnn_diag"
     layer_class = DiagonalBiLSTM
 
-    @torch.no_grad()
-    def _sample_cached(self, out, keep, y, cond, u, temperature):
+    def _pixel_steps(self, out, y, cond) -> PixelSteps:
         """Diagonal BiLSTM, one pixel at a time. Left-to-right at (i, j) needs the states at (i-1, j) and
         (i, j-1): both known. Right-to-left is only used one row down, so it runs once per finished row, from the
         right, on that row's cached input-to-state terms."""
         n, _, _, width = out.shape
         hid = self.config.hidden
         dtype, device = next(self.parameters()).dtype, out.device
-        w_in = self._matrix(self.input_conv)
+        w_in, head = self.input_conv.matrix(), self.pixel_head()
         state = []
         for layer in self.lstm_layers:
             w_ss = layer.state_to_state.weight.view(2, 4 * hid, hid, 2)  # (direction, 4h, h, tap)
             zeros = torch.zeros(n, hid, width, dtype=dtype, device=device)
             bias = layer.input_to_state.bias + (layer.class_bias(y) if layer.class_bias is not None else 0)
             state.append(dict(
-                layer=layer, w_is=self._matrix(layer.input_to_state), bias=bias, w_out=self._matrix(layer.output),
+                layer=layer, w_is=layer.input_to_state.matrix(), bias=bias, w_out=layer.output.matrix(),
                 w_image=layer.image_to_state.weight.flatten(1), w_above=w_ss[..., 0], w_side=w_ss[..., 1],
                 b_ss=layer.state_to_state.bias.view(2, 4 * hid),
                 pre_right=torch.zeros(n, 4 * hid, width, dtype=dtype, device=device),  # this row, right-to-left
@@ -324,7 +292,8 @@ class DiagonalBiLSTMPixelRNN(PixelRNN):
         for s in state:
             s["from_above"] = F.linear(s["h_above"].transpose(1, 2), s["w_above"][0], s["b_ss"][0])  # (n, W, 4h)
 
-        def step(window, i, j):
+        def step(x_map, i, j):
+            window = x_map[:, :, i:i + 7, j:j + 7].flatten(1)  # (n, C * 49): the 7x7 input conv's window
             a = F.linear(window, w_in, self.input_conv.bias)  # (n, hidden)
             for s in state:
                 pre = F.linear(a, s["w_is"], s["bias"])  # (n, 8h)
@@ -336,9 +305,10 @@ class DiagonalBiLSTMPixelRNN(PixelRNN):
                 h, c = lstm_cell(gates.view(n, 4, hid), c_left, dim=1)  # each (n, h)
                 s["h"][:, :, j], s["c"][:, :, j] = h, c
                 a = a + F.linear(h + s["right_above"][:, :, j], s["w_out"], s["layer"].output.bias)
-            return self._head_at_pixel(a)
+            return head(a)
 
-        def end_row(i, row):
+        def end_row(x_map, i):
+            row = x_map[:, :, i + 3, 3:-3]  # (n, C, W): row i of the image, every colour final
             for s in state:
                 # Right-to-left over row i: from (i-1, j) above and (i, j+1) beside.
                 from_above = F.linear(s["right_above"].transpose(1, 2), s["w_above"][1], s["b_ss"][1])  # (n, W, 4h)
@@ -354,4 +324,4 @@ class DiagonalBiLSTMPixelRNN(PixelRNN):
                 s["h_above"], s["h"] = s["h"], s["h_above"]
                 s["from_above"] = F.linear(s["h_above"].transpose(1, 2), s["w_above"][0], s["b_ss"][0])
 
-        return self._cached_loop(out, keep, u, temperature, step, end_row)
+        return PixelSteps(step, end_row, padding=3)  # the 7x7 input conv's padding

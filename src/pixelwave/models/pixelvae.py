@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from pixelwave.models.base import ImageAutoregressive
-from pixelwave.models.gated_pixelcnn import GatedPixelCNN
-from pixelwave.models.pixelcnn import check_image_config
+from pixelwave.models.base import ImageAutoregressive, ModelConfig, require
+from pixelwave.models.gated_pixelcnn import GatedPixelCNN, GatedPixelCNNConfig
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -28,7 +28,7 @@ def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tens
 
 
 @dataclass
-class PixelVAEConfig:
+class PixelVAEConfig(ModelConfig):
     channels: int = 1
     levels: int = 256
     hidden: int = 64  # decoder (Gated PixelCNN) channels
@@ -39,35 +39,41 @@ class PixelVAEConfig:
     encoder_channels: int = 32
     num_classes: int | None = None
 
+    SIZES: ClassVar[dict] = {"tiny": dict(hidden=8, layers=2, kernel_size=3)}
+
+    def __post_init__(self):
+        self.decoder()  # the decoder's config checks the image fields
+        require(self.latent_stride in (1, 2, 4), f"latent_stride must be 1, 2 or 4, not {self.latent_stride}")
+        require(self.latent_channels >= 1 and self.encoder_channels >= 1,
+                "latent_channels and encoder_channels must be >= 1")
+
+    def decoder(self) -> GatedPixelCNNConfig:
+        """The Gated PixelCNN decoder's config: it conditions on the upsampled latent, encoder_channels wide."""
+        return GatedPixelCNNConfig(self.channels, self.levels, self.hidden, self.layers, self.kernel_size,
+                                   self.num_classes, cond_channels=self.encoder_channels)
+
 
 class PixelVAE(ImageAutoregressive):
+    """`PixelVAE(PixelVAEConfig(...))`, or the config's fields: `PixelVAE(channels=1, latent_stride=4)`."""
+
     model_name = "pixelvae"
     config_class = PixelVAEConfig
     is_bound = True
 
-    def __init__(self, channels: int = 1, levels: int = 256, hidden: int = 64, layers: int = 6, kernel_size: int = 5,
-                 latent_channels: int = 4, latent_stride: int = 4, encoder_channels: int = 32,
-                 num_classes: int | None = None):
-        super().__init__()
-        check_image_config(channels, levels, hidden, layers, kernel_size, num_classes)
-        if latent_stride not in (1, 2, 4):
-            raise ValueError(f"latent_stride must be 1, 2 or 4, not {latent_stride}")
-        if latent_channels < 1 or encoder_channels < 1:
-            raise ValueError("latent_channels and encoder_channels must be >= 1")
-        self.config = PixelVAEConfig(channels, levels, hidden, layers, kernel_size, latent_channels, latent_stride,
-                                     encoder_channels, num_classes)
-        self.channels, self.levels, self.num_classes = channels, levels, num_classes
-        e, downs = encoder_channels, int(math.log2(latent_stride))
-        enc = [nn.Conv2d(channels, e, 3, padding=1), nn.ELU()]
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        e, downs = cfg.encoder_channels, int(math.log2(cfg.latent_stride))
+        enc = [nn.Conv2d(cfg.channels, e, 3, padding=1), nn.ELU()]
         for _ in range(downs):
             enc += [nn.Conv2d(e, e, 4, stride=2, padding=1), nn.ELU()]  # halves H and W
-        enc += [nn.Conv2d(e, 2 * latent_channels, 3, padding=1)]  # mean and log-variance of q(z | x)
+        enc += [nn.Conv2d(e, 2 * cfg.latent_channels, 3, padding=1)]  # mean and log-variance of q(z | x)
         self.encoder = nn.Sequential(*enc)
-        up = [nn.Conv2d(latent_channels, e, 3, padding=1), nn.ELU()]
+        up = [nn.Conv2d(cfg.latent_channels, e, 3, padding=1), nn.ELU()]
         for _ in range(downs):
             up += [nn.ConvTranspose2d(e, e, 4, stride=2, padding=1), nn.ELU()]  # doubles H and W
         self.upsampler = nn.Sequential(*up)
-        self.decoder = GatedPixelCNN(channels, levels, hidden, layers, kernel_size, num_classes, cond_channels=e)
+        self.decoder = GatedPixelCNN(cfg.decoder())
 
     def latent_size(self, size: tuple[int, int]) -> tuple[int, int]:
         s = self.config.latent_stride

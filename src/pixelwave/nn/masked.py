@@ -69,6 +69,11 @@ class MaskedConv2d(nn.Conv2d):
         rows = self.rows
         return F.conv2d(x, self.weight[:, :, :rows] * self.mask[:, :, :rows], self.bias)
 
+    def matrix(self) -> torch.Tensor:
+        """The masked weight as one matrix (out, in * kh * kw): the conv at a single position is
+        F.linear(window.flatten(1), conv.matrix(), conv.bias), what the cached samplers run."""
+        return (self.weight * self.mask).flatten(1)
+
 
 def gate(x: torch.Tensor) -> torch.Tensor:
     """tanh(a) * sigmoid(b) for x = [a, b] split on channels: (B, 2C, ...) -> (B, C, ...)."""

@@ -33,7 +33,9 @@ the tests run it).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +49,10 @@ from pixelwave.distributions import (
     discretized_logistic_mixture_sample,
     mixture_param_count,
 )
-from pixelwave.models.base import Autoregressive, check_in_range
-
-_COND_CHUNK = 1024  # the cached generator projects local conditioning for this many samples at a time
+from pixelwave.fast import wavenet_step
+from pixelwave.models.base import Autoregressive, ModelConfig, check_in_range, require
+from pixelwave.models.wavenet.generation import WEIGHT_FORMATS, GenerationWeights, generate_naive, generate_torch
+from pixelwave.nn import Head
 
 
 class CategoricalOutput:
@@ -187,8 +190,12 @@ class ResidualBlock(nn.Module):
         return res.view(batch, steps, r), z.view(batch, steps, g)
 
 
+def _positive(name: str, v) -> None:
+    require(not isinstance(v, bool) and isinstance(v, int) and v >= 1, f"{name} must be a positive integer, not {v!r}")
+
+
 @dataclass
-class WaveNetConfig:
+class WaveNetConfig(ModelConfig):
     layers: int = 20
     stacks: int = 2
     residual_channels: int = 64
@@ -202,44 +209,89 @@ class WaveNetConfig:
     output: str = "categorical"  # or "logistic_mixture"
     mixtures: int = 10  # logistic components of the "logistic_mixture" output
 
+    SIZES: ClassVar[dict] = {
+        # the paper-sized model (receptive field 2,047) that the benchmarks time
+        "standard": dict(layers=20, stacks=2, residual_channels=64, gate_channels=128, skip_channels=256,
+                         kernel_size=2),
+        # the CLI's `--preset wavenet`: receptive field 1,024 samples, minutes on 2 CPU cores
+        "demo": dict(layers=10, stacks=1, residual_channels=32, gate_channels=32, skip_channels=64, kernel_size=2),
+        "tiny": dict(layers=2, stacks=1, residual_channels=8, gate_channels=8, skip_channels=8, kernel_size=2),
+    }
+
+    @classmethod
+    def standard(cls, **overrides):
+        return cls.named("standard", **overrides)
+
+    @classmethod
+    def demo(cls, **overrides):
+        return cls.named("demo", **overrides)
+
+    def __post_init__(self):
+        for name in ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels"):
+            _positive(name, getattr(self, name))
+        require(self.layers % self.stacks == 0, f"layers ({self.layers}) must split into {self.stacks} equal stacks")
+        require(not isinstance(self.kernel_size, bool) and isinstance(self.kernel_size, int) and self.kernel_size >= 2,
+                f"kernel_size must be an integer >= 2, not {self.kernel_size!r}")
+        require(not isinstance(self.levels, bool) and isinstance(self.levels, int) and self.levels >= 2,
+                f"levels must be an integer >= 2, not {self.levels!r}")
+        if self.num_speakers is not None:
+            _positive("num_speakers", self.num_speakers)
+        require((self.cond_channels is None) == (self.hop_length is None),
+                "cond_channels and hop_length go together: set both (mel conditioning) or neither")
+        if self.cond_channels is not None:
+            _positive("cond_channels", self.cond_channels)
+            _positive("hop_length", self.hop_length)
+        require(self.output in OUTPUTS, f"output must be one of {', '.join(OUTPUTS)}, not {self.output!r}")
+        _positive("mixtures", self.mixtures)
+
 
 class WaveNet(Autoregressive):
+    """`WaveNet(WaveNetConfig.standard())`, or the config's fields: `WaveNet(layers=20, stacks=2, ...)`."""
+
     model_name = "wavenet"
     config_class = WaveNetConfig
     data_kind = "audio"
     data_key = "a"
 
-    def __init__(self, layers: int = 20, stacks: int = 2, residual_channels: int = 64,
-                 gate_channels: int = 128, skip_channels: int = 256, kernel_size: int = 2, levels: int = 256,
-                 num_speakers: int | None = None, cond_channels: int | None = None,
-                 hop_length: int | None = None, output: str = "categorical", mixtures: int = 10):
-        super().__init__()
-        _check_config(layers, stacks, residual_channels, gate_channels, skip_channels, kernel_size, levels,
-                      num_speakers, cond_channels, hop_length, output)
-        self.config = WaveNetConfig(layers, stacks, residual_channels, gate_channels, skip_channels,
-                                    kernel_size, levels, num_speakers, cond_channels, hop_length, output, mixtures)
-        if not (isinstance(mixtures, int) and mixtures >= 1):
-            raise ValueError(f"mixtures must be a positive integer, not {mixtures!r}")
-        self.levels, self.num_speakers = levels, num_speakers
-        self.cond_channels, self.hop_length = cond_channels, hop_length
-        self.output = OUTPUTS[output](levels, mixtures)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        layers, levels = cfg.layers, cfg.levels
+        self.output = OUTPUTS[cfg.output](levels, cfg.mixtures)
         self.silence = silence_code(levels)
-        per_stack = layers // stacks
+        per_stack = layers // cfg.stacks
         self.dilations = [2 ** (i % per_stack) for i in range(layers)]  # 1, 2, 4, ... restarting every stack
 
-        self.embedding = nn.Embedding(levels, residual_channels)  # the previous code, one-hot -> 1x1 conv
+        self.embedding = nn.Embedding(levels, cfg.residual_channels)  # the previous code, one-hot -> 1x1 conv
         self.speaker_embedding = None
-        if num_speakers:
+        if cfg.num_speakers:
             # V h for every layer at once: (speaker) -> (layers * 2G); small, not to swamp an untrained model.
-            self.speaker_embedding = nn.Embedding(num_speakers, layers * 2 * gate_channels)
+            self.speaker_embedding = nn.Embedding(cfg.num_speakers, layers * 2 * cfg.gate_channels)
             nn.init.normal_(self.speaker_embedding.weight, std=0.1)
-        self.upsampler = ConditionUpsampler(cond_channels, hop_length) if cond_channels else None
+        self.upsampler = ConditionUpsampler(cfg.cond_channels, cfg.hop_length) if cfg.cond_channels else None
         self.blocks = nn.ModuleList(
-            ResidualBlock(residual_channels, gate_channels, skip_channels, kernel_size, d, cond_channels,
-                          last=i == layers - 1)
+            ResidualBlock(cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.kernel_size, d,
+                          cfg.cond_channels, last=i == layers - 1)
             for i, d in enumerate(self.dilations))
-        self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(skip_channels, skip_channels, 1), nn.ReLU(),
-                                  nn.Conv1d(skip_channels, self.output.channels(levels), 1))
+        self.head = Head(nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1),
+                         nn.Conv1d(cfg.skip_channels, self.output.channels(levels), 1))
+
+    # The config's fields that callers read off the model.
+    @property
+    def levels(self) -> int:
+        return self.config.levels
+
+    @property
+    def num_speakers(self) -> int | None:
+        return self.config.num_speakers
+
+    @property
+    def cond_channels(self) -> int | None:
+        return self.config.cond_channels
+
+    @property
+    def hop_length(self) -> int | None:
+        return self.config.hop_length
 
     @property
     def receptive_field(self) -> int:
@@ -327,7 +379,7 @@ class WaveNet(Autoregressive):
             else:
                 skip = skip.addmm_(z, w.t().to(z.dtype))
         skip = skip.view(*x.shape[:2], -1)  # (B, T, S)
-        head1, head2 = self.head[1], self.head[3]
+        head1, head2 = self.head.hidden_conv, self.head.output_conv
         h = F.relu(F.linear(F.relu(skip), head1.weight[:, :, 0], head1.bias))  # (B, T, S)
         return F.linear(h, head2.weight[:, :, 0], head2.bias).transpose(1, 2)  # (B, C_out, T)
 
@@ -352,25 +404,30 @@ class WaveNet(Autoregressive):
         """The training pass: log p(a | speaker, cond), (B,) nats."""
         return self.log_prob(a, speaker, cond, reduce=True)
 
+
     # ---------------------------------------------------------------------------------------- generation
+    BACKENDS: ClassVar[tuple[str, ...]] = ("auto", "fused", "torch", "naive")
+
     @torch.no_grad()
     def generate(self, steps: int, batch: int = 1, speaker: torch.Tensor | int | None = None,
                  cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 cached: bool = True, temperature: float = 1.0, fast: bool | None = None,
-                 bf16: bool = False) -> torch.Tensor:
+                 cached: bool | None = None, temperature: float = 1.0, fast: bool | None = None,
+                 bf16: bool | None = None, *, backend: str = "auto", weights: str = "float32") -> torch.Tensor:
         """Draw `batch` waveforms of `steps` mu-law codes: LongTensor (batch, steps).
 
         speaker: an int or (batch,) ids; cond: (batch, cond_channels, ceil(steps / hop_length)) mel frames.
-        cached=True keeps a queue per layer (O(layers) per sample); cached=False re-runs the parallel pass
-        over the last `receptive_field` inputs for every sample. Both consume the same uniforms from
-        `generator`. fast (cached=True only): None runs the fused C++ step of `pixelwave.fast.wavenet_step`
-        where it can run (CPU, float32/float64, a C++ compiler at first use, and
-        $PIXELWAVE_NO_FAST unset), else the PyTorch queue loop `_generate_cached`; False always runs that
-        loop; True requires the fused step. All draw the same codes from the same seed.
-        bf16=True runs the fused step with bfloat16 weights (float32 sums; `pixelwave.fast.wavenet_step`): on
-        CPUs with AVX512-BF16 faster, and the codes then follow the model to bfloat16's precision instead of
-        matching the float32 paths. It needs the fused step (cached, fast not False) and a float32 model.
+        backend: "fused" the whole step in C++ (`pixelwave.fast.wavenet_step`; CPU, float32/float64, a C++
+        compiler at first use, $PIXELWAVE_NO_FAST unset: `fused_unsupported` says why not), "torch" the PyTorch
+        queue loop (O(layers) per sample), "naive" the parallel pass over the last `receptive_field` inputs per
+        sample (the reference), "auto" fused where it can run, else torch. All consume the same uniforms from
+        `generator` and draw the same codes (exactly so in float64).
+        weights: the precision of the fused step's products: "float32" (the model's dtype) or "bf16" (bfloat16
+        weights and inputs, float32 sums; faster on CPUs with AVX512-BF16; the codes then follow the model to
+        bfloat16's precision). "bf16" needs the fused step and a float32 model.
+        cached, fast, bf16: the 0.1.0 spellings, deprecated: cached=False is backend="naive", fast=True "fused",
+        fast=False "torch", bf16=True weights="bf16".
         """
+        backend, weights = self._generation_choice(backend, weights, cached, fast, bf16)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, not {steps!r}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -378,14 +435,11 @@ class WaveNet(Autoregressive):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, not {temperature}")
         speaker, cond = self._check_conditions(batch, steps, speaker, cond)
-        param = next(self.parameters())
-        if bf16:
-            from pixelwave.fast import wavenet_step
-
-            why = ("bf16 runs in the fused step: cached=True and fast not False" if not cached or fast is False
-                   else wavenet_step.bf16_unsupported(self, param.dtype, param.device))
+        if weights != "float32":
+            why = self.fused_unsupported(weights)
             if why:
-                raise ValueError(f"bf16 generation cannot run: {why}")
+                raise ValueError(f"{weights} generation cannot run: {why}")
+        param = next(self.parameters())
         u = torch.rand(batch, steps, generator=generator).to(param.device)  # all the randomness, up front
         spk = self._speaker_bias(None if speaker is None else speaker.to(param.device))
         up = None
@@ -394,121 +448,104 @@ class WaveNet(Autoregressive):
         was_training = self.training
         self.eval()
         try:
-            if cached:
-                if fast is not False:
-                    from pixelwave.fast import wavenet_step
-
-                    codes = wavenet_step.generate(self, steps, spk, up, u, temperature, bf16=bf16)
-                    if codes is not None:
-                        return codes
-                    if fast or bf16:
-                        why = wavenet_step.unsupported(self, param.dtype, param.device) or "the kernel failed to start"
-                        asked = "bf16=True" if bf16 else "fast=True"
-                        raise RuntimeError(f"{asked}, but the fused WaveNet step cannot run here: {why}")
-                return self._generate_cached(steps, spk, up, u, temperature)
-            return self._generate_naive(steps, spk, up, u, temperature)
+            if backend == "naive":
+                return self._generate_naive(steps, spk, up, u, temperature)
+            if backend in ("auto", "fused"):
+                codes = self._generate_fused(steps, spk, up, u, temperature, weights)
+                if codes is not None:
+                    return codes
+                if backend == "fused" or weights != "float32":
+                    why = self.fused_unsupported(weights) or "the kernel failed to start"
+                    raise RuntimeError(f"backend='fused', but the fused WaveNet step cannot run here: {why}")
+            return self._generate_cached(steps, spk, up, u, temperature)
         finally:
             self.train(was_training)
 
-    def _generate_naive(self, steps, spk, up, u, temperature) -> torch.Tensor:
-        """The reference: for every sample, the parallel pass over the window of inputs it can see."""
-        batch, field = u.shape[0], self.receptive_field
-        # seq[t + 1] = a[t]; seq[0] is the silence before the start
-        seq = torch.full((batch, steps + 1), self.silence, dtype=torch.long, device=u.device)
-        for t in range(steps):
-            lo = max(0, t + 1 - field)  # outside the window nothing can reach the output at t
-            window_up = None if up is None else up[..., lo: t + 1]
-            params = self._network(seq[:, lo: t + 1], spk, window_up)[:, :, -1]  # (B, C_out)
-            seq[:, t + 1] = self.output.sample(params, u[:, t], temperature)
-        return seq[:, 1:]
+    def _generation_choice(self, backend, weights, cached, fast, bf16) -> tuple[str, str]:
+        """(backend, weights) from generate's keywords, the deprecated ones included."""
+        old = {k: v for k, v in (("cached", cached), ("fast", fast), ("bf16", bf16)) if v is not None}
+        if old:
+            warnings.warn(f"WaveNet.generate({', '.join(f'{k}={v!r}' for k, v in old.items())}) is deprecated; use "
+                          f"backend='auto'|'fused'|'torch'|'naive' and weights='float32'|'bf16'", DeprecationWarning,
+                          stacklevel=4)
+            if backend != "auto" or weights != "float32":
+                raise ValueError("pass backend= and weights=, or the deprecated cached=, fast=, bf16=, not both")
+            if bf16 and (cached is False or fast is False):
+                raise ValueError("bf16 generation cannot run: bf16 runs in the fused step: cached=True and fast "
+                                 "not False")
+            weights = "bf16" if bf16 else "float32"
+            backend = "naive" if cached is False else {True: "fused", False: "torch", None: "auto"}[fast]
+        if backend not in self.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(self.BACKENDS)}, not {backend!r}")
+        if weights not in WEIGHT_FORMATS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, not {weights!r}")
+        if weights != "float32" and backend not in ("auto", "fused"):
+            raise ValueError(f"weights={weights!r} is the fused step's precision: backend 'auto' or 'fused', "
+                             f"not {backend!r}")
+        return backend, weights
 
-    def _generate_cached(self, steps, spk, up, u, temperature) -> torch.Tensor:
-        """Fast WaveNet: per layer a ring buffer of its last (k-1)*d inputs; a few small matmuls per layer."""
-        batch, k = u.shape[0], self.config.kernel_size
-        g, r = self.config.gate_channels, self.config.residual_channels
-        layers = len(self.blocks)
-        states = self._silence_states(spk)
-        dtype = states[0].dtype
-        # Per-layer weights as matmuls on (B, features) rows. taps: (k*R, 2G), rows j*R .. (j+1)*R - 1 = tap j,
-        # the one applied to the input (k-1-j)*d steps back; res_w: (G, R); skip_w: (L*G, S), all skips at once.
-        taps = [b.conv.weight.permute(2, 1, 0).reshape(k * r, 2 * g) for b in self.blocks]
-        res_w = [None if b.residual is None else b.residual.weight[:, :, 0].t() for b in self.blocks]
-        res_b = [None if b.residual is None else b.residual.bias for b in self.blocks]  # (R,)
-        skip_w = torch.cat([b.skip.weight[:, :, 0].t() for b in self.blocks])
-        skip_b = torch.stack([b.skip.bias for b in self.blocks]).sum(0)  # (S,)
-        head1, head2 = self.head[1], self.head[3]
-        h1_w, h2_w = head1.weight[:, :, 0].t(), head2.weight[:, :, 0].t()  # (S, S), (S, C_out)
-        static = torch.stack([b.conv.bias for b in self.blocks])[None].expand(batch, -1, -1)  # (B, L, 2G)
+    def fused_unsupported(self, weights: str = "float32", dtype: torch.dtype | None = None,
+                          device: torch.device | None = None) -> str | None:
+        """Why the fused step cannot generate from this model here with `weights` (None if it can); dtype and
+        device default to the model's."""
+        param = next(self.parameters())
+        dtype = param.dtype if dtype is None else dtype
+        device = param.device if device is None else device
+        if self._fused_output() is None:
+            return f"the fast path draws from the categorical and logistic-mixture outputs, not {self.output!r}"
+        cfg = self.config
+        return wavenet_step.cannot_run(dtype, device, weights, (cfg.residual_channels, cfg.gate_channels,
+                                                               cfg.skip_channels))
+
+    def _fused_output(self) -> int | None:
+        """The fused step's code for this output: 0 categorical, K a K-logistic mixture, None another output."""
+        if self.output is CategoricalOutput:
+            return 0
+        if type(self.output) is LogisticMixtureOutput:
+            return self.output.mixtures
+        return None
+
+    def generation_weights(self, spk: torch.Tensor | None, batch: int, weights: str = "float32") -> GenerationWeights:
+        """This model's weights packed for generating `batch` sequences with speaker biases `spk` (B, L, 2G) or
+        None: what every fast backend reads (generation.py)."""
+        blocks = self.blocks
+        static = torch.stack([b.conv.bias for b in blocks])[None].expand(batch, -1, -1)  # (B, L, 2G)
         if spk is not None:
             static = static + spk
-        static_l = [static[:, i].contiguous() for i in range(layers)]  # (B, 2G) per layer
-        if up is not None:
-            cond_w = torch.cat([b.cond_proj.weight[:, :, 0] for b in self.blocks])  # (L*2G, C)
-            cond_b = torch.cat([b.cond_proj.bias for b in self.blocks])  # (L*2G,)
-        # Queues start full of the silence state: exactly the parallel pass's left padding.
-        spans = [(k - 1) * d for d in self.dilations]
-        # (B, span, R) each. repeat() copies: the first state is a view of the embedding weight.
-        queues = [states[i].expand(batch, -1)[:, None, :].repeat(1, spans[i], 1) for i in range(layers)]
-        z_all = torch.empty(batch, layers * g, dtype=dtype, device=u.device)  # every layer's gate output
-        emb = self.embedding.weight  # (levels, R)
-        out = torch.empty(batch, steps, dtype=torch.long, device=u.device)
-        code = torch.full((batch,), self.silence, dtype=torch.long, device=u.device)
-        bias = static_l
-        for t in range(steps):
-            if up is not None and t % _COND_CHUNK == 0:
-                chunk = up[..., t: t + _COND_CHUNK]  # (B, C, n)
-                proj = torch.einsum("bcn,kc->nbk", chunk, cond_w) + cond_b  # (n, B, L*2G)
-                proj = proj.view(chunk.shape[-1], batch, layers, 2 * g) + static[None]  # (n, B, L, 2G)
-                proj = proj.permute(0, 2, 1, 3).contiguous()  # (n, L, B, 2G): a step's biases contiguous
-            if up is not None:
-                bias = proj[t % _COND_CHUNK]  # (L, B, 2G)
-            x = emb[code]  # (B, R): the previous sample
-            for i in range(layers):
-                q, span = queues[i], spans[i]
-                if k == 2:  # the input d steps ago, read before this step overwrites its slot
-                    past = q[:, t % span]  # (B, R)
-                else:
-                    idx = [(t - (k - 1 - j) * self.dilations[i]) % span for j in range(k - 1)]
-                    past = q[:, idx].reshape(batch, (k - 1) * r)  # (B, (k-1)*R): taps 0 .. k-2
-                h = torch.addmm(bias[i], torch.cat([past, x], dim=1), taps[i])  # (B, 2G)
-                q[:, t % span] = x
-                zi = z_all[:, i * g: (i + 1) * g]  # (B, G) view
-                torch.mul(torch.tanh(h[:, :g]), torch.sigmoid(h[:, g:]), out=zi)
-                if res_w[i] is not None:
-                    x = torch.addmm(x, zi, res_w[i]).add_(res_b[i])  # (B, R)
-            skip = torch.addmm(skip_b, z_all, skip_w).relu_()  # (B, S): the summed skips
-            hidden = torch.addmm(head1.bias, skip, h1_w).relu_()  # (B, S)
-            params = torch.addmm(head2.bias, hidden, h2_w)  # (B, C_out)
-            code = self.output.sample(params, u[:, t], temperature)
-            out[:, t] = code
-        return out
+        states = self._silence_states(spk)  # [(1|B, R)] * L
+        mel = self.upsampler is not None
+        return GenerationWeights(
+            format=weights, dilations=tuple(self.dilations), kernel_size=self.config.kernel_size,
+            levels=self.levels, mixtures=self._fused_output(), initial_code=self.silence,
+            embedding=self.embedding.weight,
+            conv_w=torch.stack([b.conv.weight for b in blocks]),
+            static_bias=static.contiguous(),
+            init_states=torch.stack([s.expand(batch, -1) for s in states], dim=1),
+            res_w=torch.stack([b.residual.weight[:, :, 0] for b in blocks[:-1]]) if len(blocks) > 1 else None,
+            res_b=torch.stack([b.residual.bias for b in blocks[:-1]]) if len(blocks) > 1 else None,
+            skip_w=torch.stack([b.skip.weight[:, :, 0] for b in blocks]),
+            skip_b=torch.stack([b.skip.bias for b in blocks]).sum(0),
+            h1_w=self.head.hidden_conv.weight[:, :, 0], h1_b=self.head.hidden_conv.bias,
+            h2_w=self.head.output_conv.weight[:, :, 0], h2_b=self.head.output_conv.bias,
+            cond_w=torch.cat([b.cond_proj.weight[:, :, 0] for b in blocks]) if mel else None,
+            cond_b=torch.cat([b.cond_proj.bias for b in blocks]) if mel else None,
+        )
+
+    # The backends, on what `generate` prepared: speaker biases spk (B, L, 2G) or None, upsampled mel features
+    # up (B, C, steps) or None, uniforms u (B, steps).
+    def _generate_naive(self, steps, spk, up, u, temperature) -> torch.Tensor:
+        return generate_naive(self._network, self.silence, self.receptive_field, steps, spk, up, u, temperature,
+                              self.output.sample)
+
+    def _generate_cached(self, steps, spk, up, u, temperature) -> torch.Tensor:
+        return generate_torch(self.generation_weights(spk, u.shape[0]), steps, up, u, temperature, self.output.sample)
+
+    def _generate_fused(self, steps, spk, up, u, temperature, weights="float32") -> torch.Tensor | None:
+        if self.fused_unsupported(weights) is not None:
+            return None
+        codes = wavenet_step.run(self.generation_weights(spk, u.shape[0], weights), steps, up, u, temperature)
+        return None if codes is None else codes.to(u.device)
 
 
 def _shape(v) -> str:
     return f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else repr(type(v).__name__)
-
-
-def _check_config(layers, stacks, residual_channels, gate_channels, skip_channels, kernel_size, levels,
-                  num_speakers, cond_channels, hop_length, output) -> None:
-    def positive(name, v):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, not {v!r}")
-
-    for name, v in (("layers", layers), ("stacks", stacks), ("residual_channels", residual_channels),
-                    ("gate_channels", gate_channels), ("skip_channels", skip_channels)):
-        positive(name, v)
-    if layers % stacks:
-        raise ValueError(f"layers ({layers}) must split into {stacks} equal stacks")
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 2:
-        raise ValueError(f"kernel_size must be an integer >= 2, not {kernel_size!r}")
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2, not {levels!r}")
-    if num_speakers is not None:
-        positive("num_speakers", num_speakers)
-    if (cond_channels is None) != (hop_length is None):
-        raise ValueError("cond_channels and hop_length go together: set both (mel conditioning) or neither")
-    if cond_channels is not None:
-        positive("cond_channels", cond_channels)
-        positive("hop_length", hop_length)
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
