@@ -15,7 +15,7 @@ first 2,047 samples of an utterance are cheaper), timed as that pass. cached: Wa
 PyTorch queue loop. fast: WaveNet.generate(fast=True), the fused step (pixelwave.fast.wavenet_step); at batch 1
 it splits each sample over two threads while both get a core, else runs on one ("split share" says how many
 steps ran split), and "fast/CPU-s" is its samples per CPU-second of its own threads: roughly its rate on a
-machine to itself. fast bf16: the same with bfloat16 weights (WaveNet.generate(bf16=True)), native VDPBF16PS
+machine to itself. fast bf16: the same with bfloat16 weights (WaveNet.generate(weights="bf16")), native VDPBF16PS
 where the CPU has AVX512-BF16 (the header says which). Timing, the matmul and the machine line come from
 benchmarks/harness.py, the model and the naive step from benchmarks/sections/wavenet.py, as in benchmarks/run.py.
 """
@@ -50,8 +50,8 @@ def _generate(m: WaveNet, batch: int, steps: int, fast: bool, bf16: bool = False
     spk, mel = _conditions(m, batch, steps)
 
     def run():
-        m.generate(steps, batch=batch, speaker=spk, cond=mel, generator=torch.Generator().manual_seed(0), fast=fast,
-                   bf16=bf16)
+        m.generate(steps, batch=batch, speaker=spk, cond=mel, generator=torch.Generator().manual_seed(0),
+                   backend="fused" if fast else "torch", weights="bf16" if bf16 else "float32")
         if fast and runs is not None:
             runs.append(dict(wavenet_step.last_run))
 

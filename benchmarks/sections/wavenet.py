@@ -60,7 +60,7 @@ def run(opts: Options) -> Rows:
             reset_peak()
             with num_threads(threads or torch.get_num_threads()):
                 ts = timed(lambda: models[gate].generate(steps, batch, generator=torch.Generator().manual_seed(0),
-                                                         cached=True, bf16=bf16), opts.q(1, 3))
+                                                         weights="bf16" if bf16 else "float32"), opts.q(1, 3))
             rate = batch * steps / med(ts)
             rtf = f"{steps:,} steps, median of {len(ts)}; real-time factor {rate / AUDIO_RATE:.2f} at 16 kHz"
             if bf16:

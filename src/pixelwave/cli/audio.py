@@ -87,7 +87,7 @@ def prepare_generation(args, model) -> bool:
     if not args.bf16:
         return False
     param = next(model.parameters())
-    why = wavenet_step.bf16_unsupported(model, param.dtype, param.device)
+    why = model.fused_unsupported("bf16", param.dtype, param.device)
     if why:
         raise UserError(f"--bf16 cannot run here: {why}")
     if not wavenet_step.native_bf16():
@@ -108,8 +108,9 @@ def cmd_generate(args, parser) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     n = args.num
-    codes = model.generate(steps, batch=n, speaker=speaker, generator=gen, cached=not args.naive,
-                           temperature=args.temperature, bf16=bf16)  # (n, steps), one batch
+    codes = model.generate(steps, batch=n, speaker=speaker, generator=gen,
+                           backend="naive" if args.naive else "auto", weights="bf16" if bf16 else "float32",
+                           temperature=args.temperature)  # (n, steps), one batch
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     titles = [f"{model.model_name}{who}, seed {args.seed}" + (f", clip {i + 1} of {n}" if n > 1 else "")
@@ -143,8 +144,9 @@ def cmd_resynthesize(args, parser) -> int:
     bf16 = prepare_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
-    codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen, cached=not args.naive,
-                           temperature=args.temperature, bf16=bf16)  # (1, steps)
+    codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen,
+                           backend="naive" if args.naive else "auto", weights="bf16" if bf16 else "float32",
+                           temperature=args.temperature)  # (1, steps)
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     seconds = write_audio(outs, png, codes, model, rate, [f"resynthesised{who}"],

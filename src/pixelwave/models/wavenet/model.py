@@ -424,8 +424,9 @@ class WaveNet(Autoregressive):
         weights: the precision of the fused step's products: "float32" (the model's dtype) or "bf16" (bfloat16
         weights and inputs, float32 sums; faster on CPUs with AVX512-BF16; the codes then follow the model to
         bfloat16's precision). "bf16" needs the fused step and a float32 model.
-        cached, fast, bf16: the 0.1.0 spellings, deprecated: cached=False is backend="naive", fast=True "fused",
-        fast=False "torch", bf16=True weights="bf16".
+        cached: True (default) is backend="auto", False the naive reference (DESIGN.md's spelling).
+        fast, bf16: the 0.1.0 spellings, deprecated: fast=True is backend="fused", fast=False "torch", bf16=True
+        weights="bf16".
         """
         backend, weights = self._generation_choice(backend, weights, cached, fast, bf16)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -463,13 +464,15 @@ class WaveNet(Autoregressive):
 
     def _generation_choice(self, backend, weights, cached, fast, bf16) -> tuple[str, str]:
         """(backend, weights) from generate's keywords, the deprecated ones included."""
-        old = {k: v for k, v in (("cached", cached), ("fast", fast), ("bf16", bf16)) if v is not None}
+        # cached= is DESIGN.md's spelling and stays (cached=False is the naive reference); fast= and bf16= warn.
+        old = {k: v for k, v in (("fast", fast), ("bf16", bf16)) if v is not None}
         if old:
             warnings.warn(f"WaveNet.generate({', '.join(f'{k}={v!r}' for k, v in old.items())}) is deprecated; use "
                           f"backend='auto'|'fused'|'torch'|'naive' and weights='float32'|'bf16'", DeprecationWarning,
                           stacklevel=4)
+        if old or cached is not None:
             if backend != "auto" or weights != "float32":
-                raise ValueError("pass backend= and weights=, or the deprecated cached=, fast=, bf16=, not both")
+                raise ValueError("pass backend= and weights=, or cached= and the deprecated fast=, bf16=, not both")
             if bf16 and (cached is False or fast is False):
                 raise ValueError("bf16 generation cannot run: bf16 runs in the fused step: cached=True and fast "
                                  "not False")
