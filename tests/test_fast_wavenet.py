@@ -62,13 +62,13 @@ def test_fast_equals_cached_and_naive(kw):
         return m.generate(steps, batch=3, speaker=spk, cond=None if cond is None else cond[..., : -(-steps // (
             m.hop_length or 1))], generator=torch.Generator().manual_seed(5), **k)
 
-    fast = gen(fast=True)
+    fast = gen(backend="fused")
     assert fast.shape == (3, steps) and fast.dtype == torch.long
-    assert torch.equal(fast, gen(fast=False))
-    assert torch.equal(gen(fast=True, temperature=0.7), gen(fast=False, temperature=0.7))
+    assert torch.equal(fast, gen(backend="torch"))
+    assert torch.equal(gen(backend="fused", temperature=0.7), gen(backend="torch", temperature=0.7))
     short = m.receptive_field + 15  # the naive pass is slow: past the first full window is enough
-    assert torch.equal(gen(short, fast=True), gen(short, cached=False))
-    assert not torch.equal(fast, m.generate(steps, batch=3, speaker=spk, cond=cond, fast=True,
+    assert torch.equal(gen(short, backend="fused"), gen(short, backend="naive"))
+    assert not torch.equal(fast, m.generate(steps, batch=3, speaker=spk, cond=cond, backend="fused",
                                             generator=torch.Generator().manual_seed(6)))  # the seed matters
 
 
@@ -279,24 +279,24 @@ def test_portable_bf16_products_equal_the_native_ones(monkeypatch, tmp_path):
 def test_bf16_through_generate_and_its_errors():
     m = mid_model(layers=4, stacks=1)
     g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
-    a = m.generate(500, batch=2, generator=g(), bf16=True)
-    assert a.shape == (2, 500) and torch.equal(a, m.generate(500, batch=2, generator=g(), bf16=True))
+    a = m.generate(500, batch=2, generator=g(), weights="bf16")
+    assert a.shape == (2, 500) and torch.equal(a, m.generate(500, batch=2, generator=g(), weights="bf16"))
     assert not torch.equal(a, m.generate(500, batch=2, generator=g()))  # rounding flips some draws, then all
     with pytest.raises(ValueError, match="cached=True"):
         m.generate(5, bf16=True, cached=False)
     with pytest.raises(ValueError, match="cached=True"):
         m.generate(5, bf16=True, fast=False)
     with pytest.raises(ValueError, match="float32 model"):
-        tiny().generate(5, bf16=True)
+        tiny().generate(5, weights="bf16")
     with pytest.raises(ValueError, match="even channel counts; residual_channels"):
-        mid_model(layers=2, residual_channels=7).generate(5, bf16=True)
+        mid_model(layers=2, residual_channels=7).generate(5, weights="bf16")
 
 
 # ------------------------------------------------------------------------------------------ fallback
 def test_no_fast_env_runs_the_pytorch_path(monkeypatch):
     m = tiny(num_speakers=2)
     g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
-    expected = m.generate(50, speaker=1, generator=g(), fast=False)
+    expected = m.generate(50, speaker=1, generator=g(), backend="torch")
     monkeypatch.setenv("PIXELWAVE_NO_FAST", "1")
     assert not ws.available()
     called = []
@@ -304,7 +304,7 @@ def test_no_fast_env_runs_the_pytorch_path(monkeypatch):
     assert torch.equal(m.generate(50, speaker=1, generator=g()), expected)
     assert called  # the PyTorch cached path ran
     with pytest.raises(RuntimeError, match="PIXELWAVE_NO_FAST"):
-        m.generate(5, speaker=1, fast=True)
+        m.generate(5, speaker=1, backend="fused")
 
 
 def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
@@ -318,9 +318,9 @@ def test_without_a_compiler_it_warns_once_and_falls_back(monkeypatch, tmp_path):
     with pytest.warns(RuntimeWarning, match="no C.. compiler"):
         a = m.generate(40, generator=g())
     assert not ws.available() and "compiler" in ws.unsupported(m, torch.float64, torch.device("cpu"))
-    assert torch.equal(a, m.generate(40, generator=g(), fast=False))
+    assert torch.equal(a, m.generate(40, generator=g(), backend="torch"))
     with pytest.raises(RuntimeError, match="compiler"):
-        m.generate(5, fast=True)
+        m.generate(5, backend="fused")
 
 
 def test_other_output_distributions_take_the_pytorch_path(monkeypatch):

@@ -15,6 +15,8 @@ from typing import Any
 from pixelwave.cli.common import flag, image_size, positive, trim_db
 from pixelwave.errors import UserError
 from pixelwave.models import MODELS
+from pixelwave.models.gated_pixelcnn import GatedPixelCNNConfig
+from pixelwave.models.wavenet import WaveNetConfig
 from pixelwave.training import TrainConfig
 
 
@@ -126,18 +128,15 @@ ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_cha
 # settings for that kind of model only (so `--preset tiny` works for every model).
 PRESETS = {
     "demo": dict(model="gated_pixelcnn", data="mnist-sample-binary", steps=600, batch_size=32, lr=3e-3,
-                 warmup_steps=50, eval_every=300, checkpoint_every=300,
-                 image=dict(hidden=32, layers=6, kernel_size=5)),
-    # A small speaker-conditioned WaveNet for CPU: 10 layers (receptive field 1,024 samples = 64 ms at 16 kHz),
-    # a few minutes on 2 CPU cores. With --mel it is a small vocoder.
+                 warmup_steps=50, eval_every=300, checkpoint_every=300, image=GatedPixelCNNConfig.SIZES["demo"]),
+    # A small speaker-conditioned WaveNet for CPU (receptive field 1,024 samples = 64 ms at 16 kHz), a few minutes
+    # on 2 CPU cores. With --mel it is a small vocoder.
     "wavenet": dict(model="wavenet", data="speech-sample", steps=600, batch_size=8, lr=3e-3, warmup_steps=50,
                     eval_every=0, checkpoint_every=300, sample_seconds=0.25,
-                    audio=dict(layers=10, stacks=1, residual_channels=32, gate_channels=32, skip_channels=64,
-                               kernel_size=2, crop=2000)),
-    "tiny": dict(steps=2, batch_size=4,
-                 image=dict(hidden=8, layers=2, kernel_size=3),
-                 audio=dict(layers=2, stacks=1, residual_channels=8, gate_channels=8, skip_channels=8,
-                            kernel_size=2, crop=400, sample_seconds=0.01)),
+                    audio=dict(WaveNetConfig.SIZES["demo"], crop=2000)),
+    # Every image config's "tiny" size is hidden 8, 2 layers (kernel 3 where it has one).
+    "tiny": dict(steps=2, batch_size=4, image=GatedPixelCNNConfig.SIZES["tiny"],
+                 audio=dict(WaveNetConfig.SIZES["tiny"], crop=400, sample_seconds=0.01)),
 }
 
 

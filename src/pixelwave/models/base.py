@@ -87,10 +87,6 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Batch keys that carry a condition, and the config field that is set when a model takes it.
-CONDITIONS = {"y": "num_classes", "speaker": "num_speakers", "cond": "cond_channels"}
-
-
 class Autoregressive(nn.Module):
     """What every model declares, so that the training loop, the CLI and `compare` ask the model what it is
     instead of probing it: p(data | conditions) = prod_i p(data_i | data_<i, conditions).
@@ -105,6 +101,8 @@ class Autoregressive(nn.Module):
     data_kind: ClassVar[str] = ""  # "image" or "audio": the kind of data set it models
     data_key: ClassVar[str] = ""  # the forward() keyword of the data: "x" (image levels) or "a" (audio codes)
     is_bound: ClassVar[bool] = False  # log_prob is a lower bound on log p (PixelVAE's ELBO), not log p itself
+    # Each condition key the family can take, and the attribute that is not None when a model takes it.
+    condition_attributes: ClassVar[dict[str, str]] = {}
     config: Any
 
     def __init__(self, *args: Any, config: Any = None, **kwargs: Any):
@@ -122,7 +120,7 @@ class Autoregressive(nn.Module):
     @property
     def conditions(self) -> tuple[str, ...]:
         """The condition keys this model was built to take ("y" labels, "speaker" ids, "cond" features)."""
-        return tuple(key for key, field in CONDITIONS.items() if getattr(self.config, field, None) is not None)
+        return tuple(key for key, attr in self.condition_attributes.items() if getattr(self, attr) is not None)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -154,6 +152,7 @@ class PixelSteps:
 class ImageAutoregressive(Autoregressive):
     data_kind = "image"
     data_key = "x"
+    condition_attributes = {"y": "num_classes", "cond": "cond_channels"}  # cond: PixelVAE's decoder's latent map
 
     # The config's fields that callers read off the model.
     @property

@@ -251,6 +251,7 @@ class WaveNet(Autoregressive):
     model_name = "wavenet"
     config_class = WaveNetConfig
     data_kind = "audio"
+    condition_attributes = {"speaker": "num_speakers", "cond": "cond_channels"}
     data_key = "a"
 
     def __init__(self, *args, **kwargs):
