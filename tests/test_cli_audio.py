@@ -275,6 +275,13 @@ def test_data_speech_without_espeak_says_how_to_install(tmp_path, monkeypatch, c
     assert not (tmp_path / "corpus").exists()
 
 
+def test_data_speech_without_flite_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    bad(["data", "speech", "--engine", "flite", "--out", str(tmp_path / "corpus")], capsys,
+        "flite is not installed: apt-get install flite")
+    assert not (tmp_path / "corpus").exists()
+
+
 def test_data_speech_never_overwrites(tmp_path, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.txt").write_text("mine")
@@ -293,3 +300,18 @@ def test_data_speech_builds_a_corpus_that_loads_as_wav_dir(tmp_path, capsys):
 
     test = load(f"wav:{out}", "test", sample_rate=8000, crop=800)
     assert test.speakers == ["en-us", "en-gb-scotland"] and test.texts == ["See you soon."] * 2
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (apt-get install flite)")
+def test_data_speech_flite_with_an_unseen_voice(tmp_path, capsys):
+    (tmp_path / "s.txt").write_text("Good morning.\nThe rain stopped.\nSee you soon.\n")
+    out = tmp_path / "corpus"
+    assert main(["data", "speech", "--engine", "flite", "--voices", "slt,awb", "--test-voices", "kal16",
+                 "--sentences", str(tmp_path / "s.txt"), "--test-every", "3", "--no-progress", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "flite voices (slt, awb, kal16) (unseen, test only: kal16)" in said and f"wav:{out}" in said
+    from pixelwave.data import load
+
+    test = load(f"wav:{out}", "test", crop=800)
+    assert test.speakers == ["slt", "awb", "kal16"] and test.texts == ["See you soon."] * 3
+    assert sorted(p.name for p in out.iterdir()) == ["awb", "kal16", "metadata.json", "slt"]

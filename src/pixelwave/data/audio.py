@@ -2,6 +2,8 @@
 
     speech-sample  the embedded accent corpus: espeak-ng, 4 English accents, 16 kHz
                    (see data/assets/speech/README.md)
+    flite-sample   the embedded flite corpus: CMU voices slt, rms, awb (train and test) and kal16 (test only,
+                   an unseen voice), 16 kHz; speech a recogniser reads (see data/assets/flite/README.md)
     wav:DIR        WAV / FLAC / OGG files under DIR; one subfolder per speaker if there are subfolders.
                    A DIR made by `pixelwave data speech` (it holds metadata.json) takes speakers and split
                    from that file.
@@ -40,11 +42,12 @@ import torch
 from pixelwave.audio import log_mel, mu_law_encode, read_audio, trim_silence
 from pixelwave.errors import UserError
 
-__all__ = ["AudioDataset", "load_audio", "NAMES", "SPEECH_SAMPLE"]
+__all__ = ["AudioDataset", "load_audio", "NAMES", "SPEECH_SAMPLE", "FLITE_SAMPLE"]
 
-NAMES = ("speech-sample", "wav:DIR", "vctk:DIR")
+NAMES = ("speech-sample", "flite-sample", "wav:DIR", "vctk:DIR")
 SPLITS = ("train", "test")
 SPEECH_SAMPLE = Path(__file__).with_name("assets") / "speech"
+FLITE_SAMPLE = Path(__file__).with_name("assets") / "flite"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 CORPUS_FORMAT = "pixelwave-speech-corpus"
 
@@ -186,8 +189,8 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
     if not 0 <= test_fraction < 1:
         raise UserError(f"test_fraction must be in [0, 1), got {test_fraction}")
 
-    if name == "speech-sample":
-        files, table, info = _corpus_files(SPEECH_SAMPLE, split)
+    if name in ("speech-sample", "flite-sample"):
+        files, table, info = _corpus_files(SPEECH_SAMPLE if name == "speech-sample" else FLITE_SAMPLE, split)
     elif name.startswith(("wav:", "vctk:")):
         kind, _, folder = name.partition(":")
         if not folder:
