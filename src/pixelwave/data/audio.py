@@ -162,6 +162,15 @@ class AudioDataset:
             out["cond"] = self.mel[f0: f0 + frames].t()[None].contiguous()  # (1, n_mels, F)
         return out
 
+    def recording(self, i: int):
+        """Utterance i as a float waveform before mu-law coding: numpy float32 (lengths[i],), its file read again
+        (resampled and trimmed as at loading). What speech scores compare a re-spoken utterance against."""
+        wave = _read_utterance(self.sources[i], self.sample_rate, self.trim_db)
+        if len(wave) != int(self.lengths[i]):
+            raise UserError(f"{self.sources[i]}: changed since the data set was loaded ({len(wave)} samples, "
+                            f"was {int(self.lengths[i])})")
+        return wave
+
 
 # ---------------------------------------------------------------------------------------------------- loading
 def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: int = 8000, levels: int = 256,
@@ -222,11 +231,7 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
                    if with_mel else None)
     chunks, mels, lengths, frame_counts, spk, sources, texts = [], [], [], [], [], [], []
     for path, speaker, text in files:
-        wave, _ = read_audio(path, sample_rate)
-        if trim_db is not None:
-            wave = trim_silence(wave, sample_rate, top_db=trim_db)
-        if len(wave) == 0:
-            raise UserError(f"{path}: silent (nothing above the trim threshold of {trim_db} dB)")
+        wave = _read_utterance(path, sample_rate, trim_db)
         chunks.append(torch.from_numpy(wave))
         if with_mel:
             frames = len(wave) // hop_length  # whole frames only: what an utterance's crops can use
@@ -254,6 +259,16 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
                         f"{crop / sample_rate:.2f} s; the longest is {max(lengths) / sample_rate:.2f} s): "
                         f"use a shorter crop")
     return ds
+
+
+def _read_utterance(path, sample_rate: int, trim_db: float | None):
+    """One file as the data set holds it before mu-law coding: mono float32 (T,) at `sample_rate`, trimmed."""
+    wave, _ = read_audio(path, sample_rate)
+    if trim_db is not None:
+        wave = trim_silence(wave, sample_rate, top_db=trim_db)
+    if len(wave) == 0:
+        raise UserError(f"{path}: silent (nothing above the trim threshold of {trim_db} dB)")
+    return wave
 
 
 # Each finder returns ([(path, speaker | None, text | None)] of the split, speaker table | None, info | None).
