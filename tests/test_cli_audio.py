@@ -1,8 +1,10 @@
 """WaveNet through the command line: train -> eval -> generate -> resynthesize on the embedded speech sample with
 tiny models, the `data speech` builder, and bad input -> one line on stderr, exit code 2, nothing overwritten."""
 
+import importlib.util
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -315,3 +317,50 @@ def test_data_speech_flite_with_an_unseen_voice(tmp_path, capsys):
     test = load(f"wav:{out}", "test", crop=800)
     assert test.speakers == ["slt", "awb", "kal16"] and test.texts == ["See you soon."] * 3
     assert sorted(p.name for p in out.iterdir()) == ["awb", "kal16", "metadata.json", "slt"]
+
+
+# ------------------------------------------------------------------------------------------------ speech scores
+@pytest.fixture(scope="module")
+def flite_vocoder(tmp_path_factory):
+    """A tiny mel WaveNet trained 2 steps on flite-sample (speaker-conditional): its scores are poor by design."""
+    out = tmp_path_factory.mktemp("flite") / "vocoder"
+    assert main(["train", "--model", "wavenet", "--data", "flite-sample", "--preset", "tiny", "--no-progress",
+                 "--eval-every", "0", "--steps", "2", "--mel", "--samples", "0", "--out", str(out)]) == 0
+    return out
+
+
+speech_extra = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("pocketsphinx", "pystoi", "jiwer")),
+    reason="the speech-eval extra is not installed (pip install pixelwave[speech-eval])")
+
+
+@speech_extra
+def test_eval_scores_a_vocoder_per_voice(flite_vocoder, capsys, tmp_path):
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1",
+                 "--speech-out", str(tmp_path / "wavs")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "bits/sample" in out[0] and out[2].split() == ["voice", "utts", "seconds", "STOI", "MCD", "dB", "WER",
+                                                          "rec", "WER", "re-spoken"]
+    assert [line.split()[0] for line in out[3:]] == ["slt", "rms", "awb", "kal16", "mean"]
+    assert len(list((tmp_path / "wavs").glob("*.wav"))) == 8
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    scores = result["speech_scores"]
+    assert set(scores["voices"]) == {"slt", "rms", "awb", "kal16"} and scores["utterances_per_voice"] == 1
+    assert set(scores["mean"]) == {"stoi", "mcd_db", "wer_recording", "wer_resynthesis"}
+    assert scores["mean"]["wer_recording"] < 0.5 and scores["voices"]["kal16"]["texts"]
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--no-speech-scores", "--json"]) == 0
+    assert "speech_scores" not in json.loads(capsys.readouterr().out)
+
+
+def test_eval_without_the_speech_extra_says_how_to_install(flite_vocoder, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed: `import` raises ImportError
+    monkeypatch.setitem(sys.modules, "pystoi", None)
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "bits/sample" in captured.out and "STOI" not in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'pixelwave[speech-eval]'" in err[0] and "Traceback" not in captured.err
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["speech_scores"] is None and "speech-eval" in result["speech_scores_note"]
