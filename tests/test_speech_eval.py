@@ -149,3 +149,9 @@ def test_score_resynthesis_needs_a_mel_model():
         se.score_resynthesis(plain, test)
     with pytest.raises(UserError, match="mel features"):
         se.score_resynthesis(WaveNet(**TINY), load_audio("flite-sample", "test"))
+
+
+@needs_stoi
+def test_stoi_refuses_too_little_speech(speech):
+    with pytest.raises(ValueError, match="too little speech"):
+        se.stoi(speech[0][:3000], speech[0][:3000], RATE)

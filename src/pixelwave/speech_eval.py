@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,13 +60,19 @@ def _mono(wave, name: str) -> np.ndarray:
 def stoi(reference, degraded, rate: int) -> float:
     """Short-time objective intelligibility (Taal et al. 2011) of `degraded` against `reference`, both (T,) at
     `rate`, compared over their common length: about 1 for the same speech, near 0 for unrelated sound. pystoi
-    resamples to its 10 kHz internally and drops silent frames of the reference."""
+    resamples to its 10 kHz internally and drops silent frames of the reference. ValueError if too short."""
     require_extra("pystoi")
     from pystoi import stoi as _stoi
 
     ref, deg = _mono(reference, "reference"), _mono(degraded, "degraded")
     n = min(len(ref), len(deg))
-    return float(_stoi(ref[:n], deg[:n], rate, extended=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = float(_stoi(ref[:n], deg[:n], rate, extended=False))
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        # pystoi then returns 1e-5, which reads as a score; it needs 30 segments of speech (~0.4 s after silence)
+        raise ValueError(f"too little speech for STOI ({n / rate:.2f} s; it needs about 0.5 s that is not silence)")
+    return score
 
 
 # ---------------------------------------------------------------------------------------------------- MCD
@@ -86,7 +93,7 @@ def mel_cepstrum(log_mel_frames: torch.Tensor | np.ndarray) -> np.ndarray:
     return basis @ x  # (N, N) @ (N, F)
 
 
-def mel_cepstral_distortion(reference, degraded, rate: int, coefficients: int = MCD_COEFFICIENTS,
+def mel_cepstral_distortion(reference, degraded, rate: int, coefficients: int | None = None,
                             n_mels: int = 80, hop_length: int | None = None, n_fft: int | None = None) -> float:
     """Mel-cepstral distortion in dB of `degraded` against `reference` (both (T,) at `rate`): 0 for the same audio.
 
@@ -96,15 +103,17 @@ def mel_cepstral_distortion(reference, degraded, rate: int, coefficients: int = 
 
         MCD = (1 / T) sum_t (10 sqrt(2) / ln 10) sqrt( sum_{d=1..D} (c_d(t) - c'_d(t))^2 )      D = `coefficients`
 
-    over the T frames the two have in common (frame t of one against frame t of the other: no time warping, as a
-    vocoder re-speaking from mel frames keeps the timing; silent frames count too). c_0, the frame's loudness,
-    is left out, so a change of gain alone scores ~0 (not exactly: the 1e-5 floor clips quiet frames). The factor
+    (D = 24, or n_mels - 1 with fewer bands) over the T frames the two have in common (frame t of one against
+    frame t of the other: no time warping, as a vocoder re-speaking from mel frames keeps the timing; silent
+    frames count too). c_0, the frame's loudness, is left out, so a change of gain alone scores ~0 (not exactly:
+    the 1e-5 floor clips quiet frames). The factor
     10 sqrt(2) / ln 10 (Kubichek 1993) turns the distance of natural-log cepstra into dB. Values from other
     tools (SPTK mel-cepstra of a WORLD envelope, DTW, silence removal) differ: compare MCDs of this function only.
     """
     ref, deg = _mono(reference, "reference"), _mono(degraded, "degraded")
     hop = hop_length or round(rate * 0.0125)
     fft = n_fft or 4 * hop
+    coefficients = min(MCD_COEFFICIENTS, n_mels - 1) if coefficients is None else coefficients
     if not 1 <= coefficients < n_mels:
         raise ValueError(f"coefficients must be in 1..{n_mels - 1} (n_mels - 1), got {coefficients}")
     n = min(len(ref), len(deg))
@@ -183,6 +192,13 @@ def word_error_rate(reference_text: str, hypothesis_text: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
+def _stoi_or_nan(reference, degraded, rate: int) -> float:
+    try:
+        return stoi(reference, degraded, rate)
+    except ValueError:
+        return float("nan")  # an utterance too short for STOI; its voice's mean is then nan, not a made-up figure
+
+
 def _per_voice_utterances(dataset, per_voice: int) -> dict[str, list[int]]:
     """The first `per_voice` utterances of each speaker (dataset order: sentence order for built corpora) that
     have text; {'all': [...]} for a data set without speakers."""
@@ -207,10 +223,11 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
 
     For each voice (speaker) of `dataset` (loaded with mel features, as the model was trained), its first
     `utterances_per_voice` utterances with text are re-spoken whole from their log-mel frames
-    (`model.generate(steps, cond=..., speaker=...)`, utterance k of the selection drawn with a generator seeded
-    `seed + k`, so a figure does not depend on how many are scored). Per voice the mean over its utterances of:
-    `stoi`, `mcd_db` (mel_cepstral_distortion), `wer_recording` (PocketSphinx on the recording) and
-    `wer_resynthesis` (PocketSphinx on the re-spoken audio); with recognise=False no WER. The recording is the
+    (`model.generate(steps, cond=..., speaker=...)`, utterance i of the data set drawn with a generator seeded
+    `seed + i`, so its figures do not depend on how many are scored). Per voice the mean over its utterances of:
+    `stoi` (nan for an utterance too short for it), `mcd_db` (mel_cepstral_distortion), `wer_recording`
+    (PocketSphinx on the recording) and `wer_resynthesis` (PocketSphinx on the re-spoken audio); with
+    recognise=False no WER. The recording is the
     utterance as the data set holds it before mu-law coding (the same file, resampled and trimmed alike), cut to
     whole mel frames. out_dir: also write VOICE-N.wav (re-spoken) and VOICE-N-recording.wav there.
 
@@ -233,7 +250,7 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    total, done, k = sum(map(len, picks.values())), 0, 0
+    total, done = sum(map(len, picks.values())), 0
     voices = {}
     for voice, idx in picks.items():
         rows = []
@@ -246,10 +263,9 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
                 raise UserError(f"voice {voice} has speaker id {int(speaker)}, but the model knows "
                                 f"{model.num_speakers} speakers: score it with a data set it was trained on")
             codes = model.generate(steps, cond=utt["cond"].to(device), speaker=speaker,
-                                   generator=torch.Generator().manual_seed(seed + k))  # (1, steps)
-            k += 1
+                                   generator=torch.Generator().manual_seed(seed + i))  # (1, steps)
             respoken = mu_law_decode(codes[0].cpu(), model.levels).numpy()  # (steps,)
-            row = {"stoi": stoi(recording, respoken, rate),
+            row = {"stoi": _stoi_or_nan(recording, respoken, rate),
                    "mcd_db": mel_cepstral_distortion(recording, respoken, rate, n_mels=model.cond_channels,
                                                      hop_length=dataset.hop_length,
                                                      n_fft=dataset.mel_options["n_fft"]),
