@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.audio import log_mel, mu_law_encode, read_audio, trim_silence
+from pixelwave.audio import log_mel, mu_law_decode, mu_law_encode, read_audio, trim_silence
 from pixelwave.errors import UserError
 
 __all__ = ["AudioDataset", "load_audio", "NAMES", "SPEECH_SAMPLE", "FLITE_SAMPLE"]
@@ -164,7 +164,11 @@ class AudioDataset:
 
     def recording(self, i: int):
         """Utterance i as a float waveform before mu-law coding: numpy float32 (lengths[i],), its file read again
-        (resampled and trimmed as at loading). What speech scores compare a re-spoken utterance against."""
+        (resampled and trimmed as at loading). What speech scores compare a re-spoken utterance against. A data
+        set made in memory (no source files) has nothing finer than its codes: they are decoded."""
+        if i >= len(self.sources):
+            start, n = int(self.offsets[i]), int(self.lengths[i])
+            return mu_law_decode(self.codes[start: start + n].long(), self.levels).numpy()
         wave = _read_utterance(self.sources[i], self.sample_rate, self.trim_db)
         if len(wave) != int(self.lengths[i]):
             raise UserError(f"{self.sources[i]}: changed since the data set was loaded ({len(wave)} samples, "
