@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean speech-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,10 +16,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pixelwave.fast
 	touch $(STAMP)
 
+# flite and espeak-ng (Debian packages): `pixelwave data speech` runs them; the tests that need them skip without
+# them, saying why. Best effort: as root with apt-get only, and never fatal (offline, another OS: a note).
+speech-tools:
+	@if command -v flite >/dev/null && command -v espeak-ng >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq \
+			flite espeak-ng; } >/dev/null 2>&1 \
+		|| echo "note: could not apt-get install flite espeak-ng: the tests that synthesise speech will skip"; \
+	else echo "note: flite/espeak-ng missing (apt-get install flite espeak-ng): the tests that need them will skip"; fi
+
 demo: $(STAMP)
 	$(BIN)/python -m pixelwave.demo --out demo-out
 
-test: $(STAMP)
+test: $(STAMP) speech-tools
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -307,7 +307,7 @@ def test_split_is_deterministic_and_by_name(tmp_path):
 
 
 def test_bad_data_names_and_folders(tmp_path):
-    with pytest.raises(UserError, match="speech-sample, wav:DIR, vctk:DIR"):
+    with pytest.raises(UserError, match="speech-sample, flite-sample, wav:DIR, vctk:DIR"):
         load_audio("librispeech")
     with pytest.raises(UserError, match="does not exist"):
         load_audio(f"wav:{tmp_path / 'nope'}")
@@ -378,3 +378,69 @@ def test_corpus_builder_makes_a_loadable_corpus(tmp_path):
     assert ds.speakers == ["en-us", "en-gb"] and ds.texts == ["Bye now.", "Bye now."]
     with pytest.raises(UserError, match="not empty"):
         speech.build_speech_corpus(tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------------------------- flite corpus
+def test_embedded_flite_sample_holds_out_kal16_and_the_test_sentences():
+    train = load_audio("flite-sample", "train")
+    test = load_audio("flite-sample", "test")
+    assert train.speakers == test.speakers == ["slt", "rms", "awb", "kal16"]
+    assert train.num_utterances == 96 and test.num_utterances == 32
+    assert sorted(set(train.speaker.tolist())) == [0, 1, 2]  # kal16 (3) is never heard in training
+    assert sorted(set(test.speaker.tolist())) == [0, 1, 2, 3]
+    assert not set(train.texts) & set(test.texts) and len(set(test.texts)) == 8
+    assert 200 < train.seconds < 260 and 60 < test.seconds < 90
+
+
+def test_embedded_flite_corpus_metadata_matches_files():
+    meta = json.loads((audio_data.FLITE_SAMPLE / "metadata.json").read_text())
+    sentences = speech.read_sentences()
+    assert meta["engine"] == "flite" and meta["test_voices"] == ["kal16"] and meta["sentences"] == 104
+    for u in meta["utterances"]:
+        info = sf.info(str(audio_data.FLITE_SAMPLE / u["file"]))
+        assert (info.samplerate, info.channels, info.frames) == (16000, 1, u["samples"])
+        assert u["text"] == sentences[u["sentence_id"]]
+    total = sum(p.stat().st_size for p in audio_data.FLITE_SAMPLE.rglob("*.flac"))
+    assert 3e6 < total < 7e6
+
+
+def test_unseen_voices_speak_only_the_test_sentences():
+    plan = speech._plan(6, ["a", "b"], ["u"], voices_per_sentence=1, test_every=3)
+    assert plan == [(0, "a", "train"), (1, "b", "train"), (2, "a", "test"), (2, "b", "test"), (2, "u", "test"),
+                    (3, "a", "train"), (4, "b", "train"), (5, "a", "test"), (5, "b", "test"), (5, "u", "test")]
+
+
+def test_shipped_sentence_lists():
+    alice = speech.read_sentences("alice")
+    assert len(alice) == 423 and len(set(alice)) == 423
+    assert all(5 <= len(s.split()) <= 16 and s[-1] in ".!?" and "`" not in s for s in alice)
+    assert speech.read_sentences("pixelwave") == speech.read_sentences()
+    with pytest.raises(UserError, match="shipped lists"):
+        speech.read_sentences("no-such-list")
+
+
+def test_corpus_builder_explains_missing_flite(tmp_path, monkeypatch):
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="flite is not installed: apt-get install flite"):
+        speech.build_speech_corpus(tmp_path / "out", engine="flite")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (apt-get install flite)")
+def test_flite_builder_makes_a_loadable_corpus_with_an_unseen_voice(tmp_path):
+    (tmp_path / "s.txt").write_text("Hello there.\nGood morning to you all.\nBye now.\n")
+    meta = speech.build_speech_corpus(tmp_path / "out", engine="flite", voices=["slt", "rms"],
+                                      test_voices=["kal16"], sentences_file=tmp_path / "s.txt", test_every=3)
+    assert meta["speakers"] == ["slt", "rms", "kal16"] and meta["synthesiser"].startswith("flite 2")
+    assert [(u["sentence_id"], u["speaker"], u["split"]) for u in meta["utterances"]] == [
+        (0, "slt", "train"), (0, "rms", "train"), (1, "slt", "train"), (1, "rms", "train"),
+        (2, "slt", "test"), (2, "rms", "test"), (2, "kal16", "test")]
+    train = load_audio(f"wav:{tmp_path / 'out'}", "train", crop=1600)
+    test = load_audio(f"wav:{tmp_path / 'out'}", "test", crop=1600)
+    assert train.speakers == ["slt", "rms", "kal16"] and sorted(set(train.speaker.tolist())) == [0, 1]
+    assert test.texts == ["Bye now."] * 3 and test.speaker.tolist() == [0, 1, 2]
+    # real speech at 16 kHz: a voice of its own per speaker, energy in the speech band
+    wave, rate = read_audio(tmp_path / "out" / "kal16" / "002.flac")
+    assert rate == 16000 and 0.3 < len(wave) / rate < 3 and 100 < dominant_hz(wave, rate) < 4000
+    with pytest.raises(UserError, match="no voice nobody"):
+        speech.build_speech_corpus(tmp_path / "other", engine="flite", voices=["slt", "nobody"])

@@ -1,8 +1,10 @@
 """WaveNet through the command line: train -> eval -> generate -> resynthesize on the embedded speech sample with
 tiny models, the `data speech` builder, and bad input -> one line on stderr, exit code 2, nothing overwritten."""
 
+import importlib.util
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -76,7 +78,10 @@ def test_train_saves_the_model_speakers_and_tensorboard(runs):
     (clip,) = events.Audio("samples/en-gb")
     assert clip.sample_rate == 16000
     events = EventAccumulator(str(mel / "tb"), size_guidance={"audio": 0}).Reload()
-    assert events.Tags()["audio"] == ["samples"]  # the vocoder re-speaks a held-out utterance
+    # the vocoder re-speaks a held-out utterance, logged beside its recording, with its MCD (0.5 s: too short
+    # for STOI, which is then left out rather than logged as a made-up figure)
+    assert sorted(events.Tags()["audio"]) == ["recordings", "samples"]
+    assert "speech/mcd_db" in events.Tags()["scalars"] and "speech/stoi" not in events.Tags()["scalars"]
 
 
 def test_eval_in_bits_per_sample_with_the_runs_audio_options(runs, capsys):
@@ -87,7 +92,7 @@ def test_eval_in_bits_per_sample_with_the_runs_audio_options(runs, capsys):
     assert 4 < result["bits_per_sample"] < 9  # an untrained model: about log2(256) = 8 bits
     assert result["samples_per_example"] == 400 and result["sample_rate"] == 16000  # crop from data.json
     assert 30 < result["seconds"] < 40  # the whole held-out split (35 s) in 400-sample crops
-    assert main(["eval", str(mel), "--data", "speech-sample"]) == 0  # loads mel frames: the model needs them
+    assert main(["eval", str(mel), "--data", "speech-sample", "--no-speech-scores"]) == 0  # loads mel frames
     line = capsys.readouterr().out
     assert "bits/sample" in line and "at 16000 Hz" in line
 
@@ -275,6 +280,13 @@ def test_data_speech_without_espeak_says_how_to_install(tmp_path, monkeypatch, c
     assert not (tmp_path / "corpus").exists()
 
 
+def test_data_speech_without_flite_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    bad(["data", "speech", "--engine", "flite", "--out", str(tmp_path / "corpus")], capsys,
+        "flite is not installed: apt-get install flite")
+    assert not (tmp_path / "corpus").exists()
+
+
 def test_data_speech_never_overwrites(tmp_path, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.txt").write_text("mine")
@@ -293,3 +305,80 @@ def test_data_speech_builds_a_corpus_that_loads_as_wav_dir(tmp_path, capsys):
 
     test = load(f"wav:{out}", "test", sample_rate=8000, crop=800)
     assert test.speakers == ["en-us", "en-gb-scotland"] and test.texts == ["See you soon."] * 2
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (apt-get install flite)")
+def test_data_speech_flite_with_an_unseen_voice(tmp_path, capsys):
+    (tmp_path / "s.txt").write_text("Good morning.\nThe rain stopped.\nSee you soon.\n")
+    out = tmp_path / "corpus"
+    assert main(["data", "speech", "--engine", "flite", "--voices", "slt,awb", "--test-voices", "kal16",
+                 "--sentences", str(tmp_path / "s.txt"), "--test-every", "3", "--no-progress", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "flite voices (slt, awb, kal16) (unseen, test only: kal16)" in said and f"wav:{out}" in said
+    from pixelwave.data import load
+
+    test = load(f"wav:{out}", "test", crop=800)
+    assert test.speakers == ["slt", "awb", "kal16"] and test.texts == ["See you soon."] * 3
+    assert sorted(p.name for p in out.iterdir()) == ["awb", "kal16", "metadata.json", "slt"]
+
+
+# ------------------------------------------------------------------------------------------------ speech scores
+@pytest.fixture(scope="module")
+def flite_vocoder(tmp_path_factory):
+    """A tiny mel WaveNet trained 2 steps on flite-sample (speaker-conditional): its scores are poor by design."""
+    out = tmp_path_factory.mktemp("flite") / "vocoder"
+    assert main(["train", "--model", "wavenet", "--data", "flite-sample", "--preset", "tiny", "--no-progress",
+                 "--eval-every", "0", "--steps", "2", "--mel", "--samples", "1", "--sample-seconds", "1",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_training_logs_speech_scores_of_re_spoken_clips(flite_vocoder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(flite_vocoder / "tb"), size_guidance={"audio": 0}).Reload()
+    voices = ["slt", "rms", "awb", "kal16"]
+    assert sorted(events.Tags()["audio"]) == sorted([f"samples/{v}" for v in voices] +
+                                                    [f"recordings/{v}" for v in voices])
+    (mcd,) = events.Scalars("speech/mcd_db")
+    assert 1 < mcd.value < 50 and mcd.step == 2  # an untrained model: far from its recordings
+    if importlib.util.find_spec("pystoi") is not None:
+        (stoi,) = events.Scalars("speech/stoi")
+        assert -1 <= stoi.value < 0.8
+
+
+speech_extra = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("pocketsphinx", "pystoi", "jiwer")),
+    reason="the speech-eval extra is not installed (pip install pixelwave[speech-eval])")
+
+
+@speech_extra
+def test_eval_scores_a_vocoder_per_voice(flite_vocoder, capsys, tmp_path):
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1",
+                 "--speech-out", str(tmp_path / "wavs")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "bits/sample" in out[0] and out[2].split() == ["voice", "utts", "seconds", "STOI", "MCD", "dB", "WER",
+                                                          "rec", "WER", "re-spoken"]
+    assert [line.split()[0] for line in out[3:]] == ["slt", "rms", "awb", "kal16", "mean"]
+    assert len(list((tmp_path / "wavs").glob("*.wav"))) == 8
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    scores = result["speech_scores"]
+    assert set(scores["voices"]) == {"slt", "rms", "awb", "kal16"} and scores["utterances_per_voice"] == 1
+    assert set(scores["mean"]) == {"stoi", "mcd_db", "wer_recording", "wer_resynthesis"}
+    assert scores["mean"]["wer_recording"] < 0.5 and scores["voices"]["kal16"]["texts"]
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--no-speech-scores", "--json"]) == 0
+    assert "speech_scores" not in json.loads(capsys.readouterr().out)
+
+
+def test_eval_without_the_speech_extra_says_how_to_install(flite_vocoder, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed: `import` raises ImportError
+    monkeypatch.setitem(sys.modules, "pystoi", None)
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "bits/sample" in captured.out and "STOI" not in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'pixelwave[speech-eval]'" in err[0] and "Traceback" not in captured.err
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["speech_scores"] is None and "speech-eval" in result["speech_scores_note"]

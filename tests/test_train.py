@@ -463,7 +463,9 @@ def test_audio_model_logs_bits_per_sample_and_a_clip_per_speaker(tmp_path):
     events = EventAccumulator(str(out / "tb"), size_guidance={"audio": 0}).Reload()
     assert {"train/bits_per_sample", "test/bits_per_sample"} <= set(events.Tags()["scalars"])
     assert "train/bits_per_dim" not in events.Tags()["scalars"]
-    assert sorted(events.Tags()["audio"]) == ["samples/a", "samples/b"]
+    # the mel model re-speaks a held-out utterance per speaker, logged beside the recording, with its MCD
+    assert sorted(events.Tags()["audio"]) == ["recordings/a", "recordings/b", "samples/a", "samples/b"]
+    assert "speech/mcd_db" in events.Tags()["scalars"]
     (clip,) = events.Audio("samples/b")
     assert clip.sample_rate == 8000 and clip.length_frames == 80  # 0.01 s, 5 whole mel frames of 16
 

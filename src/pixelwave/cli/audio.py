@@ -166,6 +166,7 @@ def cmd_data_speech(args, parser) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not an empty folder: choose a new --out (nothing is overwritten)")
     voices = [v.strip() for v in args.voices.split(",") if v.strip()] if args.voices else None
+    test_voices = [v.strip() for v in args.test_voices.split(",") if v.strip()] if args.test_voices else []
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -177,15 +178,17 @@ def cmd_data_speech(args, parser) -> int:
     try:
         meta = speech.build_speech_corpus(out, voices=voices, sentences_file=args.sentences,
                                           sample_rate=args.sample_rate, voices_per_sentence=args.voices_per_sentence,
-                                          test_every=args.test_every, progress=progress)
+                                          test_every=args.test_every, progress=progress, engine=args.engine,
+                                          test_voices=test_voices)
     finally:
         if bar is not None:
             bar.close()
     utts = meta["utterances"]
     test = sum(u["split"] == "test" for u in utts)
+    unseen = f" (unseen, test only: {', '.join(meta['test_voices'])})" if meta["test_voices"] else ""
     print(f"wrote {out}: {len(utts)} utterances ({meta['seconds']:.0f} s at {meta['sample_rate']} Hz) of "
-          f"{meta['sentences']} sentences in {len(meta['speakers'])} voices ({', '.join(meta['speakers'])}), "
-          f"{test} held out; train on it with --data wav:{out}")
+          f"{meta['sentences']} sentences in {len(meta['speakers'])} {meta['engine']} voices "
+          f"({', '.join(meta['speakers'])}){unseen}, {test} held out; train on it with --data wav:{out}")
     return 0
 
 
@@ -217,17 +220,33 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("data", help="build data sets",
                        epilog="example: pixelwave data speech --out corpus/")
     data_sub = p.add_subparsers(dest="dataset", required=True, parser_class=Parser)
-    p = data_sub.add_parser("speech", help="an accent-labelled speech corpus made with espeak-ng (load: wav:DIR)",
-                            epilog="example: pixelwave data speech --out corpus/ --voices en-us,en-gb")
+    p = data_sub.add_parser("speech", help="a speaker-labelled speech corpus made with espeak-ng or flite "
+                                           "(load: wav:DIR)",
+                            epilog="example: pixelwave data speech --engine flite --test-voices kal16 "
+                                   "--sentences alice --out corpus/")
     p.add_argument("--out", required=True, help="new (or empty) folder")
-    p.add_argument("--voices", help="comma-separated espeak-ng voices (default en-us,en-gb,en-gb-scotland,en-029)")
-    p.add_argument("--sentences", help="text file, one sentence a line (default: the 104 shipped sentences)")
+    p.add_argument("--engine", choices=speech_engines(), default="espeak-ng",
+                   help="synthesiser: espeak-ng (formant voices in English accents; default) or flite (CMU voices "
+                        "from recordings of real speakers, which a speech recogniser can read)")
+    p.add_argument("--voices", help="comma-separated voices of the engine (default espeak-ng: en-us,en-gb,"
+                                    "en-gb-scotland,en-029; flite: slt,rms,awb; flite also has kal16)")
+    p.add_argument("--test-voices", help="comma-separated unseen voices: they speak only the held-out sentences, "
+                                         "all in the test split (e.g. kal16), so a model is scored on a voice it "
+                                         "never heard")
+    p.add_argument("--sentences", help="text file, one sentence a line, or a shipped list: pixelwave (the 104 "
+                                       "sentences, default) or alice (423 sentences of Alice in Wonderland)")
     p.add_argument("--sample-rate", type=positive(), default=16000)
     p.add_argument("--voices-per-sentence", type=positive(),
                    help="training sentences are spoken by this many voices in turn (default: all)")
     p.add_argument("--test-every", type=positive(), default=10, help="every N-th sentence is held out (default 10)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_data_speech)
+
+
+def speech_engines() -> tuple[str, ...]:
+    from pixelwave.data.speech import ENGINES
+
+    return ENGINES
 
 
 def _generation_flags(p) -> None:

@@ -61,7 +61,7 @@ TRAIN_OPTIONS = {o.dest: o for o in [
            ("unconditional", None, None, "ignore class labels / speakers even if the data has them")),
     *_opts("data",
            ("data", str, None, "data set: mnist-sample, mnist-sample-binary, mnist:DIR, cifar10:DIR, images:DIR "
-                               "(images); speech-sample, wav:DIR, vctk:DIR (audio)"),
+                               "(images); speech-sample, flite-sample, wav:DIR, vctk:DIR (audio)"),
            ("image_size", image_size, None, "images:DIR only: the size images have (HxW)"),
            ("channels", int, (1, 3), "images:DIR only: 1 (gray) or 3 (RGB)"),
            ("levels", int, None, "images: requantise pixels to this many levels (2..256); audio: mu-law levels "

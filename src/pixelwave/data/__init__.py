@@ -1,7 +1,7 @@
 """Data sets by name.
 
 Images: `mnist-sample`, `mnist-sample-binary` (embedded), `mnist:DIR`, `cifar10:DIR`, `images:DIR`.
-Audio:  `speech-sample` (embedded), `wav:DIR`, `vctk:DIR`.
+Audio:  `speech-sample`, `flite-sample` (embedded), `wav:DIR`, `vctk:DIR`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pixelwave.data.base import Dataset, ImageDataset
 from pixelwave.errors import UserError
 
 IMAGE_NAMES = ("mnist-sample", "mnist-sample-binary", "mnist:DIR", "cifar10:DIR", "images:DIR")
-AUDIO_NAMES = ("speech-sample", "wav:DIR", "vctk:DIR")
+AUDIO_NAMES = ("speech-sample", "flite-sample", "wav:DIR", "vctk:DIR")
 
 
 def data_kind(name: str) -> str:

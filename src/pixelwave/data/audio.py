@@ -2,6 +2,8 @@
 
     speech-sample  the embedded accent corpus: espeak-ng, 4 English accents, 16 kHz
                    (see data/assets/speech/README.md)
+    flite-sample   the embedded flite corpus: CMU voices slt, rms, awb (train and test) and kal16 (test only,
+                   an unseen voice), 16 kHz; speech a recogniser reads (see data/assets/flite/README.md)
     wav:DIR        WAV / FLAC / OGG files under DIR; one subfolder per speaker if there are subfolders.
                    A DIR made by `pixelwave data speech` (it holds metadata.json) takes speakers and split
                    from that file.
@@ -37,14 +39,15 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.audio import log_mel, mu_law_encode, read_audio, trim_silence
+from pixelwave.audio import log_mel, mu_law_decode, mu_law_encode, read_audio, trim_silence
 from pixelwave.errors import UserError
 
-__all__ = ["AudioDataset", "load_audio", "NAMES", "SPEECH_SAMPLE"]
+__all__ = ["AudioDataset", "load_audio", "NAMES", "SPEECH_SAMPLE", "FLITE_SAMPLE"]
 
-NAMES = ("speech-sample", "wav:DIR", "vctk:DIR")
+NAMES = ("speech-sample", "flite-sample", "wav:DIR", "vctk:DIR")
 SPLITS = ("train", "test")
 SPEECH_SAMPLE = Path(__file__).with_name("assets") / "speech"
+FLITE_SAMPLE = Path(__file__).with_name("assets") / "flite"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 CORPUS_FORMAT = "pixelwave-speech-corpus"
 
@@ -159,6 +162,19 @@ class AudioDataset:
             out["cond"] = self.mel[f0: f0 + frames].t()[None].contiguous()  # (1, n_mels, F)
         return out
 
+    def recording(self, i: int):
+        """Utterance i as a float waveform before mu-law coding: numpy float32 (lengths[i],), its file read again
+        (resampled and trimmed as at loading). What speech scores compare a re-spoken utterance against. A data
+        set made in memory (no source files) has nothing finer than its codes: they are decoded."""
+        if i >= len(self.sources):
+            start, n = int(self.offsets[i]), int(self.lengths[i])
+            return mu_law_decode(self.codes[start: start + n].long(), self.levels).numpy()
+        wave = _read_utterance(self.sources[i], self.sample_rate, self.trim_db)
+        if len(wave) != int(self.lengths[i]):
+            raise UserError(f"{self.sources[i]}: changed since the data set was loaded ({len(wave)} samples, "
+                            f"was {int(self.lengths[i])})")
+        return wave
+
 
 # ---------------------------------------------------------------------------------------------------- loading
 def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: int = 8000, levels: int = 256,
@@ -186,8 +202,8 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
     if not 0 <= test_fraction < 1:
         raise UserError(f"test_fraction must be in [0, 1), got {test_fraction}")
 
-    if name == "speech-sample":
-        files, table, info = _corpus_files(SPEECH_SAMPLE, split)
+    if name in ("speech-sample", "flite-sample"):
+        files, table, info = _corpus_files(SPEECH_SAMPLE if name == "speech-sample" else FLITE_SAMPLE, split)
     elif name.startswith(("wav:", "vctk:")):
         kind, _, folder = name.partition(":")
         if not folder:
@@ -219,11 +235,7 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
                    if with_mel else None)
     chunks, mels, lengths, frame_counts, spk, sources, texts = [], [], [], [], [], [], []
     for path, speaker, text in files:
-        wave, _ = read_audio(path, sample_rate)
-        if trim_db is not None:
-            wave = trim_silence(wave, sample_rate, top_db=trim_db)
-        if len(wave) == 0:
-            raise UserError(f"{path}: silent (nothing above the trim threshold of {trim_db} dB)")
+        wave = _read_utterance(path, sample_rate, trim_db)
         chunks.append(torch.from_numpy(wave))
         if with_mel:
             frames = len(wave) // hop_length  # whole frames only: what an utterance's crops can use
@@ -251,6 +263,16 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
                         f"{crop / sample_rate:.2f} s; the longest is {max(lengths) / sample_rate:.2f} s): "
                         f"use a shorter crop")
     return ds
+
+
+def _read_utterance(path, sample_rate: int, trim_db: float | None):
+    """One file as the data set holds it before mu-law coding: mono float32 (T,) at `sample_rate`, trimmed."""
+    wave, _ = read_audio(path, sample_rate)
+    if trim_db is not None:
+        wave = trim_silence(wave, sample_rate, top_db=trim_db)
+    if len(wave) == 0:
+        raise UserError(f"{path}: silent (nothing above the trim threshold of {trim_db} dB)")
+    return wave
 
 
 # Each finder returns ([(path, speaker | None, text | None)] of the split, speaker table | None, info | None).

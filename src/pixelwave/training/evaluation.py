@@ -97,3 +97,31 @@ def _log_clips(writer, model, config, info, test_set, step, device, generator) -
     for i in range(n):
         tag = f"samples/{names[i]}" if model.num_speakers else "samples"
         writer.add_audio(tag, mu_law_decode(codes[i], model.levels)[None], step, sample_rate=rate)
+    if cond is not None:
+        _log_speech_scores(writer, model, test_set, pick, codes, names, step, rate)
+
+
+def _log_speech_scores(writer, model, test_set, pick: list[int], codes: torch.Tensor, names, step, rate) -> None:
+    """How close the re-spoken clips are to their recordings: speech/mcd_db (always: by hand) and speech/stoi
+    (if pystoi is installed), plus the recordings' audio. No WER here: the clips are cut to --sample-seconds, so
+    their text is unknown; `pixelwave eval` scores whole utterances with PocketSphinx."""
+    import numpy as np
+
+    from pixelwave.audio import mu_law_decode
+    from pixelwave.speech_eval import MissingExtra, mel_cepstral_distortion, stoi
+
+    steps = codes.shape[1]
+    recordings = [test_set.recording(i)[:steps] for i in pick]  # (steps,) each, before mu-law
+    respoken = mu_law_decode(codes, model.levels).numpy()  # (n, steps)
+    mel = test_set.mel_options
+    mcd = [mel_cepstral_distortion(r, g, rate, n_mels=mel["n_mels"], hop_length=mel["hop_length"],
+                                   n_fft=mel["n_fft"]) for r, g in zip(recordings, respoken, strict=True)]
+    writer.add_scalar("speech/mcd_db", float(np.mean(mcd)), step)
+    for i, r in enumerate(recordings):
+        tag = f"recordings/{names[i]}" if model.num_speakers else "recordings"
+        writer.add_audio(tag, torch.from_numpy(r)[None], step, sample_rate=rate)
+    try:
+        # one STOI over the clips end to end: a single short clip has too few of STOI's 384 ms segments
+        writer.add_scalar("speech/stoi", stoi(np.concatenate(recordings), respoken.reshape(-1), rate), step)
+    except (MissingExtra, ValueError):
+        pass  # STOI is the speech-eval extra's and needs ~0.5 s of speech; MCD above is enough to follow a run
