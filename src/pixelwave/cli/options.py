@@ -48,8 +48,9 @@ TRAIN_OPTIONS = {o.dest: o for o in [
            ("kernel_size", positive(), None, "kernel size"),
            ("mixtures", positive(), None,
             "pixelcnn_pp / wavenet --output logistic_mixture: logistic components (default 5 / 10)"),
-           ("output", str, ("categorical", "logistic_mixture"),
-            "wavenet: softmax over the mu-law levels (default) or a discretized logistic mixture"),
+           ("output", str, ("categorical", "logistic_mixture", "lpc_mixture"),
+            "wavenet: softmax over the mu-law levels (default), a discretized logistic mixture, or with --mel "
+            "lpc_mixture: a logistic mixture around the linear prediction from the mel frames (LPCNet-style)"),
            ("dropout", float, None, "pixelcnn_pp: dropout in the gated ResNet blocks (default 0.5)"),
            ("latent_channels", positive(), None, "pixelvae: channels of the latent map z (default 4)"),
            ("latent_stride", positive(), None, "pixelvae: image pixels per latent position: 1, 2 or 4"),

@@ -100,6 +100,8 @@ def build_model(values: dict, typed: dict, train_set):
             kwargs["num_speakers"] = len(train_set.speakers)  # the table itself is in the run's data.json
         if train_set.n_mels is not None:
             kwargs.update(cond_channels=train_set.n_mels, hop_length=train_set.hop_length)
+        if kwargs.get("output") == "lpc_mixture":  # the prediction places the mel bands in Hz
+            kwargs["sample_rate"] = train_set.sample_rate
     try:
         return cls(**kwargs)
     except ValueError as e:

@@ -33,6 +33,7 @@ the tests run it).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import ClassVar
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelwave import lpc
 from pixelwave.audio import silence_code
 from pixelwave.distributions import (
     categorical_log_prob,
@@ -48,6 +50,8 @@ from pixelwave.distributions import (
     discretized_logistic_mixture_log_prob,
     discretized_logistic_mixture_sample,
     mixture_param_count,
+    shifted_mixture_log_prob,
+    shifted_mixture_table,
 )
 from pixelwave.fast import wavenet_step
 from pixelwave.models.base import Autoregressive, ModelConfig, check_in_range, require
@@ -57,6 +61,8 @@ from pixelwave.nn import Head
 
 class CategoricalOutput:
     """p(a_t | a_<t) = softmax(logits) over the `levels` mu-law codes: the network emits `levels` channels."""
+
+    needs_prediction = False
 
     @staticmethod
     def channels(levels: int) -> int:
@@ -77,6 +83,8 @@ class LogisticMixtureOutput:
     """p(a_t | a_<t) = a mixture of `mixtures` logistics on [-1, 1], integrated exactly over the `levels` bins
     (edge bins to +-infinity): the one implementation PixelCNN++ uses (pixelwave.distributions). 3K channels."""
 
+    needs_prediction = False
+
     def __init__(self, levels: int, mixtures: int):
         self.levels, self.mixtures = levels, mixtures
 
@@ -92,9 +100,41 @@ class LogisticMixtureOutput:
         return discretized_logistic_mixture_sample(params, u[:, None], self.levels, temperature)[:, 0]
 
 
+class PredictiveMixtureOutput:
+    """p(a_t | a_<t, mel): the mu-law code's bin taken in the linear amplitude domain (its edges: the decoded
+    bin boundaries; the end bins reach to +-infinity), under a mixture of `mixtures` logistics whose means are the
+    network's plus the linear prediction p_t = -sum_k a_k s_(t-k) of the sample from the decoded past s and the
+    frame's LPC coefficients (pixelwave.lpc, computed from the mel frames). So the network models the excitation
+    s_t - p_t, as LPCNet does, and the spectral envelope comes from the mel as a filter. The likelihood stays
+    exact over the same `levels` codes. 3K channels."""
+
+    needs_prediction = True
+
+    def __init__(self, levels: int, mixtures: int):
+        self.levels, self.mixtures = levels, mixtures
+        mu = levels - 1
+        y = (torch.arange(levels + 1, dtype=torch.float64) - 0.5) * (2.0 / mu) - 1.0  # bin edges, companded
+        self.edges = torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu  # (levels + 1,) linear
+        y = torch.arange(levels, dtype=torch.float64) * (2.0 / mu) - 1.0
+        self.centres = torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu  # (levels,): mu_law_decode
+
+    def channels(self, levels: int) -> int:
+        return mixture_param_count(1, self.mixtures)
+
+    def log_prob(self, params: torch.Tensor, a: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """params (B, 3K, T), a (B, T), the prediction shift (B, T) -> log p (B, T) in nats."""
+        return shifted_mixture_log_prob(params, a, self.edges.to(params.device), shift)
+
+    def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float,
+               shift: torch.Tensor) -> torch.Tensor:
+        """params (B, 3K), u (B,) uniforms, shift (B,) -> codes (B,): inverse CDF of the exact bin masses."""
+        return categorical_sample(shifted_mixture_table(params, self.edges.to(params.device), shift), u, temperature)
+
+
 # Output distributions by config name: (levels, mixtures) -> an object with channels / log_prob / sample.
 OUTPUTS = {"categorical": lambda levels, mixtures: CategoricalOutput,
-           "logistic_mixture": LogisticMixtureOutput}
+           "logistic_mixture": LogisticMixtureOutput,
+           "lpc_mixture": PredictiveMixtureOutput}
 
 
 class ConditionUpsampler(nn.Module):
@@ -206,8 +246,10 @@ class WaveNetConfig(ModelConfig):
     num_speakers: int | None = None
     cond_channels: int | None = None  # mel bands of the local conditioning
     hop_length: int | None = None  # audio samples per conditioning frame
-    output: str = "categorical"  # or "logistic_mixture"
-    mixtures: int = 10  # logistic components of the "logistic_mixture" output
+    output: str = "categorical"  # or "logistic_mixture", or "lpc_mixture" (mel-conditioned: LPC + excitation)
+    mixtures: int = 10  # logistic components of the "logistic_mixture" and "lpc_mixture" outputs
+    lpc_order: int = 16  # "lpc_mixture": the order of the linear prediction from the mel frames
+    sample_rate: int | None = None  # "lpc_mixture": the audio's rate, where the mel bands lie in Hz
 
     SIZES: ClassVar[dict] = {
         # the paper-sized model (receptive field 2,047) that the benchmarks time
@@ -243,6 +285,13 @@ class WaveNetConfig(ModelConfig):
             _positive("hop_length", self.hop_length)
         require(self.output in OUTPUTS, f"output must be one of {', '.join(OUTPUTS)}, not {self.output!r}")
         _positive("mixtures", self.mixtures)
+        _positive("lpc_order", self.lpc_order)
+        if self.output == "lpc_mixture":
+            require(self.cond_channels is not None, "output 'lpc_mixture' predicts from the mel frames: it needs "
+                                                    "cond_channels and hop_length")
+            require(self.sample_rate is not None, "output 'lpc_mixture' needs the audio's sample_rate")
+        if self.sample_rate is not None:
+            _positive("sample_rate", self.sample_rate)
 
 
 class WaveNet(Autoregressive):
@@ -397,8 +446,40 @@ class WaveNet(Autoregressive):
     def log_prob(self, a: torch.Tensor, speaker: torch.Tensor | None = None, cond: torch.Tensor | None = None,
                  reduce: bool = True) -> torch.Tensor:
         """log p(a | speaker, cond) in nats: (B,) summed over time, or (B, T) per sample with reduce=False."""
-        logp = self.output.log_prob(self.logits(a, speaker, cond), a)  # (B, T)
+        params = self.logits(a, speaker, cond)  # (B, C_out, T)
+        if self.output.needs_prediction:  # the LPC prediction of every sample from the decoded codes before it
+            signal = self.output.centres.to(a.device)[a]  # (B, T) float64
+            shift = lpc.predict(signal, self._prediction_coefficients(cond, a.shape[1]))  # (B, T)
+            logp = self.output.log_prob(params, a, shift)
+        else:
+            logp = self.output.log_prob(params, a)  # (B, T)
         return logp.sum(1) if reduce else logp
+
+    def _prediction_coefficients(self, cond: torch.Tensor, steps: int) -> torch.Tensor:
+        """The LPC coefficients of every sample from the mel frames (B, C, F): (B, steps, lpc_order) float64."""
+        cfg = self.config
+        return lpc.per_sample(lpc.coefficients(cond, cfg.sample_rate, cfg.lpc_order), steps, cfg.hop_length)
+
+    def _sampler(self, cond: torch.Tensor | None, steps: int, batch: int):
+        """What draws a code from one step's output parameters: the output's own sample, or for a predictive
+        output a closure that keeps the decoded past and adds this step's prediction. The generators call it once
+        per step, in order."""
+        if not self.output.needs_prediction:
+            return self.output.sample
+        coeffs = self._prediction_coefficients(cond, steps)  # (B, steps, p)
+        centres = self.output.centres.to(coeffs.device)
+        history = torch.zeros(batch, self.config.lpc_order, dtype=torch.float64, device=coeffs.device)  # s_(t-1)..
+        step = [0]
+
+        def sample(params: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+            t = step[0]
+            shift = -(coeffs[:, t] * history).sum(-1)  # (B,)
+            code = self.output.sample(params, u, temperature, shift)
+            history.copy_(torch.cat([centres[code][:, None], history[:, :-1]], dim=1))
+            step[0] = t + 1
+            return code
+
+        return sample
 
     def forward(self, a: torch.Tensor, speaker: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -450,8 +531,9 @@ class WaveNet(Autoregressive):
         was_training = self.training
         self.eval()
         try:
+            sample = self._sampler(None if cond is None else cond.to(param.device), steps, batch)
             if backend == "naive":
-                return self._generate_naive(steps, spk, up, u, temperature)
+                return self._generate_naive(steps, spk, up, u, temperature, sample)
             if backend in ("auto", "fused"):
                 codes = self._generate_fused(steps, spk, up, u, temperature, weights)
                 if codes is not None:
@@ -459,7 +541,7 @@ class WaveNet(Autoregressive):
                 if backend == "fused" or weights != "float32":
                     why = self.fused_unsupported(weights) or "the kernel failed to start"
                     raise RuntimeError(f"backend='fused', but the fused WaveNet step cannot run here: {why}")
-            return self._generate_cached(steps, spk, up, u, temperature)
+            return self._generate_cached(steps, spk, up, u, temperature, sample)
         finally:
             self.train(was_training)
 
@@ -537,12 +619,13 @@ class WaveNet(Autoregressive):
 
     # The backends, on what `generate` prepared: speaker biases spk (B, L, 2G) or None, upsampled mel features
     # up (B, C, steps) or None, uniforms u (B, steps).
-    def _generate_naive(self, steps, spk, up, u, temperature) -> torch.Tensor:
+    def _generate_naive(self, steps, spk, up, u, temperature, sample=None) -> torch.Tensor:
         return generate_naive(self._network, self.silence, self.receptive_field, steps, spk, up, u, temperature,
-                              self.output.sample)
+                              sample or self.output.sample)
 
-    def _generate_cached(self, steps, spk, up, u, temperature) -> torch.Tensor:
-        return generate_torch(self.generation_weights(spk, u.shape[0]), steps, up, u, temperature, self.output.sample)
+    def _generate_cached(self, steps, spk, up, u, temperature, sample=None) -> torch.Tensor:
+        return generate_torch(self.generation_weights(spk, u.shape[0]), steps, up, u, temperature,
+                              sample or self.output.sample)
 
     def _generate_fused(self, steps, spk, up, u, temperature, weights="float32") -> torch.Tensor | None:
         if self.fused_unsupported(weights) is not None:
