@@ -172,19 +172,20 @@ def discretized_logistic_mixture_sample(params: torch.Tensor, u: torch.Tensor, l
     return x
 
 
-# ---- a logistic mixture over bins of any widths, shifted by a prediction (WaveNet's "lpc_mixture" output) ----
+# ---- a logistic mixture over intervals (WaveNet's "lpc_mixture" output) ----
 #
-# The data are `levels` codes whose bins are intervals of the real line with edges `edges` (levels + 1 values,
-# increasing; the first bin reaches down to -inf and the last up to +inf, so the masses sum to exactly 1). A
-# mixture of K logistics whose means are the network's plus a known `shift` (a linear prediction of the value
-# from the past) gives each bin its exact mass. Parameters (B, 3K, ...): [weights K | means K | log-scales K].
+# The data are `levels` codes, each an interval (lo, hi] of some real variable z; the first reaches down to -inf
+# and the last up to +inf, so the masses sum to exactly 1. A mixture of K logistics on z gives each its exact mass.
+# Parameters (B, 3K, ...): [weights K | means K | log-scales K]. The intervals may differ per position (B, ..., L):
+# the caller maps each code's bin into the variable the mixture describes (for "lpc_mixture": the mu-law companded
+# difference between the sample and its linear prediction).
 
 
 def logistic_interval_log_prob(lo: torch.Tensor, hi: torch.Tensor, first: torch.Tensor, last: torch.Tensor,
                                mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """log P(lo < X <= hi) under logistic(mean, exp(log_scale)); where `first` the interval is (-inf, hi], where
     `last` (lo, +inf). All broadcast. Exact in log space as `discretized_logistic_log_prob` (whose comments say
-    why); the edges of the infinite sides are never evaluated, so every gradient stays finite."""
+    why); the edges of the infinite sides are never used, so every gradient stays finite."""
     log_scale = log_scale.clamp(min=LOG_SCALE_MIN)
     inv_scale = torch.exp(-log_scale)
     a = (hi - mean) * inv_scale  # upper edge, standardised
@@ -199,32 +200,21 @@ def logistic_interval_log_prob(lo: torch.Tensor, hi: torch.Tensor, first: torch.
     return torch.where(first, log_cdf_upper, torch.where(last, log_sf_lower, log_interior))
 
 
-def _bins(x: torch.Tensor, edges: torch.Tensor):
-    """Codes x -> (lo, hi, first, last) of their bins; the infinite sides get a finite stand-in (never used)."""
-    levels = edges.shape[0] - 1
-    lo, hi = edges[x], edges[x + 1]
-    return lo, hi, x == 0, x == levels - 1
-
-
-def shifted_mixture_log_prob(params: torch.Tensor, x: torch.Tensor, edges: torch.Tensor,
-                             shift: torch.Tensor) -> torch.Tensor:
-    """params (B, 3K, T), codes x (B, T), edges (levels + 1,), shift (B, T) -> log P(bin x_t) (B, T) in nats."""
+def interval_mixture_log_prob(params: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, first: torch.Tensor,
+                              last: torch.Tensor) -> torch.Tensor:
+    """params (B, 3K, T); the observed codes' intervals lo, hi, first, last (B, T) -> log P (B, T) in nats."""
     weights, means, log_scales, _ = split_mixture_params(params, 1)  # (B, K, T), (B, K, 1, T) x 2
-    edges = edges.to(means.dtype)
-    lo, hi, first, last = _bins(x, edges)  # (B, T) each
-    mean = means[:, :, 0] + shift.to(means.dtype)[:, None]  # (B, K, T)
-    log_p = logistic_interval_log_prob(lo[:, None], hi[:, None], first[:, None], last[:, None], mean,
-                                       log_scales[:, :, 0])  # (B, K, T)
+    log_p = logistic_interval_log_prob(lo[:, None].to(means.dtype), hi[:, None].to(means.dtype), first[:, None],
+                                       last[:, None], means[:, :, 0], log_scales[:, :, 0])  # (B, K, T)
     return torch.logsumexp(F.log_softmax(weights, dim=1) + log_p, dim=1)  # (B, T)
 
 
-def shifted_mixture_table(params: torch.Tensor, edges: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """params (B, 3K), edges (levels + 1,), shift (B,) -> the exact log-probabilities of every bin, (B, levels):
-    sampling it by inverse CDF draws from what `shifted_mixture_log_prob` scores."""
+def interval_mixture_table(params: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """params (B, 3K) and every code's interval lo, hi (B, L) -> the exact log-probabilities of all L codes,
+    (B, L): sampling it by inverse CDF draws from what `interval_mixture_log_prob` scores."""
     weights, means, log_scales, _ = split_mixture_params(params, 1)  # (B, K), (B, K, 1) x 2
-    edges = edges.to(means.dtype)
-    codes = torch.arange(edges.shape[0] - 1, device=params.device)  # (L,)
-    lo, hi, first, last = _bins(codes, edges)  # (L,) each
-    mean = (means[:, :, 0] + shift.to(means.dtype)[:, None])[..., None]  # (B, K, 1)
-    log_p = logistic_interval_log_prob(lo, hi, first, last, mean, log_scales[:, :, :1])  # (B, K, L)
+    codes = torch.arange(lo.shape[-1], device=params.device)
+    first, last = codes == 0, codes == lo.shape[-1] - 1  # (L,)
+    log_p = logistic_interval_log_prob(lo[:, None].to(means.dtype), hi[:, None].to(means.dtype), first, last,
+                                       means, log_scales)  # (B, K, L)
     return torch.logsumexp(F.log_softmax(weights, dim=1)[..., None] + log_p, dim=1)  # (B, L)

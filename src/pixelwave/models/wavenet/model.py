@@ -49,9 +49,9 @@ from pixelwave.distributions import (
     categorical_sample,
     discretized_logistic_mixture_log_prob,
     discretized_logistic_mixture_sample,
+    interval_mixture_log_prob,
+    interval_mixture_table,
     mixture_param_count,
-    shifted_mixture_log_prob,
-    shifted_mixture_table,
 )
 from pixelwave.fast import wavenet_step
 from pixelwave.models.base import Autoregressive, ModelConfig, check_in_range, require
@@ -101,34 +101,46 @@ class LogisticMixtureOutput:
 
 
 class PredictiveMixtureOutput:
-    """p(a_t | a_<t, mel): the mu-law code's bin taken in the linear amplitude domain (its edges: the decoded
-    bin boundaries; the end bins reach to +-infinity), under a mixture of `mixtures` logistics whose means are the
-    network's plus the linear prediction p_t = -sum_k a_k s_(t-k) of the sample from the decoded past s and the
-    frame's LPC coefficients (pixelwave.lpc, computed from the mel frames). So the network models the excitation
-    s_t - p_t, as LPCNet does, and the spectral envelope comes from the mel as a filter. The likelihood stays
-    exact over the same `levels` codes. 3K channels."""
+    """p(a_t | a_<t, mel) from a linear prediction: p_t = -sum_k a_k s_(t-k) predicts the sample from the decoded
+    past s and the frame's LPC coefficients (pixelwave.lpc, computed from the mel frames), and a mixture of
+    `mixtures` logistics describes the excitation s_t - p_t after mu-law companding (as LPCNet models its
+    excitation in mu-law: the companding gives quiet and loud excitation the same resolution). Code c of the
+    data is the interval of its mu-law bin in the signal, [lo_c, hi_c]; the excitation then lies in
+    [lo_c - p_t, hi_c - p_t], whose companded image (a monotone map, not clipped) is the interval the mixture
+    integrates over. So the network models the excitation, the spectral envelope comes from the mel as a filter,
+    and the likelihood stays exact over the same `levels` codes. 3K channels."""
 
     needs_prediction = True
 
     def __init__(self, levels: int, mixtures: int):
         self.levels, self.mixtures = levels, mixtures
-        mu = levels - 1
-        y = (torch.arange(levels + 1, dtype=torch.float64) - 0.5) * (2.0 / mu) - 1.0  # bin edges, companded
-        self.edges = torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu  # (levels + 1,) linear
-        y = torch.arange(levels, dtype=torch.float64) * (2.0 / mu) - 1.0
-        self.centres = torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu  # (levels,): mu_law_decode
+        self.mu = levels - 1
+        y = (torch.arange(levels + 1, dtype=torch.float64) - 0.5) * (2.0 / self.mu) - 1.0  # bin edges, companded
+        self.edges = torch.sign(y) * torch.expm1(y.abs() * math.log1p(self.mu)) / self.mu  # (levels + 1,) linear
+        y = torch.arange(levels, dtype=torch.float64) * (2.0 / self.mu) - 1.0
+        self.centres = torch.sign(y) * torch.expm1(y.abs() * math.log1p(self.mu)) / self.mu  # = mu_law_decode
 
     def channels(self, levels: int) -> int:
         return mixture_param_count(1, self.mixtures)
 
+    def _compand(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sign(v) * torch.log1p(self.mu * v.abs()) / math.log1p(self.mu)
+
+    def _intervals(self, lo: torch.Tensor, hi: torch.Tensor, shift: torch.Tensor):
+        return self._compand(lo - shift), self._compand(hi - shift)
+
     def log_prob(self, params: torch.Tensor, a: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """params (B, 3K, T), a (B, T), the prediction shift (B, T) -> log p (B, T) in nats."""
-        return shifted_mixture_log_prob(params, a, self.edges.to(params.device), shift)
+        edges = self.edges.to(a.device)
+        lo, hi = self._intervals(edges[a], edges[a + 1], shift.double())  # (B, T) each
+        return interval_mixture_log_prob(params, lo, hi, a == 0, a == self.levels - 1)
 
     def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float,
                shift: torch.Tensor) -> torch.Tensor:
-        """params (B, 3K), u (B,) uniforms, shift (B,) -> codes (B,): inverse CDF of the exact bin masses."""
-        return categorical_sample(shifted_mixture_table(params, self.edges.to(params.device), shift), u, temperature)
+        """params (B, 3K), u (B,) uniforms, shift (B,) -> codes (B,): inverse CDF of the exact code masses."""
+        edges = self.edges.to(params.device)
+        lo, hi = self._intervals(edges[None, :-1], edges[None, 1:], shift.double()[:, None])  # (B, L) each
+        return categorical_sample(interval_mixture_table(params, lo, hi), u, temperature)
 
 
 # Output distributions by config name: (levels, mixtures) -> an object with channels / log_prob / sample.
