@@ -132,3 +132,24 @@ def test_mu_law_centres_match_the_codec():
     edges = m.output.edges
     inside = (edges[1:-1] + 1e-9)  # just above each inner edge: the code above it
     assert torch.equal(mu_law_encode(inside), torch.arange(1, 256))
+
+
+def test_input_noise_only_in_training_and_still_causal():
+    m = tiny(input_noise=2.0)
+    a = torch.randint(0, 16, (2, 16), generator=torch.Generator().manual_seed(6))
+    cond = speech_like(4).expand(2, -1, -1)
+    with torch.no_grad():
+        m.eval()
+        exact = m.log_prob(a, cond=cond, reduce=False)
+        assert torch.equal(exact, tiny().eval().log_prob(a, cond=cond, reduce=False))  # eval: no noise, exact
+        m.train()
+        torch.manual_seed(0)
+        noisy = m.log_prob(a, cond=cond, reduce=False)
+        assert not torch.allclose(noisy, exact)  # training sees a perturbed past
+        b = a.clone()
+        b[:, 9] = (b[:, 9] + 5) % 16
+        torch.manual_seed(0)
+        moved = m.log_prob(b, cond=cond, reduce=False)
+    assert torch.equal(noisy[:, :9], moved[:, :9])  # the same noise: nothing before the change moves
+    with pytest.raises(ValueError, match="input_noise"):
+        tiny(input_noise=-1.0)

@@ -218,7 +218,8 @@ def _per_voice_utterances(dataset, per_voice: int) -> dict[str, list[int]]:
 
 @torch.no_grad()
 def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int = 0, out_dir=None,
-                      device: str | torch.device = "cpu", recognise: bool = True, progress=None) -> dict:
+                      device: str | torch.device = "cpu", recognise: bool = True, progress=None,
+                      temperature: float = 1.0) -> dict:
     """Re-speak held-out utterances with a mel-conditioned WaveNet and score them against the recordings.
 
     For each voice (speaker) of `dataset` (loaded with mel features, as the model was trained), its first
@@ -263,7 +264,8 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
                 raise UserError(f"voice {voice} has speaker id {int(speaker)}, but the model knows "
                                 f"{model.num_speakers} speakers: score it with a data set it was trained on")
             codes = model.generate(steps, cond=utt["cond"].to(device), speaker=speaker,
-                                   generator=torch.Generator().manual_seed(seed + i))  # (1, steps)
+                                   generator=torch.Generator().manual_seed(seed + i),
+                                   temperature=temperature)  # (1, steps)
             respoken = mu_law_decode(codes[0].cpu(), model.levels).numpy()  # (steps,)
             row = {"stoi": _stoi_or_nan(recording, respoken, rate),
                    "mcd_db": mel_cepstral_distortion(recording, respoken, rate, n_mels=model.cond_channels,

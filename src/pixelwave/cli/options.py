@@ -52,6 +52,8 @@ TRAIN_OPTIONS = {o.dest: o for o in [
             "wavenet: softmax over the mu-law levels (default), a discretized logistic mixture, or with --mel "
             "lpc_mixture: a logistic mixture around the linear prediction from the mel frames (LPCNet-style)"),
            ("dropout", float, None, "pixelcnn_pp: dropout in the gated ResNet blocks (default 0.5)"),
+           ("input_noise", float, None, "wavenet: std in mu-law codes of noise on the past the network and the "
+                                        "LPC prediction see, in training only (default 0)"),
            ("latent_channels", positive(), None, "pixelvae: channels of the latent map z (default 4)"),
            ("latent_stride", positive(), None, "pixelvae: image pixels per latent position: 1, 2 or 4"),
            ("stacks", positive(), None, "wavenet: stacks of dilations 1, 2, 4, ... (default 2)"),
@@ -120,10 +122,11 @@ DEFAULTS = {dest: _D.get(dest, False if o.switch else None) for dest, o in TRAIN
 MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout", "latent_channels",
                          "latent_stride"),
                "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size",
-                         "output", "mixtures")}
+                         "output", "mixtures", "input_noise")}
 AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db")
 ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_channels", "latent_stride"),
-            "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "output", *AUDIO_DATA)}
+            "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "output", "input_noise",
+                      *AUDIO_DATA)}
 
 # Presets fill in settings; a config file and typed flags override them. An "image" / "audio" entry holds the
 # settings for that kind of model only (so `--preset tiny` works for every model).

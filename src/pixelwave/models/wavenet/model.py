@@ -262,6 +262,7 @@ class WaveNetConfig(ModelConfig):
     mixtures: int = 10  # logistic components of the "logistic_mixture" and "lpc_mixture" outputs
     lpc_order: int = 16  # "lpc_mixture": the order of the linear prediction from the mel frames
     sample_rate: int | None = None  # "lpc_mixture": the audio's rate, where the mel bands lie in Hz
+    input_noise: float = 0.0  # training only: std, in mu-law codes, of noise on the past the network sees
 
     SIZES: ClassVar[dict] = {
         # the paper-sized model (receptive field 2,047) that the benchmarks time
@@ -304,6 +305,8 @@ class WaveNetConfig(ModelConfig):
             require(self.sample_rate is not None, "output 'lpc_mixture' needs the audio's sample_rate")
         if self.sample_rate is not None:
             _positive("sample_rate", self.sample_rate)
+        require(isinstance(self.input_noise, int | float) and math.isfinite(self.input_noise)
+                and self.input_noise >= 0, f"input_noise must be >= 0, not {self.input_noise!r}")
 
 
 class WaveNet(Autoregressive):
@@ -458,9 +461,16 @@ class WaveNet(Autoregressive):
     def log_prob(self, a: torch.Tensor, speaker: torch.Tensor | None = None, cond: torch.Tensor | None = None,
                  reduce: bool = True) -> torch.Tensor:
         """log p(a | speaker, cond) in nats: (B,) summed over time, or (B, T) per sample with reduce=False."""
-        params = self.logits(a, speaker, cond)  # (B, C_out, T)
+        past = a
+        if self.training and self.config.input_noise > 0:
+            # Teacher forcing shows the network the true past, generation its own draws: trained on a noisy past
+            # (the network's inputs and the prediction both), it learns to correct its errors instead of
+            # compounding them (LPCNet's noise injection). Evaluation (model.eval()) scores the exact likelihood.
+            noise = torch.randn(a.shape, device=a.device) * self.config.input_noise
+            past = (a + noise.round().long()).clamp(0, self.levels - 1)
+        params = self.logits(past, speaker, cond)  # (B, C_out, T): step t sees past[:t] only
         if self.output.needs_prediction:  # the LPC prediction of every sample from the decoded codes before it
-            signal = self.output.centres.to(a.device)[a]  # (B, T) float64
+            signal = self.output.centres.to(a.device)[past]  # (B, T) float64
             shift = lpc.predict(signal, self._prediction_coefficients(cond, a.shape[1]))  # (B, T)
             logp = self.output.log_prob(params, a, shift)
         else:
