@@ -21,21 +21,19 @@ import math
 
 import torch
 
+from pixelwave.audio import _hz_to_mel
+
 GRID = 257  # frequencies from 0 to Nyquist for the power spectrum: 2 * 256-point autocorrelation
 LAG_WINDOW_HZ = 60.0
 WHITE_NOISE = 1e-4
 
 
-def _hz_to_mel(f):
-    return 2595.0 * torch.log10(1.0 + f / 700.0)  # HTK, as audio.mel_filterbank
-
-
 def _interpolation(n_mels: int, sample_rate: int) -> torch.Tensor:
     """(GRID, n_mels) weights: each grid frequency's value as a linear interpolation of its two neighbouring
     band centres on the mel axis (the first / last band's value below / above them)."""
-    top = _hz_to_mel(torch.tensor(sample_rate / 2, dtype=torch.float64))
-    centres = torch.linspace(0.0, float(top), n_mels + 2, dtype=torch.float64)[1:-1]  # (n_mels,) in mel
-    grid = _hz_to_mel(torch.linspace(0.0, sample_rate / 2, GRID, dtype=torch.float64))  # (GRID,)
+    top = float(_hz_to_mel(sample_rate / 2))  # the HTK mel scale of audio.mel_filterbank
+    centres = torch.linspace(0.0, top, n_mels + 2, dtype=torch.float64)[1:-1]  # (n_mels,) in mel
+    grid = torch.from_numpy(_hz_to_mel(torch.linspace(0.0, sample_rate / 2, GRID, dtype=torch.float64).numpy()))
     hi = torch.searchsorted(centres, grid).clamp(1, n_mels - 1)  # (GRID,) index of the centre above
     lo = hi - 1
     frac = ((grid - centres[lo]) / (centres[hi] - centres[lo])).clamp(0.0, 1.0)
