@@ -153,3 +153,19 @@ def test_input_noise_only_in_training_and_still_causal():
     assert torch.equal(noisy[:, :9], moved[:, :9])  # the same noise: nothing before the change moves
     with pytest.raises(ValueError, match="input_noise"):
         tiny(input_noise=-1.0)
+
+
+def test_the_network_sees_the_prediction_and_the_last_excitation():
+    """LPCNet's inputs: each of the two embeddings (the prediction p_t's, the last excitation's) changes the
+    output parameters."""
+    m = tiny()
+    a = torch.randint(0, 16, (2, 12), generator=torch.Generator().manual_seed(7))
+    cond = speech_like(3).expand(2, -1, -1)
+    with torch.no_grad():
+        base = m.logits(a, cond=cond)
+        for table in (m.prediction_embedding, m.excitation_embedding):
+            saved = table.weight.clone()
+            table.weight.add_(torch.randn(saved.shape, dtype=saved.dtype, generator=torch.Generator().manual_seed(8)))
+            moved = m.logits(a, cond=cond)
+            table.weight.copy_(saved)
+            assert not torch.allclose(base, moved)

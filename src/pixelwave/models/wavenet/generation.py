@@ -79,24 +79,31 @@ class GenerationWeights:
 
 def generate_naive(network: Callable, silence: int, field: int, steps: int, spk: torch.Tensor | None,
                    up: torch.Tensor | None, u: torch.Tensor, temperature: float,
-                   sample: Callable) -> torch.Tensor:
-    """The reference: for every sample, the parallel pass `network(inputs, spk, up)` over the window of inputs
-    it can see (the last `field` = receptive field). Codes (B, steps)."""
+                   sample: Callable, inputs: Callable | None = None) -> torch.Tensor:
+    """The reference: for every sample, the parallel pass `network(inputs, spk, up, extra)` over the window of
+    inputs it can see (the last `field` = receptive field). inputs(), if given, is called before step t's pass
+    and returns the step's extra inputs (B, R), kept for the later windows. Codes (B, steps)."""
     batch = u.shape[0]
     # seq[t + 1] = a[t]; seq[0] is the silence before the start
     seq = torch.full((batch, steps + 1), silence, dtype=torch.long, device=u.device)
+    extra = []  # extra[t]: step t's extra inputs (B, R)
     for t in range(steps):
         lo = max(0, t + 1 - field)  # outside the window nothing can reach the output at t
         window_up = None if up is None else up[..., lo: t + 1]
-        params = network(seq[:, lo: t + 1], spk, window_up)[:, :, -1]  # (B, C_out)
+        window_extra = None
+        if inputs is not None:
+            extra.append(inputs())
+            window_extra = torch.stack(extra[lo: t + 1], dim=1)  # (B, window, R)
+        params = network(seq[:, lo: t + 1], spk, window_up, window_extra)[:, :, -1]  # (B, C_out)
         seq[:, t + 1] = sample(params, u[:, t], temperature)
     return seq[:, 1:]
 
 
 def generate_torch(w: GenerationWeights, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: float,
-                   sample: Callable) -> torch.Tensor:
+                   sample: Callable, inputs: Callable | None = None) -> torch.Tensor:
     """Fast WaveNet in PyTorch: per layer a ring buffer of its last (k-1)*d inputs; a few small matmuls per layer.
-    up: (B, C_mel, steps) upsampled mel features or None; u: (B, steps) uniforms. Codes (B, steps)."""
+    up: (B, C_mel, steps) upsampled mel features or None; u: (B, steps) uniforms; inputs() as in
+    `generate_naive`. Codes (B, steps)."""
     batch, k, layers = w.batch, w.kernel_size, w.layers
     g, r = w.gate_channels, w.residual_channels
     # Per-layer weights as matmuls on (B, features) rows. taps: (k*R, 2G), rows j*R .. (j+1)*R - 1 = tap j;
@@ -124,6 +131,8 @@ def generate_torch(w: GenerationWeights, steps: int, up: torch.Tensor | None, u:
         if up is not None:
             bias = proj[t % _COND_CHUNK]  # (L, B, 2G)
         x = w.embedding[code]  # (B, R): the previous sample
+        if inputs is not None:
+            x = x + inputs().to(x.dtype)
         for i in range(layers):
             q, span = queues[i], spans[i]
             if k == 2:  # the input d steps ago, read before this step overwrites its slot

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwave import lpc
-from pixelwave.audio import silence_code
+from pixelwave.audio import mu_law_encode, silence_code
 from pixelwave.distributions import (
     categorical_log_prob,
     categorical_sample,
@@ -147,6 +147,33 @@ class PredictiveMixtureOutput:
 OUTPUTS = {"categorical": lambda levels, mixtures: CategoricalOutput,
            "logistic_mixture": LogisticMixtureOutput,
            "lpc_mixture": PredictiveMixtureOutput}
+
+
+class _LinearPrediction:
+    """Generation with a predictive output ("lpc_mixture"), one sample at a time: the decoded past s, this
+    step's prediction p_t = -sum_k a_k s_(t-k) and the last excitation e_(t-1), as `WaveNet._output_params`
+    computes them for a whole sequence."""
+
+    def __init__(self, model: WaveNet, coeffs: torch.Tensor, batch: int):
+        self.model, self.coeffs, self.t = model, coeffs, 0  # coeffs (B, steps, p) float64
+        self.centres = model.output.centres.to(coeffs.device)
+        self.history = torch.zeros(batch, coeffs.shape[-1], dtype=torch.float64, device=coeffs.device)  # s_(t-1)..
+        self.shift = torch.zeros(batch, dtype=torch.float64, device=coeffs.device)  # p_t
+        self.excitation = torch.zeros_like(self.shift)  # e_(t-1): none before the start
+
+    def inputs(self) -> torch.Tensor:
+        """Step t's extra network inputs (B, R), from the past only; fixes p_t for `sample`."""
+        self.shift = -(self.coeffs[:, self.t] * self.history).sum(-1)  # (B,)
+        return self.model._prediction_inputs(self.shift, self.excitation)
+
+    def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+        """params (B, C_out), u (B,) -> a[t] (B,), drawn around p_t; then on to step t + 1."""
+        code = self.model.output.sample(params, u, temperature, self.shift)
+        s = self.centres[code]
+        self.excitation = s - self.shift
+        self.history = torch.cat([s[:, None], self.history[:, :-1]], dim=1)
+        self.t += 1
+        return code
 
 
 class ConditionUpsampler(nn.Module):
@@ -328,6 +355,10 @@ class WaveNet(Autoregressive):
         self.dilations = [2 ** (i % per_stack) for i in range(layers)]  # 1, 2, 4, ... restarting every stack
 
         self.embedding = nn.Embedding(levels, cfg.residual_channels)  # the previous code, one-hot -> 1x1 conv
+        self.prediction_embedding = self.excitation_embedding = None
+        if self.output.needs_prediction:  # LPCNet's inputs: also the prediction p_t and the excitation e_(t-1)
+            self.prediction_embedding = nn.Embedding(levels, cfg.residual_channels)
+            self.excitation_embedding = nn.Embedding(levels, cfg.residual_channels)
         self.speaker_embedding = None
         if cfg.num_speakers:
             # V h for every layer at once: (speaker) -> (layers * 2G); small, not to swamp an untrained model.
@@ -415,6 +446,9 @@ class WaveNet(Autoregressive):
         A constant input makes every dilated conv constant too, so one step with the taps summed is exact.
         """
         x = self.embedding.weight[self.silence][None]  # (1, R)
+        if self.output.needs_prediction:  # silence predicts 0 and leaves no excitation
+            zero = torch.zeros(1, dtype=torch.float64, device=x.device)
+            x = x + self._prediction_inputs(zero, zero)
         states = []
         for i, block in enumerate(self.blocks):
             states.append(x)
@@ -426,12 +460,23 @@ class WaveNet(Autoregressive):
                 x = x + F.linear(z, block.residual.weight[:, :, 0], block.residual.bias)  # (1|B, R)
         return states
 
-    def _network(self, inp: torch.Tensor, spk: torch.Tensor | None, up: torch.Tensor | None) -> torch.Tensor:
-        """Shifted input codes (B, T) (inp[t] = a[t - 1]) -> output parameters (B, C_out, T).
+    def _prediction_inputs(self, prediction: torch.Tensor, excitation: torch.Tensor) -> torch.Tensor:
+        """LPCNet's extra inputs at step t, known before a[t] is drawn: the prediction p_t and the previous
+        excitation e_(t-1) = s_(t-1) - p_(t-1), each as its mu-law code through an embedding. (...) -> (..., R)."""
+        levels = self.levels
+        return (self.prediction_embedding(mu_law_encode(prediction, levels).to(prediction.device))
+                + self.excitation_embedding(mu_law_encode(excitation, levels).to(excitation.device)))
+
+    def _network(self, inp: torch.Tensor, spk: torch.Tensor | None, up: torch.Tensor | None,
+                 extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Shifted input codes (B, T) (inp[t] = a[t - 1]) -> output parameters (B, C_out, T). extra (B, T, R):
+        more inputs at each step, added to the code's embedding (the "lpc_mixture" output's prediction inputs).
 
         Runs time-major ((B, T, channels): every 1x1 conv is one matrix product) and returns a transposed view.
         """
         x = self.embedding(inp)  # (B, T, R)
+        if extra is not None:
+            x = x + extra.to(x.dtype)
         up = None if up is None else up.transpose(1, 2).contiguous()  # (B, T, C)
         states = self._silence_states(spk)
         skip = None  # (B T, S): the skip sum, accumulated in place, one matrix product per layer
@@ -453,14 +498,27 @@ class WaveNet(Autoregressive):
         """The output distribution's parameters for every step: (B, levels, T) logits of p(a[t] | a[<t])."""
         self._check_codes(a)
         speaker, cond = self._check_conditions(a.shape[0], a.shape[1], speaker, cond)
-        silence = torch.full_like(a[:, :1], self.silence)
-        inp = torch.cat([silence, a[:, :-1]], dim=1)  # (B, T): predict a[t] from a[:t]
-        up = None if cond is None else self.upsampler(cond)[..., : a.shape[1]]  # (B, C, T)
-        return self._network(inp, self._speaker_bias(speaker), up)
+        return self._output_params(a, speaker, cond)[0]
+
+    def _output_params(self, past: torch.Tensor, speaker: torch.Tensor | None, cond: torch.Tensor | None):
+        """(the output parameters (B, C_out, T), the LPC prediction of every sample (B, T) or None) given the
+        codes `past` (B, T), checked: step t sees past[:t] only."""
+        silence = torch.full_like(past[:, :1], self.silence)
+        inp = torch.cat([silence, past[:, :-1]], dim=1)  # (B, T): predict a[t] from a[:t]
+        up = None if cond is None else self.upsampler(cond)[..., : past.shape[1]]  # (B, C, T)
+        shift = extra = None
+        if self.output.needs_prediction:  # the LPC prediction of every sample from the decoded codes before it
+            signal = self.output.centres.to(past.device)[past]  # (B, T) float64
+            shift = lpc.predict(signal, self._prediction_coefficients(cond, past.shape[1]))  # (B, T)
+            excitation = F.pad(signal - shift, (1, 0))[:, :-1]  # e_(t-1); none before the start
+            extra = self._prediction_inputs(shift, excitation)  # (B, T, R)
+        return self._network(inp, self._speaker_bias(speaker), up, extra), shift
 
     def log_prob(self, a: torch.Tensor, speaker: torch.Tensor | None = None, cond: torch.Tensor | None = None,
                  reduce: bool = True) -> torch.Tensor:
         """log p(a | speaker, cond) in nats: (B,) summed over time, or (B, T) per sample with reduce=False."""
+        self._check_codes(a)
+        speaker, cond = self._check_conditions(a.shape[0], a.shape[1], speaker, cond)
         past = a
         if self.training and self.config.input_noise > 0:
             # Teacher forcing shows the network the true past, generation its own draws: trained on a noisy past
@@ -468,13 +526,8 @@ class WaveNet(Autoregressive):
             # compounding them (LPCNet's noise injection). Evaluation (model.eval()) scores the exact likelihood.
             noise = torch.randn(a.shape, device=a.device) * self.config.input_noise
             past = (a + noise.round().long()).clamp(0, self.levels - 1)
-        params = self.logits(past, speaker, cond)  # (B, C_out, T): step t sees past[:t] only
-        if self.output.needs_prediction:  # the LPC prediction of every sample from the decoded codes before it
-            signal = self.output.centres.to(a.device)[past]  # (B, T) float64
-            shift = lpc.predict(signal, self._prediction_coefficients(cond, a.shape[1]))  # (B, T)
-            logp = self.output.log_prob(params, a, shift)
-        else:
-            logp = self.output.log_prob(params, a)  # (B, T)
+        params, shift = self._output_params(past, speaker, cond)  # (B, C_out, T): step t sees past[:t] only
+        logp = self.output.log_prob(params, a) if shift is None else self.output.log_prob(params, a, shift)
         return logp.sum(1) if reduce else logp
 
     def _prediction_coefficients(self, cond: torch.Tensor, steps: int) -> torch.Tensor:
@@ -483,25 +536,14 @@ class WaveNet(Autoregressive):
         return lpc.per_sample(lpc.coefficients(cond, cfg.sample_rate, cfg.lpc_order), steps, cfg.hop_length)
 
     def _sampler(self, cond: torch.Tensor | None, steps: int, batch: int):
-        """What draws a code from one step's output parameters: the output's own sample, or for a predictive
-        output a closure that keeps the decoded past and adds this step's prediction. The generators call it once
-        per step, in order."""
+        """(sample, inputs): what draws a code from one step's output parameters, and what gives the step's extra
+        inputs (B, R) before the network runs (None: no extra inputs). The output's own sample, or for a
+        predictive output a `_LinearPrediction` that keeps the decoded past. The generators call inputs() then
+        sample() once per step, in order."""
         if not self.output.needs_prediction:
-            return self.output.sample
-        coeffs = self._prediction_coefficients(cond, steps)  # (B, steps, p)
-        centres = self.output.centres.to(coeffs.device)
-        history = torch.zeros(batch, self.config.lpc_order, dtype=torch.float64, device=coeffs.device)  # s_(t-1)..
-        step = [0]
-
-        def sample(params: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
-            t = step[0]
-            shift = -(coeffs[:, t] * history).sum(-1)  # (B,)
-            code = self.output.sample(params, u, temperature, shift)
-            history.copy_(torch.cat([centres[code][:, None], history[:, :-1]], dim=1))
-            step[0] = t + 1
-            return code
-
-        return sample
+            return self.output.sample, None
+        state = _LinearPrediction(self, self._prediction_coefficients(cond, steps), batch)
+        return state.sample, state.inputs
 
     def forward(self, a: torch.Tensor, speaker: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -553,9 +595,9 @@ class WaveNet(Autoregressive):
         was_training = self.training
         self.eval()
         try:
-            sample = self._sampler(None if cond is None else cond.to(param.device), steps, batch)
+            sample, inputs = self._sampler(None if cond is None else cond.to(param.device), steps, batch)
             if backend == "naive":
-                return self._generate_naive(steps, spk, up, u, temperature, sample)
+                return self._generate_naive(steps, spk, up, u, temperature, sample, inputs)
             if backend in ("auto", "fused"):
                 codes = self._generate_fused(steps, spk, up, u, temperature, weights)
                 if codes is not None:
@@ -563,7 +605,7 @@ class WaveNet(Autoregressive):
                 if backend == "fused" or weights != "float32":
                     why = self.fused_unsupported(weights) or "the kernel failed to start"
                     raise RuntimeError(f"backend='fused', but the fused WaveNet step cannot run here: {why}")
-            return self._generate_cached(steps, spk, up, u, temperature, sample)
+            return self._generate_cached(steps, spk, up, u, temperature, sample, inputs)
         finally:
             self.train(was_training)
 
@@ -641,13 +683,14 @@ class WaveNet(Autoregressive):
 
     # The backends, on what `generate` prepared: speaker biases spk (B, L, 2G) or None, upsampled mel features
     # up (B, C, steps) or None, uniforms u (B, steps).
-    def _generate_naive(self, steps, spk, up, u, temperature, sample=None) -> torch.Tensor:
+    # sample, inputs: from `_sampler`.
+    def _generate_naive(self, steps, spk, up, u, temperature, sample=None, inputs=None) -> torch.Tensor:
         return generate_naive(self._network, self.silence, self.receptive_field, steps, spk, up, u, temperature,
-                              sample or self.output.sample)
+                              sample or self.output.sample, inputs)
 
-    def _generate_cached(self, steps, spk, up, u, temperature, sample=None) -> torch.Tensor:
+    def _generate_cached(self, steps, spk, up, u, temperature, sample=None, inputs=None) -> torch.Tensor:
         return generate_torch(self.generation_weights(spk, u.shape[0]), steps, up, u, temperature,
-                              sample or self.output.sample)
+                              sample or self.output.sample, inputs)
 
     def _generate_fused(self, steps, spk, up, u, temperature, weights="float32") -> torch.Tensor | None:
         if self.fused_unsupported(weights) is not None:
