@@ -382,3 +382,26 @@ def test_eval_without_the_speech_extra_says_how_to_install(flite_vocoder, capsys
     assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["speech_scores"] is None and "speech-eval" in result["speech_scores_note"]
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (apt-get install flite)")
+def test_say_renders_text_with_the_front_end_then_the_vocoder(flite_vocoder, tmp_path, capsys):
+    """flite speaks, its log-mel frames drive the WaveNet: the output is as long as flite's rendering in whole
+    mel frames, and a speaker-conditional vocoder is conditioned on the voice when it knows it."""
+    from pixelwave.data.speech import synthesise
+
+    out = tmp_path / "say.wav"
+    assert main(["say", "Hello.", "--voice", "awb", "--model", str(flite_vocoder), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "speaker awb" in said and "flite's awb" in said and out.with_suffix(".png").is_file()
+    front = synthesise("Hello.", "awb", sample_rate=16000)
+    hop = json.loads((flite_vocoder / "data.json").read_text())["hop_length"]
+    assert sf.info(str(out)).frames == -(-len(front) // hop) * hop
+    bad(["say", "Hello.", "--voice", "awb", "--model", str(flite_vocoder), "--out", str(out)], capsys, "--force")
+    bad(["say", "  ", "--voice", "awb", "--model", str(flite_vocoder), "--out", str(tmp_path / "e.wav")], capsys,
+        "empty")
+    bad(["say", "Hi.", "--voice", "nobody", "--engine", "flite", "--model", str(flite_vocoder), "--out",
+         str(tmp_path / "n.wav")], capsys, "flite has no voice nobody")
+    # espeak-ng's voice is not among the vocoder's speakers: it must be told which speaker to use
+    bad(["say", "Hi.", "--voice", "en-gb", "--model", str(flite_vocoder), "--out", str(tmp_path / "g.wav")], capsys,
+        "pass --speaker")

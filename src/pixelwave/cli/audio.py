@@ -1,4 +1,4 @@
-"""pixelwave generate | resynthesize | data speech: the audio commands."""
+"""pixelwave generate | resynthesize | say | data speech: the audio commands."""
 
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ def audio_output(path: str, force: bool, n: int = 1) -> tuple[list[Path], Path]:
     return wavs, png
 
 
-def load_audio_model(args, command: str):
-    device = device_of(args.device)
-    model, info = load_checkpoint(args.checkpoint, device)
+def load_audio_model(checkpoint: str, device: str, command: str):
+    device = device_of(device)
+    model, info = load_checkpoint(checkpoint, device)
     if model.data_kind != "audio":
-        raise UserError(f"{args.checkpoint} is a {model.model_name} (image) checkpoint: `pixelwave {command}` is "
+        raise UserError(f"{checkpoint} is a {model.model_name} (image) checkpoint: `pixelwave {command}` is "
                         f"for WaveNet; use `pixelwave sample` or `pixelwave complete`")
     if not info.get("sample_rate"):
-        raise UserError(f"{args.checkpoint} has no data.json with the sample rate it was trained at: it is "
+        raise UserError(f"{checkpoint} has no data.json with the sample rate it was trained at: it is "
                         f"needed to write audio (train with `pixelwave train` to get one)")
     return model, info, device
 
@@ -97,7 +97,7 @@ def prepare_generation(args, model) -> bool:
 
 def cmd_generate(args, parser) -> int:
     outs, png = audio_output(args.out, args.force, args.num)
-    model, info, device = load_audio_model(args, "generate")
+    model, info, device = load_audio_model(args.checkpoint, args.device, "generate")
     if model.cond_channels is not None:
         raise UserError(f"{args.checkpoint} is conditioned on mel spectrograms (trained with --mel): it needs a "
                         f"recording to follow; use `pixelwave resynthesize {args.checkpoint} --input SPEECH.wav`")
@@ -124,23 +124,57 @@ def cmd_generate(args, parser) -> int:
 
 
 def cmd_resynthesize(args, parser) -> int:
-    from pixelwave.audio import log_mel, read_audio
+    from pixelwave.audio import read_audio
 
     outs, png = audio_output(args.out, args.force)
-    model, info, device = load_audio_model(args, "resynthesize")
+    model, info, device = load_vocoder(args.checkpoint, args, "resynthesize")
+    speaker, name = speaker_id(model, info, args.speaker)
+    wave, _ = read_audio(args.input, info["sample_rate"])  # mono, resampled to the model's rate; bad files: UserError
+    if args.seconds:
+        wave = wave[: max(1, round(args.seconds * info["sample_rate"]))]
+    vocode(args, model, info, device, wave, speaker, name, outs, png,
+           f"input: {Path(args.input).name}", f"the log-mel frames of {args.input}")
+    return 0
+
+
+def cmd_say(args, parser) -> int:
+    from pixelwave.data.speech import check_voices, synthesise, voice_engine
+
+    outs, png = audio_output(args.out, args.force)
+    if not args.text.strip():
+        raise UserError("nothing to say: the text is empty")
+    engine = args.engine or voice_engine(args.voice)
+    check_voices(engine, [args.voice])  # before the model loads: flite would fall back to its default voice
+    model, info, device = load_vocoder(args.model, args, "say")
+    names = info.get("speakers") or []
+    if args.speaker is None and model.num_speakers is not None and args.voice in names:
+        args.speaker = args.voice  # the vocoder knows this voice: condition on it
+    speaker, name = speaker_id(model, info, args.speaker)
+    wave = synthesise(args.text, args.voice, engine, info["sample_rate"])  # the classical front end
+    vocode(args, model, info, device, wave, speaker, name, outs, png, f"front end: {engine} {args.voice}",
+           f"{engine}'s {args.voice} saying {args.text[:40]!r}")
+    return 0
+
+
+def load_vocoder(checkpoint: str, args, command: str):
+    """A mel-conditioned WaveNet and its run's data.json (which must hold the mel settings), or UserError."""
+    model, info, device = load_audio_model(checkpoint, args.device, command)
     if model.cond_channels is None:
-        raise UserError(f"{args.checkpoint} has no mel conditioning (train with --mel to get a vocoder): it "
+        raise UserError(f"{checkpoint} has no mel conditioning (train with --mel to get a vocoder): it "
                         f"cannot follow a recording; use `pixelwave generate`")
     mel = info.get("mel")
     if not mel or (mel["n_mels"], mel["hop_length"]) != (model.cond_channels, model.hop_length):
-        raise UserError(f"{args.checkpoint}: data.json does not hold the mel settings the model was trained with")
-    speaker, name = speaker_id(model, info, args.speaker)
-    rate, hop = info["sample_rate"], mel["hop_length"]
-    wave, _ = read_audio(args.input, rate)  # mono, resampled to the model's rate; bad files: UserError
-    if args.seconds:
-        wave = wave[: max(1, round(args.seconds * rate))]
+        raise UserError(f"{checkpoint}: data.json does not hold the mel settings the model was trained with")
+    return model, info, device
+
+
+def vocode(args, model, info: dict, device, wave, speaker, name, outs, png, reference: str, source: str) -> None:
+    """Re-speak `wave` (numpy, at the model's rate) from its log-mel frames; write the WAV and the picture."""
+    from pixelwave.audio import log_mel
+
+    rate, mel = info["sample_rate"], info["mel"]
     cond = log_mel(torch.from_numpy(wave), rate, **mel)[None]  # (1, n_mels, ceil(T / hop))
-    steps = cond.shape[-1] * hop
+    steps = cond.shape[-1] * mel["hop_length"]
     bf16 = prepare_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -149,12 +183,9 @@ def cmd_resynthesize(args, parser) -> int:
                            temperature=args.temperature)  # (1, steps)
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
-    seconds = write_audio(outs, png, codes, model, rate, [f"resynthesised{who}"],
-                          reference=(f"input: {Path(args.input).name}", wave))
-    print(f"wrote {outs[0]} and {png} ({seconds:.2f} s at {rate} Hz from the log-mel frames of {args.input}{who}; "
+    seconds = write_audio(outs, png, codes, model, rate, [f"WaveNet{who}"], reference=(reference, wave))
+    print(f"wrote {outs[0]} and {png} ({seconds:.2f} s at {rate} Hz from {source}{who}; "
           f"{steps:,} samples in {took:.1f} s, {steps / took:,.0f} samples/s{', bf16' * bf16})")
-    return 0
-
 
 
 def cmd_data_speech(args, parser) -> int:
@@ -216,6 +247,23 @@ def add_parsers(sub) -> None:
     p.add_argument("--seconds", type=positive(float), help="use only the first S seconds of --input")
     _generation_flags(p)
     p.set_defaults(func=cmd_resynthesize)
+
+    p = sub.add_parser("say", help="text to speech: a classical front end speaks, a WaveNet vocoder re-speaks",
+                       description="The text is rendered by a classical synthesiser (flite for its CMU voices slt, "
+                                   "rms, awb, kal16; espeak-ng for its accents, e.g. en-gb-scotland), and its "
+                                   "log-mel frames go to a mel-conditioned WaveNet, which renders the waveform. "
+                                   "The words and prosody are the front end's; the waveform is WaveNet's.",
+                       epilog='example: pixelwave say "The quick brown fox." --voice awb --out say.wav')
+    p.add_argument("text", help="what to say (quote it)")
+    p.add_argument("--voice", required=True, help="the front end's voice: slt, rms, awb, kal16 (flite) or an "
+                                                  "espeak-ng voice such as en-us, en-gb, en-gb-scotland")
+    p.add_argument("--engine", choices=speech_engines(), help="the front end (default: the one with --voice)")
+    p.add_argument("--model", default="pretrained:vocoder",
+                   help="the mel-conditioned WaveNet (default pretrained:vocoder, the shipped one)")
+    p.add_argument("--out", required=True, help="output .wav; the front end's and WaveNet's waveforms go to .png")
+    p.add_argument("--speaker", help="speaker of a speaker-conditional vocoder (default: --voice, if it knows it)")
+    _generation_flags(p)
+    p.set_defaults(func=cmd_say)
 
     p = sub.add_parser("data", help="build data sets",
                        epilog="example: pixelwave data speech --out corpus/")

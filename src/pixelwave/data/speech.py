@@ -48,7 +48,8 @@ from pixelwave.audio import read_audio, trim_silence
 from pixelwave.errors import UserError
 
 __all__ = ["build_speech_corpus", "read_sentences", "espeak_version", "flite_version", "synthesiser_path",
-           "ENGINES", "DEFAULT_VOICES", "FLITE_VOICES", "FLITE_DEFAULT_VOICES", "SENTENCES", "SENTENCE_LISTS"]
+           "synthesise", "voice_engine", "ENGINES", "DEFAULT_VOICES", "FLITE_VOICES", "FLITE_DEFAULT_VOICES",
+           "SENTENCES", "SENTENCE_LISTS"]
 
 ENGINES = ("espeak-ng", "flite")
 DEFAULT_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029")  # espeak-ng's; flite's: FLITE_DEFAULT_VOICES
@@ -145,6 +146,45 @@ def _plan(n_sentences: int, voices: list[str], test_voices: list[str], voices_pe
     return plan
 
 
+def check_voices(engine: str, voices) -> None:
+    """UserError naming the voices that `engine` does not have (and how to list the ones it has)."""
+    known = _voices_available(engine)
+    missing = [v for v in voices if v not in known]
+    if missing:
+        listing = "flite -lv" if engine == "flite" else "espeak-ng --voices=en"
+        raise UserError(f"{engine} has no voice {', '.join(missing)} (list them: {listing})")
+
+
+def voice_engine(voice: str) -> str:
+    """The synthesiser that has `voice`: flite for its CMU voices (FLITE_VOICES), else espeak-ng."""
+    return "flite" if voice in FLITE_VOICES else "espeak-ng"
+
+
+def synthesise(text: str, voice: str, engine: str | None = None, sample_rate: int = 16000,
+               top_db: float | None = 40.0, pitch: int | None = None, speed: int | None = None):
+    """`text` spoken by a classical synthesiser (flite or espeak-ng; default: the one that has `voice`): a mono
+    float32 waveform (numpy) at `sample_rate`, leading and trailing silence below `top_db` trimmed (None: kept).
+    espeak-ng takes a pitch (0..99) and speed (words/minute). The voice is not checked here (flite falls back
+    to its default voice): `check_voices` does that."""
+    engine = engine or voice_engine(voice)
+    if engine not in ENGINES:
+        raise UserError(f"unknown speech engine {engine!r}: one of {', '.join(ENGINES)}")
+    exe = synthesiser_path(engine)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        if engine == "flite":
+            # the text as an argument (flite takes a spaced string as text, not as a file name)
+            cmd, text_in = [exe, "-voice", voice, "-t", text, "-o", str(wav)], None
+        else:
+            prosody = [*(["-p", str(pitch)] if pitch is not None else []), *(["-s", str(speed)] if speed else [])]
+            cmd, text_in = [exe, "-v", voice, *prosody, "-w", str(wav), "--stdin"], text
+        run = subprocess.run(cmd, input=text_in, capture_output=True, text=True)
+        if run.returncode != 0 or not wav.is_file():
+            raise UserError(f"{engine} failed to speak {text[:40]!r} with voice {voice}: {run.stderr.strip()[:200]}")
+        wave, _ = read_audio(wav, sample_rate)  # mono, resampled with soxr
+    return wave if top_db is None else trim_silence(wave, sample_rate, top_db=top_db)
+
+
 def build_speech_corpus(out_dir: str | os.PathLike, voices=None,
                         sentences_file: str | os.PathLike | None = None, sample_rate: int = 16000,
                         voices_per_sentence: int | None = None, test_every: int = 10, top_db: float = 40.0,
@@ -153,7 +193,7 @@ def build_speech_corpus(out_dir: str | os.PathLike, voices=None,
 
     `progress`, if given, is called as progress(done, total) after every utterance (the CLI passes a tqdm).
     """
-    exe = synthesiser_path(engine)
+    synthesiser_path(engine)  # installed, or a UserError saying how to install it
     test_voices = list(test_voices or ())
     if voices is None:  # the engine's defaults, less any voice named a test voice (--test-voices awb)
         voices = [v for v in (FLITE_DEFAULT_VOICES if engine == "flite" else DEFAULT_VOICES) if v not in test_voices]
@@ -162,11 +202,7 @@ def build_speech_corpus(out_dir: str | os.PathLike, voices=None,
     if not voices or len(set(every)) != len(every):
         raise UserError(f"voices must be a non-empty list of distinct {engine} voices, and test voices must not be "
                         f"among them; got voices {voices!r}, test voices {test_voices!r}")
-    known = _voices_available(engine)
-    missing = [v for v in every if v not in known]
-    if missing:
-        listing = "flite -lv" if engine == "flite" else "espeak-ng --voices=en"
-        raise UserError(f"{engine} has no voice {', '.join(missing)} (list them: {listing})")
+    check_voices(engine, every)
     if voices_per_sentence is not None and not 1 <= voices_per_sentence <= len(voices):
         raise UserError(f"voices_per_sentence must be in 1..{len(voices)}, got {voices_per_sentence}")
     if test_every < 2:
@@ -181,33 +217,21 @@ def build_speech_corpus(out_dir: str | os.PathLike, voices=None,
     import soundfile as sf
 
     utterances = []
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "speech.wav"
-        for n, (i, voice, split) in enumerate(plan):
-            entry = {}
-            if engine == "flite":
-                # the text as an argument (flite takes a spaced string as text, not as a file name)
-                cmd, text_in = [exe, "-voice", voice, "-t", sentences[i], "-o", str(wav)], None
-            else:
-                pitch, speed = _prosody(voice, i)
-                entry = {"pitch": pitch, "speed": speed}
-                cmd, text_in = [exe, "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(wav), "--stdin"], \
-                    sentences[i]
-            run = subprocess.run(cmd, input=text_in, capture_output=True, text=True)
-            if run.returncode != 0 or not wav.is_file():
-                raise UserError(f"{engine} failed on sentence {i} ({voice}): {run.stderr.strip()[:200]}")
-            wave, _ = read_audio(wav, sample_rate)  # mono, resampled with soxr
-            wav.unlink()
-            wave = trim_silence(wave, sample_rate, top_db=top_db)
-            if len(wave) == 0:
-                raise UserError(f"{engine} produced silence for sentence {i} ({voice})")
-            rel = f"{voice}/{i:03d}.flac"
-            (out / voice).mkdir(exist_ok=True)
-            sf.write(str(out / rel), wave, sample_rate, format="FLAC", subtype="PCM_16", **_flac_level())
-            utterances.append({"file": rel, "speaker": voice, "sentence_id": i, "text": sentences[i],
-                               "split": split, **entry, "samples": int(len(wave))})
-            if progress is not None:
-                progress(n + 1, len(plan))
+    for n, (i, voice, split) in enumerate(plan):
+        entry = {}
+        if engine == "espeak-ng":
+            pitch, speed = _prosody(voice, i)
+            entry = {"pitch": pitch, "speed": speed}
+        wave = synthesise(sentences[i], voice, engine, sample_rate, top_db=top_db, **entry)
+        if len(wave) == 0:
+            raise UserError(f"{engine} produced silence for sentence {i} ({voice})")
+        rel = f"{voice}/{i:03d}.flac"
+        (out / voice).mkdir(exist_ok=True)
+        sf.write(str(out / rel), wave, sample_rate, format="FLAC", subtype="PCM_16", **_flac_level())
+        utterances.append({"file": rel, "speaker": voice, "sentence_id": i, "text": sentences[i],
+                           "split": split, **entry, "samples": int(len(wave))})
+        if progress is not None:
+            progress(n + 1, len(plan))
     version = f"flite {flite_version()}" if engine == "flite" else f"espeak-ng {espeak_version()}"
     meta = {"format": "pixelwave-speech-corpus", "sample_rate": sample_rate, "speakers": every,
             "synthesiser": version, "engine": engine, "test_voices": test_voices,
