@@ -2,12 +2,15 @@
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import pixelwave as pw
@@ -147,3 +150,56 @@ def test_resume_takes_the_saved_model_sizes(tmp_path, capsys):
     assert json.loads(next(out.glob("checkpoints/step-000004/state.json")).read_text())["step"] == 4
     err = bad([*base, "--hidden", "12", "--steps", "6", "--resume"], capsys)
     assert "--resume" in err
+
+
+def commands_of(prefix: list[str], capsys) -> list[str]:
+    """The commands under `prefix`, as argparse names them for an unknown one (none: a command, not a group)."""
+    main([*prefix, "no-such-command"])
+    found = re.search(r"invalid choice: 'no-such-command' \(choose from (.*)\)", capsys.readouterr().err)
+    return re.findall(r"'([^']+)'", found.group(1)) if found else []
+
+
+def help_of(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_command_help_ends_with_an_example(capsys):
+    from pixelwave.cli import build_parser
+
+    top = commands_of([], capsys)
+    assert {"train", "eval", "sample", "complete", "generate", "data", "compare"} <= set(top)
+    paths = [[c] for c in top] + [["data", c] for c in commands_of(["data"], capsys)]
+    assert ["data", "speech"] in paths
+    for path in paths:
+        lines = help_of(path, capsys).rstrip().splitlines()
+        example = lines[-1].strip()
+        assert lines[-2] == "example:" and example.startswith(f"pixelwave {' '.join(path)} "), (path, lines[-2:])
+        build_parser().parse_args(shlex.split(example)[1:])  # the example is a valid command line
+        if path != ["data"]:
+            assert "--threads" in "\n".join(lines), path
+
+
+def test_overview_with_help_and_without_arguments(capsys):
+    text = help_of([], capsys)
+    assert text.rstrip().splitlines()[-1].strip().startswith("pixelwave ")
+    for command in commands_of([], capsys):
+        assert re.search(rf"^  {command} .*\n +pixelwave {command} ", text, re.M), command  # what it does, an example
+    assert main([]) == 2  # no command: argparse's usage error, with the overview as the usage
+    out, err = capsys.readouterr()
+    assert out == "" and err == text
+
+
+def test_threads_default_by_the_machine_and_threads_overrides(tmp_path, monkeypatch):
+    from pixelwave import runtime
+    from pixelwave.cli import images
+
+    seen = []
+    monkeypatch.setattr(images, "cmd_receptive_field", lambda args, parser: seen.append(torch.get_num_threads()) or 0)
+    monkeypatch.setattr(runtime, "default_threads", lambda: 3)
+    before = torch.get_num_threads()
+    argv = ["receptive-field", "--model", "pixelcnn", "--layers", "2", "--out", str(tmp_path / "rf.png")]
+    assert main(argv) == 0 and main([*argv, "--threads", "2"]) == 0
+    assert seen == [3, 2] and torch.get_num_threads() == before  # set for the command, then as it was

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.cli.common import Parser, device_of, load_checkpoint, positive
+from pixelwave.cli.common import Parser, add_command, device_of, load_checkpoint, positive
 from pixelwave.errors import UserError
 
 
@@ -195,8 +195,8 @@ def cmd_data_speech(args, parser) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("generate", help="speak: draw audio from a WaveNet checkpoint into a WAV (+ PNG)",
-                       epilog="example: pixelwave generate runs/wavenet --speaker en-gb --seconds 1 --out gb.wav")
+    p = add_command(sub, "generate", "speak: draw audio from a WaveNet checkpoint into a WAV (+ PNG)",
+                    "pixelwave generate runs/wavenet --speaker en-gb --seconds 1 --out gb.wav")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="output .wav; the waveform + log-mel picture goes to .png beside it")
     p.add_argument("--seconds", type=positive(float), default=1.0, help="length (default 1 s)")
@@ -207,8 +207,8 @@ def add_parsers(sub) -> None:
     _generation_flags(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("resynthesize", help="re-speak a recording from its log-mel frames (mel WaveNet)",
-                       epilog="example: pixelwave resynthesize runs/vocoder --input speech.wav --out out.wav")
+    p = add_command(sub, "resynthesize", "re-speak a recording from its log-mel frames (mel WaveNet)",
+                    "pixelwave resynthesize runs/vocoder --input speech.wav --out out.wav")
     p.add_argument("checkpoint")
     p.add_argument("--input", required=True, help="WAV/FLAC/OGG recording")
     p.add_argument("--out", required=True, help="output .wav; input and output pictures go to .png beside it")
@@ -217,13 +217,12 @@ def add_parsers(sub) -> None:
     _generation_flags(p)
     p.set_defaults(func=cmd_resynthesize)
 
-    p = sub.add_parser("data", help="build data sets",
-                       epilog="example: pixelwave data speech --out corpus/")
+    p = add_command(sub, "data", "build data sets (data speech: a speech corpus)",
+                    "pixelwave data speech --out corpus/", threads=False)
     data_sub = p.add_subparsers(dest="dataset", required=True, parser_class=Parser)
-    p = data_sub.add_parser("speech", help="a speaker-labelled speech corpus made with espeak-ng or flite "
-                                           "(load: wav:DIR)",
-                            epilog="example: pixelwave data speech --engine flite --test-voices kal16 "
-                                   "--sentences alice --out corpus/")
+    p = add_command(data_sub, "speech", "a speaker-labelled speech corpus made with espeak-ng or flite (load: "
+                                        "wav:DIR)",
+                    "pixelwave data speech --engine flite --test-voices kal16 --sentences alice --out corpus/")
     p.add_argument("--out", required=True, help="new (or empty) folder")
     p.add_argument("--engine", choices=speech_engines(), default="espeak-ng",
                    help="synthesiser: espeak-ng (formant voices in English accents; default) or flite (CMU voices "

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.cli.common import device_of, image_size, load_checkpoint, load_data_for, output_path, positive
+from pixelwave.cli.common import (
+    add_command,
+    device_of,
+    image_size,
+    load_checkpoint,
+    load_data_for,
+    output_path,
+    positive,
+)
 from pixelwave.compat import check_compatible
 from pixelwave.errors import UserError
 from pixelwave.models import MODELS, PixelVAE
@@ -189,8 +197,8 @@ def cmd_reconstruct(args, parser) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("sample", help="draw images from a checkpoint into a grid PNG",
-                       epilog="example: pixelwave sample runs/demo -n 80 --out samples.png")
+    p = add_command(sub, "sample", "draw images from a checkpoint into a grid PNG",
+                    "pixelwave sample runs/demo -n 80 --out samples.png")
     p.add_argument("checkpoint")
     p.add_argument("-n", type=positive(), default=64, help="number of samples (class-conditional: per class "
                    "rows of ceil(n / classes) unless --class)")
@@ -205,9 +213,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("complete", help="fill in the unknown part of an image",
-                       epilog="example: pixelwave complete runs/demo --image digit.png --keep top-half --class 7 "
-                              "--out completion.png")
+    p = add_command(sub, "complete", "fill in the unknown part of an image",
+                    "pixelwave complete runs/demo --image digit.png --keep top-half --out completion.png")
     p.add_argument("checkpoint")
     p.add_argument("--image", required=True, help="PNG/JPEG of the model's size")
     p.add_argument("--keep", required=True, help="top-half, left-half, or a mask PNG (white = keep)")
@@ -222,8 +229,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_complete, size=None)
 
-    p = sub.add_parser("reconstruct", help="pixelvae: held-out images next to their reconstructions",
-                       epilog="example: pixelwave reconstruct runs/vae --data mnist-sample-binary --out recon.png")
+    p = add_command(sub, "reconstruct", "pixelvae: held-out images next to their reconstructions",
+                    "pixelwave reconstruct runs/vae --data mnist-sample-binary --out recon.png")
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=("train", "test"))
@@ -235,9 +242,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_reconstruct)
 
-    p = sub.add_parser("receptive-field", help="measure which pixels a model's output can see",
-                       epilog="example: pixelwave receptive-field --model pixelcnn,gated_pixelcnn --layers 5 "
-                              "--out rf.png")
+    p = add_command(sub, "receptive-field", "measure which pixels a model's output can see",
+                    "pixelwave receptive-field --model pixelcnn,gated_pixelcnn --layers 5 --out rf.png")
     p.add_argument("--model", required=True, help="image models, comma-separated (e.g. pixelcnn,gated_pixelcnn)")
     p.add_argument("--layers", type=positive(), required=True)
     p.add_argument("--out", required=True)
