@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ def test_train_writes_a_loadable_run(run_dir):
     assert model.model_name == "gated_pixelcnn" and model.num_classes == 10 and model.levels == 2
     info = json.loads((run_dir / "data.json").read_text())
     assert info["size"] == [28, 28] and info["num_classes"] == 10
+    assert len(info["class_counts"]) == 10 and sum(info["class_counts"]) == 4500  # the training split's labels
 
 
 def test_eval_json(run_dir, capsys):
@@ -67,6 +69,44 @@ def test_complete_keeps_the_top_half(run_dir, tmp_path):
     rc = main(["complete", str(run_dir), "--image", str(tmp_path / "in.png"), "--keep", str(tmp_path / "mask.png"),
                "--class", "1", "-n", "1", "--out", str(tmp_path / "m.png")])
     assert rc == 0
+
+
+def test_complete_without_class_draws_it_from_the_posterior(run_dir, tmp_path, capsys):
+    from pixelwave.posterior import class_posterior
+
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[4:24, 12:16] = 255  # a "1"
+    Image.fromarray(digit).save(tmp_path / "in.png")
+    argv = ["--image", str(tmp_path / "in.png"), "--keep", "top-half", "-n", "3", "--scale", "1"]
+    assert main(["complete", str(run_dir), *argv, "--out", str(tmp_path / "done.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("p(class | kept part) with a prior of the training labels: ")
+    top = [(name, float(p)) for name, p in re.findall(r"(\S+) \((\d\.\d+)\)", lines[0].split(": ", 1)[1])]
+    counts = torch.tensor(json.loads((run_dir / "data.json").read_text())["class_counts"], dtype=torch.float64)
+    keep = torch.zeros(28, 28, dtype=torch.bool)
+    keep[:14] = True
+    x = torch.from_numpy(digit // 255).long()[None, None]  # (1, 1, 28, 28)
+    posterior = class_posterior(pw.load(run_dir), x, keep, counts)[0]
+    assert [name for name, _ in top] == [str(k) for k in posterior.argsort(descending=True)[:3].tolist()]
+    assert [p for _, p in top] == pytest.approx(posterior.sort(descending=True).values[:3].tolist(), abs=5e-4)
+    assert lines[1].startswith("completing under classes drawn from it: ") and len(lines[1].split(",")) == 3
+    grid = np.array(Image.open(tmp_path / "done.png"))  # original | kept | 3 completions, 2 px padding
+    for k in (2, 3, 4):
+        assert np.array_equal(grid[2:16, 2 + k * 30: 30 + k * 30], digit[:14])
+
+    # A run from before the label counts were recorded: a uniform prior, and a note that says so.
+    old = tmp_path / "old-run"
+    shutil.copytree(run_dir, old)
+    info = json.loads((old / "data.json").read_text())
+    del info["class_counts"]
+    (old / "data.json").write_text(json.dumps(info))
+    assert main(["complete", str(old), *argv, "--out", str(tmp_path / "old.png")]) == 0
+    out = capsys.readouterr().out
+    assert "note:" in out and "with a uniform prior: " in out
+    # Any other kept part: the posterior would not be exact, so the class must be given.
+    err = bad(["complete", str(run_dir), "--image", str(tmp_path / "in.png"), "--keep", "left-half",
+               "--out", str(tmp_path / "left.png")], capsys)
+    assert "--class" in err and "raster order" in err
 
 
 def test_receptive_field_figure(tmp_path, capsys):

@@ -282,6 +282,24 @@ def test_resume_extends_a_finished_run(tmp_path):
                   test_set)
 
 
+def test_a_run_saved_before_label_counts_were_recorded_resumes(tmp_path):
+    train_set, test_set = toy_sets()
+    training.train(make_config(tmp_path / "a", "--steps", "2"), tiny_model(), train_set, test_set)
+    state_path = tmp_path / "a/checkpoints/step-000002/state.json"
+    state = json.loads(state_path.read_text())
+    counts = torch.bincount(train_set.y, minlength=2).tolist()
+    assert state["data"].pop("class_counts") == counts
+    state_path.write_text(json.dumps(state))
+    assert training.train(make_config(tmp_path / "a", "--steps", "3", "--resume"), tiny_model(), train_set,
+                          test_set)["step"] == 3
+    assert json.loads((tmp_path / "a/data.json").read_text())["class_counts"] == counts  # recorded from now on
+    state["data"]["class_counts"] = [1, 1]  # a recorded count that differs is still other data
+    state_path = tmp_path / "a/checkpoints/step-000003/state.json"
+    state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "data": state["data"]}))
+    with pytest.raises(UserError, match="data changed"):
+        training.train(make_config(tmp_path / "a", "--steps", "4", "--resume"), tiny_model(), train_set, test_set)
+
+
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     script = tmp_path / "train_toy.py"
     script.write_text(SCRIPT)

@@ -108,9 +108,9 @@ def cmd_complete(args, parser) -> int:
         keep = read_image(args.keep, 1, size, 2, "--keep mask")[0].bool()  # white = keep
     n = args.n
     y = None
-    if model.num_classes is not None:
-        if args.klass is None:
-            raise UserError("the model is class-conditional: pass --class K")
+    if model.num_classes is not None and args.klass is None:
+        y = _classes_from_the_kept_part(model, known, keep, n, args.seed, info, args.checkpoint)
+    elif model.num_classes is not None:
         y, _ = _class_labels(model, n, args.klass, info)
     elif args.klass is not None:
         raise UserError("--class given but the model is not class-conditional")
@@ -129,6 +129,33 @@ def cmd_complete(args, parser) -> int:
     return 0
 
 
+
+
+def _classes_from_the_kept_part(model, known, keep, n: int, seed: int, info: dict, checkpoint: str):
+    """n classes (n,) drawn from p(class | kept part), one per completion, so that each completion is a draw from
+    p(the rest | the kept part) itself; prints the posterior's top classes. The posterior is exact only for a
+    kept part that is the top of the image in raster order: UserError for any other."""
+    from pixelwave.posterior import class_posterior, raster_prefix
+
+    if raster_prefix(keep[None]) is None:
+        raise UserError("the model is class-conditional: pass --class K (it is inferred only when --keep is the "
+                        "top of the image in raster order, e.g. top-half)")
+    if model.is_bound:
+        raise UserError(f"the model is class-conditional: pass --class K ({model.model_name}'s likelihood is a "
+                        f"bound, so its class posterior would not be exact)")
+    classes, counts = model.num_classes, info.get("class_counts")
+    if counts is None:
+        print(f"note: {checkpoint}/data.json records no training label counts (an older run): uniform class prior")
+    prior = None if counts is None else torch.tensor(counts + [0] * (classes - len(counts)), dtype=torch.float64)
+    posterior = class_posterior(model, known[None], keep, prior)[0].cpu()  # (K,)
+    names = info.get("class_names") or []
+    names = names if len(names) == classes else [str(k) for k in range(classes)]
+    top = ", ".join(f"{names[k]} ({posterior[k]:.3f})" for k in posterior.argsort(descending=True)[:3].tolist())
+    print(f"p(class | kept part) with a {'uniform prior' if counts is None else 'prior of the training labels'}: "
+          f"{top}")
+    y = torch.multinomial(posterior, n, replacement=True, generator=torch.Generator().manual_seed(seed))  # (n,)
+    print("completing under classes drawn from it: " + ", ".join(names[k] for k in y.tolist()))
+    return y
 
 
 def cmd_receptive_field(args, parser) -> int:
@@ -220,7 +247,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--keep", required=True, help="top-half, left-half, or a mask PNG (white = keep)")
     p.add_argument("--out", required=True)
     p.add_argument("-n", type=positive(), default=4, help="number of completions")
-    p.add_argument("--class", dest="klass", type=int)
+    p.add_argument("--class", dest="klass", type=int,
+                   help="the class to complete under (a class-conditional model without it: with --keep top-half, "
+                        "each completion's class is drawn from p(class | kept part), which it prints)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=positive(float), default=1.0)
     p.add_argument("--naive", action="store_true")
