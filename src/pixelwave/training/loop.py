@@ -155,9 +155,9 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
             # One sync a step: the mean loss, the gradient norm, the training time so far (the mean over the ranks,
             # so all of them agree on it) and whether any rank was told to stop.
             elapsed = run.train_seconds + clock() - t0
-            flags = (elapsed / procs.world, stop.caught == signal.SIGTERM, stop.caught == signal.SIGINT)
+            summed = (elapsed / procs.world, stop.caught == signal.SIGTERM, stop.caught == signal.SIGINT)
             stat = torch.stack([loss.detach() / procs.world, grad_norm.detach().float() / procs.world,
-                                *(torch.tensor(float(value), device=device) for value in flags)])
+                                *(torch.tensor(float(value), device=device) for value in summed)])
             train_bpd, grad_norm, elapsed, term, intr = procs.sum(stat).tolist()
             if not (math.isfinite(train_bpd) and math.isfinite(grad_norm)):
                 what, value = ("loss", train_bpd) if not math.isfinite(train_bpd) else ("gradient norm", grad_norm)
