@@ -2,12 +2,16 @@
 
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import pixelwave as pw
@@ -30,6 +34,7 @@ def test_train_writes_a_loadable_run(run_dir):
     assert model.model_name == "gated_pixelcnn" and model.num_classes == 10 and model.levels == 2
     info = json.loads((run_dir / "data.json").read_text())
     assert info["size"] == [28, 28] and info["num_classes"] == 10
+    assert len(info["class_counts"]) == 10 and sum(info["class_counts"]) == 4500  # the training split's labels
 
 
 def test_eval_json(run_dir, capsys):
@@ -64,6 +69,44 @@ def test_complete_keeps_the_top_half(run_dir, tmp_path):
     rc = main(["complete", str(run_dir), "--image", str(tmp_path / "in.png"), "--keep", str(tmp_path / "mask.png"),
                "--class", "1", "-n", "1", "--out", str(tmp_path / "m.png")])
     assert rc == 0
+
+
+def test_complete_without_class_draws_it_from_the_posterior(run_dir, tmp_path, capsys):
+    from pixelwave.posterior import class_posterior
+
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[4:24, 12:16] = 255  # a "1"
+    Image.fromarray(digit).save(tmp_path / "in.png")
+    argv = ["--image", str(tmp_path / "in.png"), "--keep", "top-half", "-n", "3", "--scale", "1"]
+    assert main(["complete", str(run_dir), *argv, "--out", str(tmp_path / "done.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("p(class | kept part) with a prior of the training labels: ")
+    top = [(name, float(p)) for name, p in re.findall(r"(\S+) \((\d\.\d+)\)", lines[0].split(": ", 1)[1])]
+    counts = torch.tensor(json.loads((run_dir / "data.json").read_text())["class_counts"], dtype=torch.float64)
+    keep = torch.zeros(28, 28, dtype=torch.bool)
+    keep[:14] = True
+    x = torch.from_numpy(digit // 255).long()[None, None]  # (1, 1, 28, 28)
+    posterior = class_posterior(pw.load(run_dir), x, keep, counts)[0]
+    assert [name for name, _ in top] == [str(k) for k in posterior.argsort(descending=True)[:3].tolist()]
+    assert [p for _, p in top] == pytest.approx(posterior.sort(descending=True).values[:3].tolist(), abs=5e-4)
+    assert lines[1].startswith("completing under classes drawn from it: ") and len(lines[1].split(",")) == 3
+    grid = np.array(Image.open(tmp_path / "done.png"))  # original | kept | 3 completions, 2 px padding
+    for k in (2, 3, 4):
+        assert np.array_equal(grid[2:16, 2 + k * 30: 30 + k * 30], digit[:14])
+
+    # A run from before the label counts were recorded: a uniform prior, and a note that says so.
+    old = tmp_path / "old-run"
+    shutil.copytree(run_dir, old)
+    info = json.loads((old / "data.json").read_text())
+    del info["class_counts"]
+    (old / "data.json").write_text(json.dumps(info))
+    assert main(["complete", str(old), *argv, "--out", str(tmp_path / "old.png")]) == 0
+    out = capsys.readouterr().out
+    assert "note:" in out and "with a uniform prior: " in out
+    # Any other kept part: the posterior would not be exact, so the class must be given.
+    err = bad(["complete", str(run_dir), "--image", str(tmp_path / "in.png"), "--keep", "left-half",
+               "--out", str(tmp_path / "left.png")], capsys)
+    assert "--class" in err and "raster order" in err
 
 
 def test_receptive_field_figure(tmp_path, capsys):
@@ -147,3 +190,56 @@ def test_resume_takes_the_saved_model_sizes(tmp_path, capsys):
     assert json.loads(next(out.glob("checkpoints/step-000004/state.json")).read_text())["step"] == 4
     err = bad([*base, "--hidden", "12", "--steps", "6", "--resume"], capsys)
     assert "--resume" in err
+
+
+def commands_of(prefix: list[str], capsys) -> list[str]:
+    """The commands under `prefix`, as argparse names them for an unknown one (none: a command, not a group)."""
+    main([*prefix, "no-such-command"])
+    found = re.search(r"invalid choice: 'no-such-command' \(choose from (.*)\)", capsys.readouterr().err)
+    return re.findall(r"'([^']+)'", found.group(1)) if found else []
+
+
+def help_of(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_command_help_ends_with_an_example(capsys):
+    from pixelwave.cli import build_parser
+
+    top = commands_of([], capsys)
+    assert {"train", "eval", "sample", "complete", "generate", "data", "compare"} <= set(top)
+    paths = [[c] for c in top] + [["data", c] for c in commands_of(["data"], capsys)]
+    assert ["data", "speech"] in paths
+    for path in paths:
+        lines = help_of(path, capsys).rstrip().splitlines()
+        example = lines[-1].strip()
+        assert lines[-2] == "example:" and example.startswith(f"pixelwave {' '.join(path)} "), (path, lines[-2:])
+        build_parser().parse_args(shlex.split(example)[1:])  # the example is a valid command line
+        if path != ["data"]:
+            assert "--threads" in "\n".join(lines), path
+
+
+def test_overview_with_help_and_without_arguments(capsys):
+    text = help_of([], capsys)
+    assert text.rstrip().splitlines()[-1].strip().startswith("pixelwave ")
+    for command in commands_of([], capsys):
+        assert re.search(rf"^  {command} .*\n +pixelwave {command} ", text, re.M), command  # what it does, an example
+    assert main([]) == 2  # no command: argparse's usage error, with the overview as the usage
+    out, err = capsys.readouterr()
+    assert out == "" and err == text
+
+
+def test_threads_default_by_the_machine_and_threads_overrides(tmp_path, monkeypatch):
+    from pixelwave import runtime
+    from pixelwave.cli import images
+
+    seen = []
+    monkeypatch.setattr(images, "cmd_receptive_field", lambda args, parser: seen.append(torch.get_num_threads()) or 0)
+    monkeypatch.setattr(runtime, "default_threads", lambda: 3)
+    before = torch.get_num_threads()
+    argv = ["receptive-field", "--model", "pixelcnn", "--layers", "2", "--out", str(tmp_path / "rf.png")]
+    assert main(argv) == 0 and main([*argv, "--threads", "2"]) == 0
+    assert seen == [3, 2] and torch.get_num_threads() == before  # set for the command, then as it was

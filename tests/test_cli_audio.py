@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 import pixelwave as pw
+from pixelwave import runtime
 from pixelwave.cli import main
 from pixelwave.data import speech
 from pixelwave.fast import wavenet_step
@@ -28,6 +29,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def commands_on_one_thread():
+    """The commands here too (`main` sets torch's threads for each command, by default from the idle cores)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runtime, "default_threads", lambda: 1)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,21 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from pixelwave.compare import add_compare_arguments, matched_model, run_compare
 from pixelwave.data import load
 from pixelwave.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """run_compare is called here without `main`, which sets the threads: tiny models on one, as in test_train.py
+    (2 threads on busy shared cores can be many times slower, and these runs have a time budget)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def args(*argv):

@@ -107,6 +107,70 @@ def test_learning_rate_schedule():
     assert lrs[19] > 0.1 and math.isclose(lrs[20], 0.1) and lrs[21] == 0.1  # min-lr exactly at --steps
 
 
+def test_learning_rate_follows_the_time_limit():
+    lr = training.learning_rate
+    assert lr(10, 1.0, 0.1, 4, 20, elapsed=0.0, time_limit=60) == lr(10, 1.0, 0.1, 4, 20)  # no time used yet
+    assert lr(10, 1.0, 0.1, 4, 1000, elapsed=30, time_limit=60) == pytest.approx(0.55)  # half the time: half way
+    assert lr(10, 1.0, 0.1, 4, 1000, elapsed=60, time_limit=60) == 0.1  # the floor when the time runs out
+    assert lr(10, 1.0, 0.1, 4, 1000, elapsed=90, time_limit=60) == 0.1
+    assert lr(19, 1.0, 0.1, 4, 20, elapsed=1, time_limit=60) == lr(19, 1.0, 0.1, 4, 20)  # steps end first
+    assert lr(1, 1.0, 0.1, 4, 1000, elapsed=30, time_limit=60) == pytest.approx(0.55 * 2 / 4)  # warm-up scales it
+
+
+class FakeClock:
+    """A clock that moves one second at every reading: a training step takes as long at any machine's speed."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_time_limit_decays_the_learning_rate_to_its_floor_and_resume_continues_it(tmp_path, monkeypatch):
+    """With --time-limit and far too many --steps the rate ends at --min-lr when the time runs out; a run
+    stopped by SIGTERM and resumed continues the schedule from its saved training time: the same weights."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pixelwave.training import loop
+
+    monkeypatch.setattr(loop, "clock", FakeClock())
+    flags = ["--steps", "1000", "--time-limit", "20", "--min-lr", "1e-3", "--checkpoint-every", "4"]
+    train_set, test_set = toy_sets()
+    metrics = training.train(make_config(tmp_path / "a", *flags), tiny_model(), train_set, test_set)
+    # Three readings a step: its start, the sync after the backward pass (the time the rate and the stop use),
+    # and its end, so step n syncs at 2n - 1 seconds and step 11 uses the 20 seconds up.
+    assert metrics["step"] == 11
+    assert json.loads((tmp_path / "a/checkpoints/step-000011/state.json").read_text())["lr"] == 1e-3
+    rates = [e.value for e in EventAccumulator(str(tmp_path / "a/tb")).Reload().Scalars("lr")]
+    assert len(rates) == 11 and rates[-1] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(rates[1:], rates[2:], strict=False))  # after the 2 warm-up steps: down
+    one_step_before = training.learning_rate(9, 1e-2, 1e-3, 2, 1000, elapsed=19, time_limit=20)
+    assert rates[-2] == pytest.approx(one_step_before) and rates[-2] < 1e-3 + 0.01 * (1e-2 - 1e-3)
+
+    calls = {"n": 0}
+    real_batch = train_set.batch
+
+    def batch_then_sigterm(idx, generator=None):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_batch(idx, generator)
+
+    train_set.batch = batch_then_sigterm
+    with pytest.raises(SystemExit):
+        training.train(make_config(tmp_path / "b", *flags), tiny_model(), train_set, test_set)
+    train_set.batch = real_batch
+    assert json.loads((tmp_path / "b/checkpoints/step-000006/state.json").read_text())["train_seconds"] == 12
+    monkeypatch.setattr(loop, "clock", FakeClock())  # a new process: its clock starts anywhere
+    assert training.train(make_config(tmp_path / "b", *flags, "--resume"), tiny_model(seed=99), train_set,
+                          test_set)["step"] == 11
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        assert_same_tensors(weights(tmp_path / "a/checkpoints/step-000011" / name),
+                            weights(tmp_path / "b/checkpoints/step-000011" / name))
+
+
 def test_run_writes_a_loadable_run_directory(tmp_path):
     train_set, test_set = toy_sets()
     out = tmp_path / "run"
@@ -216,6 +280,24 @@ def test_resume_extends_a_finished_run(tmp_path):
     with pytest.raises(UserError, match="already at step 6"):
         training.train(make_config(tmp_path / "b", "--steps", "5", "--resume", *flags), tiny_model(), train_set,
                   test_set)
+
+
+def test_a_run_saved_before_label_counts_were_recorded_resumes(tmp_path):
+    train_set, test_set = toy_sets()
+    training.train(make_config(tmp_path / "a", "--steps", "2"), tiny_model(), train_set, test_set)
+    state_path = tmp_path / "a/checkpoints/step-000002/state.json"
+    state = json.loads(state_path.read_text())
+    counts = torch.bincount(train_set.y, minlength=2).tolist()
+    assert state["data"].pop("class_counts") == counts
+    state_path.write_text(json.dumps(state))
+    assert training.train(make_config(tmp_path / "a", "--steps", "3", "--resume"), tiny_model(), train_set,
+                          test_set)["step"] == 3
+    assert json.loads((tmp_path / "a/data.json").read_text())["class_counts"] == counts  # recorded from now on
+    state["data"]["class_counts"] = [1, 1]  # a recorded count that differs is still other data
+    state_path = tmp_path / "a/checkpoints/step-000003/state.json"
+    state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "data": state["data"]}))
+    with pytest.raises(UserError, match="data changed"):
+        training.train(make_config(tmp_path / "a", "--steps", "4", "--resume"), tiny_model(), train_set, test_set)
 
 
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):

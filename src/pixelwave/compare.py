@@ -44,8 +44,6 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: on a shared machine a second thread mostly waits)")
 
 
 def matched_model(name: str, train_set, target: int, layers: int | None = None):
@@ -167,9 +165,6 @@ def run_compare(args: argparse.Namespace) -> int:
         check_compatible(model, train_set)
         models.append((name, model))
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     budget = args.budget_minutes * 60
     results = []

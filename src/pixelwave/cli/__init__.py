@@ -16,24 +16,37 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
+from pixelwave import runtime
 from pixelwave.cli import audio, evaluate, images, train
-from pixelwave.cli.common import Parser
+from pixelwave.cli.common import Parser, add_command
 from pixelwave.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     from pixelwave.compare import add_compare_arguments, run_compare
 
-    parser = Parser(prog="pixelwave", description="Deep autoregressive models: train, score, sample.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser = Parser(prog="pixelwave")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser,
+                                help=argparse.SUPPRESS)  # the overview below lists the commands
     train.add_parser(sub)
     evaluate.add_parser(sub)
     images.add_parsers(sub)
     audio.add_parsers(sub)
-    p = sub.add_parser("compare", help="the seed's table: several models, equal size and CPU budget",
-                       epilog="example: pixelwave compare --budget-minutes 2 --out runs/compare")
+    p = add_command(sub, "compare", "the seed's table: several models, equal size and CPU budget",
+                    "pixelwave compare --budget-minutes 2 --out runs/compare")
     add_compare_arguments(p)
     p.set_defaults(func=lambda args, parser: run_compare(args))
+    parser.usage = "pixelwave COMMAND [options]"  # set after the commands: their usage lines start with the prog
+    commands = "\n".join(f"  {name:<16} {p.what}\n  {'':<16} {p.example}" for name, p in sub.choices.items())
+    parser.description = (
+        "Deep autoregressive models -- PixelCNN, Gated PixelCNN, PixelCNN++, PixelRNN, PixelVAE, WaveNet -- with\n"
+        "exact likelihoods: train them, score data in bits/dim, sample and complete images, generate speech.\n\n"
+        f"commands, each with an example (`pixelwave COMMAND --help` lists its options):\n{commands}")
+    parser.epilog = ("start here (a few minutes on a CPU): train the demo model, then draw from it\n"
+                     "  pixelwave train --preset demo --out runs/demo\n"
+                     "  pixelwave sample runs/demo -n 80 --out samples.png")
     return parser
 
 
@@ -41,8 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         parser = build_parser()
+        if not argv:  # what argparse does without a required argument (exit 2), with the overview as the usage
+            print(parser.format_help(), end="", file=sys.stderr)
+            return 2
         args = parser.parse_args(argv)
-        return args.func(args, parser)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.threads or runtime.default_threads())
+        try:
+            return args.func(args, parser)
+        finally:
+            torch.set_num_threads(threads)  # as it was: main may be called inside a longer process (tests)
     except UserError as e:
         print(f"pixelwave: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.cli.common import Parser, device_of, load_checkpoint, positive
+from pixelwave.cli.common import Parser, add_command, device_of, load_checkpoint, positive
 from pixelwave.errors import UserError
 
 
@@ -226,8 +226,8 @@ def cmd_data_speech(args, parser) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("generate", help="speak: draw audio from a WaveNet checkpoint into a WAV (+ PNG)",
-                       epilog="example: pixelwave generate runs/wavenet --speaker en-gb --seconds 1 --out gb.wav")
+    p = add_command(sub, "generate", "speak: draw audio from a WaveNet checkpoint into a WAV (+ PNG)",
+                    "pixelwave generate runs/wavenet --speaker en-gb --seconds 1 --out gb.wav")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="output .wav; the waveform + log-mel picture goes to .png beside it")
     p.add_argument("--seconds", type=positive(float), default=1.0, help="length (default 1 s)")
@@ -238,8 +238,8 @@ def add_parsers(sub) -> None:
     _generation_flags(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("resynthesize", help="re-speak a recording from its log-mel frames (mel WaveNet)",
-                       epilog="example: pixelwave resynthesize runs/vocoder --input speech.wav --out out.wav")
+    p = add_command(sub, "resynthesize", "re-speak a recording from its log-mel frames (mel WaveNet)",
+                    "pixelwave resynthesize runs/vocoder --input speech.wav --out out.wav")
     p.add_argument("checkpoint")
     p.add_argument("--input", required=True, help="WAV/FLAC/OGG recording")
     p.add_argument("--out", required=True, help="output .wav; input and output pictures go to .png beside it")
@@ -248,12 +248,12 @@ def add_parsers(sub) -> None:
     _generation_flags(p)
     p.set_defaults(func=cmd_resynthesize)
 
-    p = sub.add_parser("say", help="text to speech: a classical front end speaks, a WaveNet vocoder re-speaks",
-                       description="The text is rendered by a classical synthesiser (flite for its CMU voices slt, "
-                                   "rms, awb, kal16; espeak-ng for its accents, e.g. en-gb-scotland), and its "
-                                   "log-mel frames go to a mel-conditioned WaveNet, which renders the waveform. "
-                                   "The words and prosody are the front end's; the waveform is WaveNet's.",
-                       epilog='example: pixelwave say "The quick brown fox." --voice awb --out say.wav')
+    p = add_command(sub, "say", "text to speech: a classical front end speaks, a WaveNet vocoder re-speaks",
+                    'pixelwave say "The quick brown fox." --voice awb --out say.wav')
+    p.description = ("text to speech: the text is rendered by a classical synthesiser (flite for its CMU voices "
+                     "slt, rms, awb, kal16; espeak-ng for its accents, e.g. en-gb-scotland), and its log-mel frames "
+                     "go to a mel-conditioned WaveNet, which renders the waveform. The words and prosody are the "
+                     "front end's; the waveform is WaveNet's.")
     p.add_argument("text", help="what to say (quote it)")
     p.add_argument("--voice", required=True, help="the front end's voice: slt, rms, awb, kal16 (flite) or an "
                                                   "espeak-ng voice such as en-us, en-gb, en-gb-scotland")
@@ -265,13 +265,12 @@ def add_parsers(sub) -> None:
     _generation_flags(p)
     p.set_defaults(func=cmd_say)
 
-    p = sub.add_parser("data", help="build data sets",
-                       epilog="example: pixelwave data speech --out corpus/")
+    p = add_command(sub, "data", "build data sets (data speech: a speech corpus)",
+                    "pixelwave data speech --out corpus/", threads=False)
     data_sub = p.add_subparsers(dest="dataset", required=True, parser_class=Parser)
-    p = data_sub.add_parser("speech", help="a speaker-labelled speech corpus made with espeak-ng or flite "
-                                           "(load: wav:DIR)",
-                            epilog="example: pixelwave data speech --engine flite --test-voices kal16 "
-                                   "--sentences alice --out corpus/")
+    p = add_command(data_sub, "speech", "a speaker-labelled speech corpus made with espeak-ng or flite (load: "
+                                        "wav:DIR)",
+                    "pixelwave data speech --engine flite --test-voices kal16 --sentences alice --out corpus/")
     p.add_argument("--out", required=True, help="new (or empty) folder")
     p.add_argument("--engine", choices=speech_engines(), default="espeak-ng",
                    help="synthesiser: espeak-ng (formant voices in English accents; default) or flite (CMU voices "

@@ -15,8 +15,27 @@ from pixelwave.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse with a mistake as one line (UserError, exit 2), and descriptions and examples kept as written."""
+
+    example = ""  # a command's example: the last line of its --help and its entry in `pixelwave --help`
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
     def error(self, message: str):  # one line, exit 2 (argparse prints usage + message by default)
         raise UserError(message)
+
+
+def add_command(sub, name: str, what: str, example: str, threads: bool = True) -> Parser:
+    """A command's parser: `what` it does (one line, at the top of its --help and in `pixelwave --help`), one
+    `example` (the last line of both) and, for a command that computes, --threads (which `main` applies)."""
+    p = sub.add_parser(name, help=what, description=what, epilog=f"example:\n  {example}")
+    p.what, p.example = what, example
+    if threads:
+        p.add_argument_group("process").add_argument(
+            "--threads", type=positive(), help="torch CPU threads (default: the cores that are idle when it starts, "
+                                               "at least 1)")
+    return p
 
 
 def flag(dest: str) -> str:

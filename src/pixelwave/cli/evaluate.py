@@ -7,15 +7,14 @@ import sys
 
 import torch
 
-from pixelwave.cli.common import device_of, load_checkpoint, load_data_for, positive
+from pixelwave.cli.common import add_command, device_of, load_checkpoint, load_data_for, positive
 from pixelwave.compat import check_compatible
 from pixelwave.errors import UserError
 
-EXAMPLE = "example: pixelwave eval runs/demo --data mnist-sample-binary"
-
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="exact held-out bits/dim of a checkpoint", epilog=EXAMPLE)
+    p = add_command(sub, "eval", "exact held-out bits/dim of a checkpoint",
+                    "pixelwave eval runs/demo --data mnist-sample-binary")
     p.add_argument("checkpoint", help="checkpoint or run directory")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=("train", "test"))

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.cli.common import device_of, image_size, load_checkpoint, load_data_for, output_path, positive
+from pixelwave.cli.common import (
+    add_command,
+    device_of,
+    image_size,
+    load_checkpoint,
+    load_data_for,
+    output_path,
+    positive,
+)
 from pixelwave.compat import check_compatible
 from pixelwave.errors import UserError
 from pixelwave.models import MODELS, PixelVAE
@@ -100,9 +108,9 @@ def cmd_complete(args, parser) -> int:
         keep = read_image(args.keep, 1, size, 2, "--keep mask")[0].bool()  # white = keep
     n = args.n
     y = None
-    if model.num_classes is not None:
-        if args.klass is None:
-            raise UserError("the model is class-conditional: pass --class K")
+    if model.num_classes is not None and args.klass is None:
+        y = _classes_from_the_kept_part(model, known, keep, n, args.seed, info, args.checkpoint)
+    elif model.num_classes is not None:
         y, _ = _class_labels(model, n, args.klass, info)
     elif args.klass is not None:
         raise UserError("--class given but the model is not class-conditional")
@@ -121,6 +129,33 @@ def cmd_complete(args, parser) -> int:
     return 0
 
 
+
+
+def _classes_from_the_kept_part(model, known, keep, n: int, seed: int, info: dict, checkpoint: str):
+    """n classes (n,) drawn from p(class | kept part), one per completion, so that each completion is a draw from
+    p(the rest | the kept part) itself; prints the posterior's top classes. The posterior is exact only for a
+    kept part that is the top of the image in raster order: UserError for any other."""
+    from pixelwave.posterior import class_posterior, raster_prefix
+
+    if raster_prefix(keep[None]) is None:
+        raise UserError("the model is class-conditional: pass --class K (it is inferred only when --keep is the "
+                        "top of the image in raster order, e.g. top-half)")
+    if model.is_bound:
+        raise UserError(f"the model is class-conditional: pass --class K ({model.model_name}'s likelihood is a "
+                        f"bound, so its class posterior would not be exact)")
+    classes, counts = model.num_classes, info.get("class_counts")
+    if counts is None:
+        print(f"note: {checkpoint}/data.json records no training label counts (an older run): uniform class prior")
+    prior = None if counts is None else torch.tensor(counts + [0] * (classes - len(counts)), dtype=torch.float64)
+    posterior = class_posterior(model, known[None], keep, prior)[0].cpu()  # (K,)
+    names = info.get("class_names") or []
+    names = names if len(names) == classes else [str(k) for k in range(classes)]
+    top = ", ".join(f"{names[k]} ({posterior[k]:.3f})" for k in posterior.argsort(descending=True)[:3].tolist())
+    print(f"p(class | kept part) with a {'uniform prior' if counts is None else 'prior of the training labels'}: "
+          f"{top}")
+    y = torch.multinomial(posterior, n, replacement=True, generator=torch.Generator().manual_seed(seed))  # (n,)
+    print("completing under classes drawn from it: " + ", ".join(names[k] for k in y.tolist()))
+    return y
 
 
 def cmd_receptive_field(args, parser) -> int:
@@ -189,8 +224,8 @@ def cmd_reconstruct(args, parser) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("sample", help="draw images from a checkpoint into a grid PNG",
-                       epilog="example: pixelwave sample runs/demo -n 80 --out samples.png")
+    p = add_command(sub, "sample", "draw images from a checkpoint into a grid PNG",
+                    "pixelwave sample runs/demo -n 80 --out samples.png")
     p.add_argument("checkpoint")
     p.add_argument("-n", type=positive(), default=64, help="number of samples (class-conditional: per class "
                    "rows of ceil(n / classes) unless --class)")
@@ -205,15 +240,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("complete", help="fill in the unknown part of an image",
-                       epilog="example: pixelwave complete runs/demo --image digit.png --keep top-half --class 7 "
-                              "--out completion.png")
+    p = add_command(sub, "complete", "fill in the unknown part of an image",
+                    "pixelwave complete runs/demo --image digit.png --keep top-half --out completion.png")
     p.add_argument("checkpoint")
     p.add_argument("--image", required=True, help="PNG/JPEG of the model's size")
     p.add_argument("--keep", required=True, help="top-half, left-half, or a mask PNG (white = keep)")
     p.add_argument("--out", required=True)
     p.add_argument("-n", type=positive(), default=4, help="number of completions")
-    p.add_argument("--class", dest="klass", type=int)
+    p.add_argument("--class", dest="klass", type=int,
+                   help="the class to complete under (a class-conditional model without it: with --keep top-half, "
+                        "each completion's class is drawn from p(class | kept part), which it prints)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=positive(float), default=1.0)
     p.add_argument("--naive", action="store_true")
@@ -222,8 +258,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_complete, size=None)
 
-    p = sub.add_parser("reconstruct", help="pixelvae: held-out images next to their reconstructions",
-                       epilog="example: pixelwave reconstruct runs/vae --data mnist-sample-binary --out recon.png")
+    p = add_command(sub, "reconstruct", "pixelvae: held-out images next to their reconstructions",
+                    "pixelwave reconstruct runs/vae --data mnist-sample-binary --out recon.png")
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=("train", "test"))
@@ -235,9 +271,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_reconstruct)
 
-    p = sub.add_parser("receptive-field", help="measure which pixels a model's output can see",
-                       epilog="example: pixelwave receptive-field --model pixelcnn,gated_pixelcnn --layers 5 "
-                              "--out rf.png")
+    p = add_command(sub, "receptive-field", "measure which pixels a model's output can see",
+                    "pixelwave receptive-field --model pixelcnn,gated_pixelcnn --layers 5 --out rf.png")
     p.add_argument("--model", required=True, help="image models, comma-separated (e.g. pixelcnn,gated_pixelcnn)")
     p.add_argument("--layers", type=positive(), required=True)
     p.add_argument("--out", required=True)

@@ -79,8 +79,9 @@ TRAIN_OPTIONS = {o.dest: o for o in [
                                       "or 'off'")),
     *_opts("training",
            ("steps", int, None, f"optimizer steps in total (default {_D['steps']})"),
-           ("time_limit", float, None, "also stop once this much training time (evaluations excluded) has passed; "
-                                       "0 = off"),
+           ("time_limit", float, None, "also stop once this many seconds of training (evaluations excluded) have "
+                                       "passed; the learning rate then decays with the time, reaching --min-lr as "
+                                       "it runs out; 0 = off"),
            ("batch_size", int, None, f"global batch; each of N torchrun processes trains on batch/N (default "
                                      f"{_D['batch_size']})"),
            ("out", str, None, "run directory (default runs/MODEL)"),
@@ -93,7 +94,8 @@ TRAIN_OPTIONS = {o.dest: o for o in [
            ("lr", float, None, f"peak learning rate (default {_D['lr']:g})"),
            ("weight_decay", float, None, "on weights of >= 2 dims only (default 0)"),
            ("warmup_steps", int, None, f"linear warm-up to --lr (default {_D['warmup_steps']})"),
-           ("min_lr", float, None, "the cosine decay from --lr reaches this at --steps (default lr/10)"),
+           ("min_lr", float, None, "the cosine decay from --lr reaches this at --steps, or when --time-limit runs "
+                                   "out if that comes first (default lr/10)"),
            ("grad_clip", float, None, "clip the global gradient norm; 0 = off (default 1)"),
            ("ema", float, None, "also keep an exponential moving average of the weights (e.g. 0.999), saved as "
                                 "ema.safetensors; 0 = off"),

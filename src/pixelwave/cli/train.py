@@ -9,16 +9,15 @@ from pathlib import Path
 import torch
 
 from pixelwave import checkpoint, runtime
-from pixelwave.cli.common import audio_options, flag, read_data_info
+from pixelwave.cli.common import add_command, audio_options, flag, read_data_info
 from pixelwave.cli.options import MODEL_SIZES, ONLY_FOR, add_train_options, merge, train_config
 from pixelwave.errors import UserError
 from pixelwave.models import MODELS
 
-EXAMPLE = "example: pixelwave train --preset demo --out runs/demo"
-
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model (one loop for every model)", epilog=EXAMPLE)
+    p = add_command(sub, "train", "train a model (one loop for every model)",
+                    "pixelwave train --preset demo --out runs/demo")
     add_train_options(p)
     p.set_defaults(func=cmd_train)
 

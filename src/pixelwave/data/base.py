@@ -62,6 +62,11 @@ class ImageDataset:
         return {"x": self.x[idx].long(), "y": y}
 
     def info(self) -> dict:
-        """JSON-serialisable description saved with a run (so sample/complete know size and classes)."""
+        """JSON-serialisable description saved with a run (so sample/complete know size and classes; `complete`
+        takes the label counts as the prior of its class posterior)."""
+        counts = None
+        if self.y is not None and self.num_classes:
+            counts = torch.bincount(self.y.long(), minlength=self.num_classes).tolist()
         return {"kind": self.kind, "name": self.name, "channels": self.channels, "size": list(self.size),
-                "levels": self.levels, "num_classes": self.num_classes, "class_names": self.class_names}
+                "levels": self.levels, "num_classes": self.num_classes, "class_names": self.class_names,
+                "class_counts": counts}

@@ -16,7 +16,8 @@ from pixelwave.errors import UserError
 class TrainConfig:
     # length
     steps: int = 1000  # optimizer steps in total
-    time_limit: float = 0.0  # also stop after this many seconds of training (evaluations excluded); 0 = off
+    time_limit: float = 0.0  # also stop after this many seconds of training (evaluations excluded); 0 = off.
+    # The learning rate's cosine then follows the time too: it reaches min_lr when the time runs out
     batch_size: int = 32  # the global batch; each of N torchrun processes trains on batch_size / N
     # the run
     out: str | None = None  # run directory (default runs/MODEL)
@@ -29,7 +30,8 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.0  # on weights of >= 2 dims only
     warmup_steps: int = 100  # linear warm-up to lr
-    min_lr: float | None = None  # the cosine decay from lr reaches this at `steps` (None: lr / 10)
+    min_lr: float | None = None  # the cosine decay from lr reaches this at `steps` or at the end of time_limit,
+    # whichever comes first (None: lr / 10)
     grad_clip: float = 1.0  # clip the global gradient norm; 0 = off
     ema: float = 0.0  # decay of an exponential moving average of the weights (ema.safetensors); 0 = off
     bf16: bool = False  # bfloat16 autocast for the forward pass; weights, optimizer and loss stay float32
@@ -90,11 +92,18 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def learning_rate(step: int, lr: float, min_lr: float, warmup: int, steps: int) -> float:
-    """The rate of update number `step` (0-based): linear warm-up, then cosine decay to min_lr at `steps`."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    if step >= steps:
-        return min_lr
-    progress = (step - warmup) / max(1, steps - warmup)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+def learning_rate(step: int, lr: float, min_lr: float, warmup: int, steps: int, elapsed: float = 0.0,
+                  time_limit: float = 0.0) -> float:
+    """The rate of update number `step` (0-based): a linear warm-up over `warmup` steps, and a cosine decay from
+    lr to min_lr.
+
+    The decay's progress is the share of `steps` done after the warm-up or, with a `time_limit` (seconds), the
+    share of it used (`elapsed` seconds of training), whichever is further: a run that --time-limit stops ends
+    at min_lr however many steps fit, and one that reaches `steps` first ends there as without a limit. The
+    warm-up ramp scales the decayed rate, so the two join without a jump however much of the time it took.
+    """
+    progress = 1.0 if step >= steps else max(0.0, (step - warmup) / max(1, steps - warmup))
+    if time_limit > 0:
+        progress = min(1.0, max(progress, elapsed / time_limit))
+    rate = lr if progress == 0 else min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+    return rate * (step + 1) / warmup if step < warmup else rate

@@ -11,7 +11,9 @@ processes. Rank 0 alone logs, shows progress and writes files.
 
 Reproducibility: the global torch RNG is reseeded from (seed, step, rank) before every step, the learning rate
 is a function of the step, and the data position is (epoch, offset), so a checkpoint (training/rundir.py) holds
-all there is to restore: on CPU a run killed at any moment and resumed ends with bit-identical weights.
+all there is to restore: on CPU a run killed at any moment and resumed ends with bit-identical weights. Under
+--time-limit the learning rate also follows the training time so far, which the checkpoint holds as well: a
+resumed run continues the schedule where it stopped (only the clock itself does not repeat).
 
 Stopping: SIGTERM or SIGINT finishes the current step, writes a checkpoint, says so and exits with 128 + the
 signal number (143 for SIGTERM, 130 for SIGINT); a second SIGINT stops at once. A non-finite loss or gradient
@@ -37,6 +39,10 @@ from pixelwave.training import distributed, rundir
 from pixelwave.training.config import TrainConfig, learning_rate
 from pixelwave.training.evaluation import evaluate, log_samples, model_inputs, to_device
 from pixelwave.training.seeds import seed_of
+
+# The clock of the training time (evaluations and checkpoints excluded) that --time-limit and the learning rate
+# under it follow; a test swaps in a fake one.
+clock = time.perf_counter
 
 
 class NonFiniteLoss(UserError):
@@ -86,8 +92,7 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
             log("note: this CPU has no native bfloat16 (AVX512-BF16 / AMX): --bf16 runs emulated and is likely "
                 "slower than float32")
 
-        def save(step: int):
-            lr = learning_rate(max(step - 1, 0), config.lr, config.final_lr, config.warmup_steps, config.steps)
+        def save(step: int, lr: float):  # lr: the rate of the last step
             return rundir.save_run(out, step, raw, optimizer, ema, run, config, info, procs, lr)
 
         def run_eval(step: int, final: bool) -> None:
@@ -125,11 +130,8 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
         bar = tqdm(total=config.steps, initial=run.step, unit="step", dynamic_ncols=True,
                    disable=not procs.master or config.no_progress)
         while run.step < config.steps:
-            t0 = time.perf_counter()
+            t0 = clock()
             step = run.step
-            lr = learning_rate(step, config.lr, config.final_lr, config.warmup_steps, config.steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             if run.offset + config.batch_size > len(train_set):  # drop the incomplete tail: a new epoch
                 run.epoch, run.offset = run.epoch + 1, 0
             if perm_epoch != run.epoch:
@@ -150,12 +152,13 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
                 grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), config.grad_clip)
             else:
                 grad_norm = torch.nn.utils.get_total_norm([p.grad for p in raw.parameters() if p.grad is not None])
-            # One sync a step: the mean loss, the gradient norm, and whether any rank was told to stop.
-            over_time = bool(config.time_limit) and run.train_seconds + time.perf_counter() - t0 >= config.time_limit
+            # One sync a step: the mean loss, the gradient norm, the training time so far (the mean over the ranks,
+            # so all of them agree on it) and whether any rank was told to stop.
+            elapsed = run.train_seconds + clock() - t0
+            summed = (elapsed / procs.world, stop.caught == signal.SIGTERM, stop.caught == signal.SIGINT)
             stat = torch.stack([loss.detach() / procs.world, grad_norm.detach().float() / procs.world,
-                                *(torch.tensor(float(flag), device=device) for flag in
-                                  (stop.caught == signal.SIGTERM, stop.caught == signal.SIGINT, over_time))])
-            train_bpd, grad_norm, term, intr, over_time = procs.sum(stat).tolist()
+                                *(torch.tensor(float(value), device=device) for value in summed)])
+            train_bpd, grad_norm, elapsed, term, intr = procs.sum(stat).tolist()
             if not (math.isfinite(train_bpd) and math.isfinite(grad_norm)):
                 what, value = ("loss", train_bpd) if not math.isfinite(train_bpd) else ("gradient norm", grad_norm)
                 last = rundir.latest_checkpoint(out)
@@ -163,10 +166,16 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
                     f"training diverged: the {what} is {value} at step {step + 1}; that step was not applied or "
                     f"saved. " + (f"The last good checkpoint is {last}" if last else "No checkpoint was written yet")
                     + " (try a lower --lr or --grad-clip)")
+            # Set only now that the ranks agree on the time: under --time-limit the step that uses the time up
+            # runs at --min-lr.
+            lr = learning_rate(step, config.lr, config.final_lr, config.warmup_steps, config.steps, elapsed,
+                               config.time_limit)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             optimizer.step()
             if ema is not None:
                 update_ema(ema, raw, config.ema)
-            seconds = time.perf_counter() - t0
+            seconds = clock() - t0
             run.advance(config.batch_size, seconds)
             step = run.step
             window_seconds, window_examples = window_seconds + seconds, window_examples + config.batch_size
@@ -192,7 +201,7 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
                 draw_samples(step)
             stopping = term > 0 or intr > 0
             if stopping or (step < config.steps and config.checkpoint_every and step % config.checkpoint_every == 0):
-                where = save(step)
+                where = save(step, lr)
                 saved_step = step
             if stopping:
                 code, name = (143, "SIGTERM") if term > 0 else (130, "SIGINT")
@@ -201,7 +210,7 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
                     f"(exit code {code})")
                 procs.barrier()
                 raise SystemExit(code)
-            if over_time > 0 and step < config.steps:
+            if config.time_limit and elapsed >= config.time_limit and step < config.steps:
                 log(f"--time-limit: {config.time_limit:g} s of training reached after step {step}")
                 break
         bar.close()
@@ -209,8 +218,8 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
         # ---------------------------------------------------------------- the end: evaluate, sample, save, summarise
         run_eval(run.step, final=True)
         draw_samples(run.step)
-        if run.step != saved_step:
-            save(run.step)
+        if run.step != saved_step:  # the loop ran a step since the last save, so `lr` is its rate
+            save(run.step, lr)
         procs.barrier()
         metrics = run.summary(out, dims)
         test = metrics.get("test_bits_per_dim")

@@ -214,6 +214,8 @@ def open_run(config: TrainConfig, model: torch.nn.Module, data_info: dict,
             raise UserError(f"--resume: {out} was trained as {then['model']} {json.dumps(then['config'])}, not "
                             f"{now['model']} {json.dumps(now['config'])}")
         data_then, data_now = saved["state"].get("data") or {}, json.loads(json.dumps(data_info))
+        if "class_counts" not in data_then:  # a run saved before the label counts were recorded: not a change
+            data_now.pop("class_counts", None)
         if data_then != data_now:
             raise UserError(f"--resume: {out} was trained on {data_then.get('name')!r}, not on "
                             f"{data_now.get('name')!r} (or the data changed)")
