@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean speech-tools
+.PHONY: demo test lint bench clean speech-tools pretrained
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,7 +33,11 @@ test: $(STAMP) speech-tools
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+
+# re-train the models shipped in src/pixelwave/pretrained/ with the commands on their cards (~10 CPU minutes each)
+pretrained: $(STAMP)
+	$(BIN)/python tools/pretrained.py
 
 # the published wavenet_vocoder, which the benchmarks time ours against (its own deps: numpy, scipy)
 $(VENV)/.bench: $(STAMP)

@@ -1,6 +1,6 @@
 """pixelwave: deep autoregressive generative models with exact likelihoods and fast sampling."""
 
-from pixelwave import audio, data, models
+from pixelwave import audio, data, models, pretrained
 from pixelwave.checkpoint import load, save
 from pixelwave.distributions import bits_per_dim
 from pixelwave.errors import UserError
@@ -8,4 +8,4 @@ from pixelwave.errors import UserError
 __version__ = "0.1.0"
 
 
-__all__ = ["UserError", "audio", "bits_per_dim", "data", "load", "models", "save"]
+__all__ = ["UserError", "audio", "bits_per_dim", "data", "load", "models", "pretrained", "save"]

@@ -1,6 +1,7 @@
 """Checkpoints: weights in safetensors, constructor config in JSON. Nothing here can execute code on load.
 
 A checkpoint is a directory holding `model.safetensors` and `config.json`; a training run directory is one.
+`pretrained:NAME` names one shipped in the package (pixelwave.pretrained): it can be read, never written.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from pixelwave import pretrained
 from pixelwave.errors import UserError
 
 FORMAT = "pixelwave"
@@ -75,6 +77,7 @@ def model_config(model) -> dict:
 
 def save(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Save `model` to directory `path` (created if needed) as model.safetensors + config.json."""
+    pretrained.refuse_write(path)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     write_tensors(path / WEIGHTS, model.state_dict())
@@ -82,7 +85,7 @@ def save(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 
 def read_config(path: str | os.PathLike) -> dict:
-    path = Path(path)
+    path = Path(pretrained.resolve(path))
     cfg_path = path / CONFIG
     if not path.is_dir():
         raise UserError(f"{path}: no such checkpoint directory")
@@ -120,8 +123,9 @@ def build(meta: dict) -> torch.nn.Module:
 
 
 def load(path: str | os.PathLike, weights: str = WEIGHTS) -> torch.nn.Module:
-    """Rebuild the model saved in directory `path` and load its weights (safetensors only)."""
-    path = Path(path)
+    """Rebuild the model saved in directory `path` (or shipped as `pretrained:NAME`) and load its weights
+    (safetensors only)."""
+    path = Path(pretrained.resolve(path))
     model = build(read_config(path))
     wpath = path / weights
     if not wpath.is_file():

@@ -6,6 +6,7 @@ compare | receptive-field, a module per group of commands:
     train.py     train          evaluate.py  eval
     images.py    sample, complete, reconstruct, receptive-field
     audio.py     generate, resynthesize, data speech
+    pretrained.py  pretrained (the models shipped in the package)
     (compare lives in pixelwave.compare)
 
 Every user mistake becomes one line on stderr and exit code 2 (UserError); nothing already saved is touched.
@@ -19,7 +20,7 @@ import sys
 import torch
 
 from pixelwave import runtime
-from pixelwave.cli import audio, evaluate, images, train
+from pixelwave.cli import audio, evaluate, images, pretrained, train
 from pixelwave.cli.common import Parser, add_command
 from pixelwave.errors import UserError
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     images.add_parsers(sub)
     audio.add_parsers(sub)
+    pretrained.add_parser(sub)
     p = add_command(sub, "compare", "the seed's table: several models, equal size and CPU budget",
                     "pixelwave compare --budget-minutes 2 --out runs/compare")
     add_compare_arguments(p)

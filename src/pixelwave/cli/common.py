@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwave import checkpoint
+from pixelwave import checkpoint, pretrained
 from pixelwave.errors import UserError
 
 
@@ -117,7 +117,9 @@ def read_data_info(path: str | Path) -> tuple[Path, dict]:
 
 
 def load_checkpoint(path: str, device: torch.device):
-    """The model saved in `path` on `device`, and the description of the data it was trained on."""
+    """The model saved in `path` (or shipped: `pretrained:NAME`) on `device`, and the description of the data
+    it was trained on."""
+    path = pretrained.resolve(path)
     model = checkpoint.load(path).to(device)
     _, data_info = read_data_info(path)
     return model, data_info

@@ -9,6 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from pixelwave import pretrained
 from pixelwave.errors import UserError
 
 
@@ -79,6 +80,8 @@ class TrainConfig:
         need(self.eval_batches is None or self.eval_batches >= 1,
              f"--eval-batches must be at least 1, got {self.eval_batches}")
         need(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other: pass one")
+        if self.out is not None:
+            pretrained.refuse_write(self.out, "--out")
 
     @property
     def final_lr(self) -> float:
