@@ -104,12 +104,13 @@ def ship(name: str, run_dir: Path | None) -> dict:
         shutil.copyfile(run_dir / file, folder / file)
     result = json.loads(run(card["eval_command"] + " --json", capture=True))
     model = pw.load(pretrained.PREFIX + name)
-    env, _ = split_command(card["train_command"])
+    env, argv = split_command(card["train_command"])
+    threads = argv[argv.index("--threads") + 1] if "--threads" in argv else env.get("OMP_NUM_THREADS")
     metric = "bits/sample" if model.data_kind == "audio" else "bits/dim"
     card.update(
         model=model.model_name,
         machine=dict(cpu=cpu_name(), isa_level=isa_level(), cores=os.cpu_count(),
-                     threads=int(env.get("OMP_NUM_THREADS", torch.get_num_threads()))),
+                     threads=int(threads or torch.get_num_threads())),
         date=datetime.datetime.fromtimestamp((last / "state.json").stat().st_mtime, datetime.UTC).strftime("%Y-%m-%d"),
         training_seconds=round(state["train_seconds"], 1),
         steps=state["step"],
