@@ -119,6 +119,13 @@ def ship(name: str, run_dir: Path | None) -> dict:
                      split=result["split"], examples=result["examples"]),
         versions=dict(pixelwave=pw.__version__, torch=torch.__version__.split("+")[0]),
     )
+    if "speech_scores" in result:  # a vocoder: its re-spoken held-out utterances, scored (pixelwave.speech_eval)
+        scores = result["speech_scores"]
+        keep = ("utterances", "stoi", "mcd_db", "wer_recording", "wer_resynthesis")
+        card["speech_scores"] = dict(
+            data=result["data"], utterances_per_voice=scores["utterances_per_voice"], seed=scores["seed"],
+            temperature=scores.get("temperature"),
+            voices={v: {k: round(x[k], 4) for k in keep} for v, x in scores["voices"].items()})
     (folder / pretrained.CARD).write_text(json.dumps(card, indent=2) + "\n")
     pretrained.card(name)  # every field is there
     print(f"{pretrained.PREFIX}{name}: {card['heldout']['value']} {metric}, {card['steps']} steps in "

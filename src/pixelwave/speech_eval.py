@@ -234,7 +234,7 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
 
     Returns {"voices": {voice: {"utterances", "seconds", "stoi", "mcd_db", "wer_recording", "wer_resynthesis",
     "texts", "heard_recording", "heard_resynthesis"}}, "mean": {the four scores averaged over voices},
-    "utterances_per_voice", "seed"}. `progress(done, total)` is called after each utterance.
+    "utterances_per_voice", "seed", "temperature"}. `progress(done, total)` is called after each utterance.
     """
     if model.cond_channels is None:
         raise UserError("speech scores re-speak recordings from their mel frames: the model has no mel conditioning "
@@ -293,4 +293,5 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
         voices[voice] = summary
     mean = {key: (float(np.mean([v[key] for v in voices.values()])) if recognise or not key.startswith("wer")
                   else None) for key in ("stoi", "mcd_db", "wer_recording", "wer_resynthesis")}
-    return {"voices": voices, "mean": mean, "utterances_per_voice": utterances_per_voice, "seed": seed}
+    return {"voices": voices, "mean": mean, "utterances_per_voice": utterances_per_voice, "seed": seed,
+            "temperature": temperature}

@@ -110,7 +110,7 @@ def cmd_generate(args, parser) -> int:
     n = args.num
     codes = model.generate(steps, batch=n, speaker=speaker, generator=gen,
                            backend="naive" if args.naive else "auto", weights="bf16" if bf16 else "float32",
-                           temperature=args.temperature)  # (n, steps), one batch
+                           temperature=temperature(args, args.checkpoint))  # (n, steps), one batch
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     titles = [f"{model.model_name}{who}, seed {args.seed}" + (f", clip {i + 1} of {n}" if n > 1 else "")
@@ -132,7 +132,7 @@ def cmd_resynthesize(args, parser) -> int:
     wave, _ = read_audio(args.input, info["sample_rate"])  # mono, resampled to the model's rate; bad files: UserError
     if args.seconds:
         wave = wave[: max(1, round(args.seconds * info["sample_rate"]))]
-    vocode(args, model, info, device, wave, speaker, name, outs, png,
+    vocode(args, args.checkpoint, model, info, device, wave, speaker, name, outs, png,
            f"input: {Path(args.input).name}", f"the log-mel frames of {args.input}")
     return 0
 
@@ -151,9 +151,16 @@ def cmd_say(args, parser) -> int:
         args.speaker = args.voice  # the vocoder knows this voice: condition on it
     speaker, name = speaker_id(model, info, args.speaker)
     wave = synthesise(args.text, args.voice, engine, info["sample_rate"])  # the classical front end
-    vocode(args, model, info, device, wave, speaker, name, outs, png, f"front end: {engine} {args.voice}",
+    vocode(args, args.model, model, info, device, wave, speaker, name, outs, png, f"front end: {engine} {args.voice}",
            f"{engine}'s {args.voice} saying {args.text[:40]!r}")
     return 0
+
+
+def temperature(args, checkpoint: str) -> float:
+    """--temperature, else what a shipped model's card recommends, else 1."""
+    from pixelwave import pretrained
+
+    return args.temperature if args.temperature is not None else pretrained.temperature(checkpoint)
 
 
 def load_vocoder(checkpoint: str, args, command: str):
@@ -168,7 +175,8 @@ def load_vocoder(checkpoint: str, args, command: str):
     return model, info, device
 
 
-def vocode(args, model, info: dict, device, wave, speaker, name, outs, png, reference: str, source: str) -> None:
+def vocode(args, checkpoint: str, model, info: dict, device, wave, speaker, name, outs, png, reference: str,
+           source: str) -> None:
     """Re-speak `wave` (numpy, at the model's rate) from its log-mel frames; write the WAV and the picture."""
     from pixelwave.audio import log_mel
 
@@ -180,7 +188,7 @@ def vocode(args, model, info: dict, device, wave, speaker, name, outs, png, refe
     t0 = time.perf_counter()
     codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen,
                            backend="naive" if args.naive else "auto", weights="bf16" if bf16 else "float32",
-                           temperature=args.temperature)  # (1, steps)
+                           temperature=temperature(args, checkpoint))  # (1, steps)
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     seconds = write_audio(outs, png, codes, model, rate, [f"WaveNet{who}"], reference=(reference, wave))
@@ -298,7 +306,8 @@ def speech_engines() -> tuple[str, ...]:
 
 def _generation_flags(p) -> None:
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=positive(float), default=1.0)
+    p.add_argument("--temperature", type=positive(float),
+                   help="sampling temperature (default 1, or what a pretrained model's card recommends)")
     p.add_argument("--naive", action="store_true", help="use the reference generator (same audio, much slower)")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 weights in the fused CPU step: faster on CPUs with AVX512-BF16; the audio then "

@@ -21,8 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--batch-size", type=positive(), help="examples per forward pass (default 100; audio 16)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--speech-temperature", type=positive(float), default=1.0,
-                   help="mel WaveNets: the sampling temperature of the re-spoken utterances (default 1)")
+    p.add_argument("--speech-temperature", type=positive(float),
+                   help="mel WaveNets: the sampling temperature of the re-spoken utterances (default 1, or what a "
+                        "pretrained model's card recommends)")
     p.add_argument("--speech-utterances", type=positive(), default=4,
                    help="mel WaveNet (vocoder): re-speak this many held-out utterances per voice and score them "
                         "(STOI, MCD, PocketSphinx WER of recording and re-spoken audio; default 4)")
@@ -75,11 +76,13 @@ def cmd_eval(args, parser) -> int:
 
 def speech_scores(model, dataset, args, device) -> tuple[dict | None, str | None]:
     """score_resynthesis on the split, or (None, why) when the speech-eval extra is missing: bits/sample stand."""
+    from pixelwave import pretrained
     from pixelwave.speech_eval import MissingExtra, score_resynthesis
 
+    speech_temperature = args.speech_temperature or pretrained.temperature(args.checkpoint)
     try:
         return score_resynthesis(model, dataset, args.speech_utterances, seed=0, out_dir=args.speech_out,
-                                 device=device, temperature=args.speech_temperature), None
+                                 device=device, temperature=speech_temperature), None
     except MissingExtra as e:
         print(f"note: no speech scores: {e}", file=sys.stderr)
         return None, str(e)

@@ -65,6 +65,14 @@ def card(name: str) -> dict:
     return info
 
 
+def temperature(location: str | os.PathLike) -> float:
+    """The sampling temperature to draw from `location` at: what a shipped model's card recommends (an LPC vocoder
+    is too loud at 1), else 1."""
+    if not is_pretrained(location):
+        return 1.0
+    return float(card(os.fspath(location)[len(PREFIX):]).get("temperature", 1.0))
+
+
 def size_on_disk(name: str) -> int:
     """Bytes of every file of shipped model `name`, its card included."""
     return sum(p.stat().st_size for p in path(name).rglob("*") if p.is_file())
