@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.cli.common import Parser, device_of, load_checkpoint, positive
+from pixelwave.cli.common import Parser, add_checkpoint_argument, device_of, load_checkpoint, positive
 from pixelwave.errors import UserError
 
 
@@ -29,7 +29,7 @@ def audio_output(path: str, force: bool, n: int = 1) -> tuple[list[Path], Path]:
 
 def load_audio_model(args, command: str):
     device = device_of(args.device)
-    model, info = load_checkpoint(args.checkpoint, device)
+    model, info = load_checkpoint(args.checkpoint, device, not args.no_verify)
     if model.data_kind != "audio":
         raise UserError(f"{args.checkpoint} is a {model.model_name} (image) checkpoint: `pixelwave {command}` is "
                         f"for WaveNet; use `pixelwave sample` or `pixelwave complete`")
@@ -197,7 +197,7 @@ def cmd_data_speech(args, parser) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("generate", help="speak: draw audio from a WaveNet checkpoint into a WAV (+ PNG)",
                        epilog="example: pixelwave generate runs/wavenet --speaker en-gb --seconds 1 --out gb.wav")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--out", required=True, help="output .wav; the waveform + log-mel picture goes to .png beside it")
     p.add_argument("--seconds", type=positive(float), default=1.0, help="length (default 1 s)")
     p.add_argument("-n", "--num", type=positive(), default=1,
@@ -209,7 +209,7 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("resynthesize", help="re-speak a recording from its log-mel frames (mel WaveNet)",
                        epilog="example: pixelwave resynthesize runs/vocoder --input speech.wav --out out.wav")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--input", required=True, help="WAV/FLAC/OGG recording")
     p.add_argument("--out", required=True, help="output .wav; input and output pictures go to .png beside it")
     p.add_argument("--speaker", help="speaker name (or number) of a speaker-conditional model")

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.cli.common import device_of, image_size, load_checkpoint, load_data_for, output_path, positive
+from pixelwave.cli.common import (
+    add_checkpoint_argument,
+    device_of,
+    image_size,
+    load_checkpoint,
+    load_data_for,
+    output_path,
+    positive,
+)
 from pixelwave.compat import check_compatible
 from pixelwave.errors import UserError
 from pixelwave.models import MODELS, PixelVAE
@@ -42,7 +50,7 @@ def open_image_checkpoint(args):
     """The output path (checked first, so nothing is computed for nothing), device, image model and data.json."""
     out = output_path(args.out, args.force)
     device = device_of(args.device)
-    model, info = load_checkpoint(args.checkpoint, device)
+    model, info = load_checkpoint(args.checkpoint, device, not args.no_verify)
     if model.data_kind != "image":
         raise UserError(f"{args.checkpoint} is a {model.model_name} (audio) checkpoint, not an image model: use "
                         f"`pixelwave generate` (or `pixelwave resynthesize` for a mel-conditioned one)")
@@ -191,7 +199,7 @@ def cmd_reconstruct(args, parser) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("sample", help="draw images from a checkpoint into a grid PNG",
                        epilog="example: pixelwave sample runs/demo -n 80 --out samples.png")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("-n", type=positive(), default=64, help="number of samples (class-conditional: per class "
                    "rows of ceil(n / classes) unless --class)")
     p.add_argument("--out", required=True, help="output PNG")
@@ -208,7 +216,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("complete", help="fill in the unknown part of an image",
                        epilog="example: pixelwave complete runs/demo --image digit.png --keep top-half --class 7 "
                               "--out completion.png")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--image", required=True, help="PNG/JPEG of the model's size")
     p.add_argument("--keep", required=True, help="top-half, left-half, or a mask PNG (white = keep)")
     p.add_argument("--out", required=True)
@@ -224,7 +232,7 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("reconstruct", help="pixelvae: held-out images next to their reconstructions",
                        epilog="example: pixelwave reconstruct runs/vae --data mnist-sample-binary --out recon.png")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("-n", type=positive(), default=8, help="number of images")
