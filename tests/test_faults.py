@@ -234,6 +234,23 @@ def test_a_locked_run_directory_is_refused_untouched_naming_the_holder(tmp_path)
     assert rundir.list_checkpoints(out)[-1][0] == 4
 
 
+def test_under_torchrun_every_rank_stops_when_the_run_is_held(tmp_path):
+    """Rank 0 takes the lock; when it cannot, all ranks stop with it (none waits in a collective)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    held = runlock.acquire(out)
+    held.record()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                "pixelwave", "train", "--model", "pixelcnn", "--data", "mnist-sample-binary", "--preset", "tiny",
+                "--no-progress", "--steps", "2", "--out", str(out)]
+    try:
+        r = subprocess.run(torchrun, env=env(), capture_output=True, text=True, timeout=300)
+    finally:
+        held.release()
+    assert r.returncode != 0 and f"is in use: PID {os.getpid()} on" in r.stderr, r.stderr[-3000:]
+    assert [p.name for p in out.iterdir()] == [".lock"]
+
+
 FAULT_SCRIPT = """
 import os, signal, sys
 from test_train import make_config, tiny_model, toy_sets

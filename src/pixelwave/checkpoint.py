@@ -148,8 +148,9 @@ def verify_files(folder: str | os.PathLike, names=None) -> dict | None:
             raise DamagedCheckpoint(f"{path} is unreadable: {e.strerror or e}") from None
         want = files[name]
         if got != want:
-            sizes = isinstance(want, dict) and got["size"] != want.get("size")
-            why = f"{got['size']:,} bytes, not {want['size']:,}" if sizes else "its SHA-256 differs"
+            size = want.get("size") if isinstance(want, dict) else None
+            why = f"{got['size']:,} bytes, not {size:,}" if isinstance(size, int) and size != got["size"] \
+                else "its SHA-256 differs"
             raise DamagedCheckpoint(f"{path} is damaged: it does not match {MANIFEST} ({why})")
     return files
 

@@ -27,6 +27,17 @@ def folders(root: Path) -> list[Path]:
     return found
 
 
+def status(folder: Path) -> tuple[str, str]:
+    """("good" | "damaged" | "unverified", the line that says so) for one checkpoint or model folder."""
+    try:
+        files = checkpoint.verify_files(folder)
+    except checkpoint.DamagedCheckpoint as e:
+        return "damaged", f"DAMAGED     {e}"
+    if files is None:
+        return "unverified", f"unverified  {folder}: no {checkpoint.MANIFEST} (saved by pixelwave 0.1)"
+    return "good", f"good        {folder} ({len(files)} files, {sum(f['size'] for f in files.values()):,} bytes)"
+
+
 def cmd_verify(args, parser) -> int:
     root = Path(args.directory)
     if not root.is_dir():
@@ -37,18 +48,9 @@ def cmd_verify(args, parser) -> int:
                         f"{checkpoint.CONFIG})")
     counts = {"good": 0, "damaged": 0, "unverified": 0}
     for folder in found:
-        try:
-            files = checkpoint.verify_files(folder)
-        except checkpoint.DamagedCheckpoint as e:
-            counts["damaged"] += 1
-            print(f"DAMAGED     {e}")
-            continue
-        if files is None:
-            counts["unverified"] += 1
-            print(f"unverified  {folder}: no {checkpoint.MANIFEST} (saved by pixelwave 0.1)")
-        else:
-            counts["good"] += 1
-            size = sum(f["size"] for f in files.values())
-            print(f"good        {folder} ({len(files)} files, {size:,} bytes)")
+        what, line = status(folder)
+        if folder.is_dir():  # else pruned, while it was read, by the run that is training
+            counts[what] += 1
+            print(line)
     print(", ".join(f"{n} {what}" for what, n in counts.items()))
     return 1 if counts["damaged"] else 0

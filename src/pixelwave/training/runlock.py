@@ -57,16 +57,21 @@ def acquire(run_dir: str | os.PathLike, create: bool = True) -> RunLock | None:
     path = run_dir / LOCK
     try:
         fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no such directory: making it will say why not
         if create:
             raise
         return None
+    except OSError as e:
+        raise UserError(f"cannot open the run lock {path}: {e.strerror or e}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise RunInUse(f"{run_dir} is in use: {holder(path)} is training into it; wait for it to end or stop "
                        f"it, or train into another --out") from None
+    except OSError as e:  # a filesystem without flock
+        os.close(fd)
+        raise UserError(f"cannot lock {path}: {e.strerror or e}") from None
     return RunLock(fd)
 
 
