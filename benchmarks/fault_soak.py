@@ -2,15 +2,15 @@
 Each must end in an exact resume from a verified checkpoint (bit-identical final weights on CPU) or a one-line
 error, never in silent damage.
 
-    .venv/bin/python benchmarks/fault_soak.py --rounds 100          # about 5 minutes on 2 busy cores
+    .venv/bin/python benchmarks/fault_soak.py --rounds 150          # about 8 minutes on 2 busy cores
     .venv/bin/python benchmarks/fault_soak.py --rounds 7 --seed 3   # a quick look
 
 Faults, one a round, drawn at random: a bit flip at a random offset, or a truncation to a random length, of a
-file of the newest checkpoint or of the final model; a deleted manifest; SIGKILL at a random moment of a run;
-SIGKILL just before a random one of the renames that commit a run's files; a full disk (ENOSPC) at a random
-write; a second `pixelwave train` (plain, --resume or --overwrite, at random) on a run that is training. Prints
-a table fault | times injected | outcome (docs/reliability.md keeps one), the machine and the date; stops with
-exit code 1 at the first round that ends any other way, naming it (the same --seed replays it).
+file of the newest checkpoint or of the final model; a deleted manifest; SIGKILL at a random moment of a run's
+training; SIGKILL just before a random one of the renames that commit a run's files; a full disk (ENOSPC) at a
+random write; a second `pixelwave train` (plain, --resume or --overwrite, at random) on a run that is training.
+Prints a table fault | times injected | outcome (docs/reliability.md keeps one), the machine and the date; stops
+with exit code 1 at the first round that ends any other way, naming it (the same --seed replays it).
 """
 
 from __future__ import annotations
@@ -92,10 +92,17 @@ def deleted_manifest(rng, work: Path, reference) -> tuple[str, str]:
     return "deleted manifest: newest checkpoint", f"{outcome} resume from the previous checkpoint, named"
 
 
-def sigkill_anytime(rng, work: Path, reference, run_seconds: float) -> tuple[str, str]:
+def first_checkpoint(proc: subprocess.Popen, out: Path) -> None:
+    """Wait until the run has written its first checkpoint (or ended): its training has begun."""
+    while rundir.latest_checkpoint(out) is None and proc.poll() is None:
+        time.sleep(0.005)
+
+
+def sigkill_anytime(rng, work: Path, reference, train_seconds: float) -> tuple[str, str]:
     out = work / "run"
     proc = tf.fault_process(work / "a.py", out, "none")
-    time.sleep(rng.uniform(0, run_seconds))
+    first_checkpoint(proc, out)
+    time.sleep(rng.uniform(0, train_seconds))
     proc.kill()
     if proc.wait() != -signal.SIGKILL:
         return "SIGKILL at a random moment", "ran to the end before the kill (not counted as a kill)"
@@ -183,16 +190,18 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         reference, _ = quiet(tf.reference_run, tmp / "reference")
-        t0 = time.time()  # how long a whole run takes, in a process of its own: SIGKILL comes within that
-        assert tf.fault_process(tmp / "a.py", tmp / "timed", "none").wait(timeout=120) == 0
-        run_seconds = time.time() - t0
+        timed = tf.fault_process(tmp / "a.py", tmp / "timed", "none")
+        first_checkpoint(timed, tmp / "timed")
+        t0 = time.time()  # how long a run trains after its first checkpoint: a random SIGKILL comes within that
+        assert timed.wait(timeout=120) == 0
+        train_seconds = time.time() - t0
         for r in range(args.rounds):
             rng = random.Random(f"{args.seed}-{r}")
             fault = rng.choice(faults)
             work = tmp / f"round-{r}"
             work.mkdir()
             try:
-                extra = (run_seconds,) if fault is sigkill_anytime else ()
+                extra = (train_seconds,) if fault is sigkill_anytime else ()
                 what, outcome = fault(rng, work, reference, *extra)
             except Exception as e:
                 print(f"FAILED round {r} ({fault.__name__}, --seed {args.seed}): {type(e).__name__}: {e}")
