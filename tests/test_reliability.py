@@ -173,20 +173,24 @@ def test_bad_input_corpus(run_dir, bad_files, tmp_path, capsys):
 
 
 def test_planted_pickle_in_a_checkpoint_is_refused_and_never_runs(run_dir, tmp_path):
+    """Refused by the manifest (no manifest lists it), and without verification by the safetensors reader."""
     ckpt = tmp_path / "evil"
     ckpt.mkdir()
     (ckpt / "config.json").write_bytes((run_dir / "config.json").read_bytes())
     marker = tmp_path / "ran"
     with open(ckpt / "model.safetensors", "wb") as f:
         pickle.dump(Payload(marker), f)
-    with pytest.raises(UserError, match="safetensors"):
+    with pytest.raises(UserError, match="manifest.json is missing"):
         pw.load(ckpt)
+    with pytest.raises(UserError, match="safetensors"):
+        pw.load(ckpt, verify=False)
     torch.save({"weights": Payload(marker)}, ckpt / "model.safetensors")  # what a .pt checkpoint looks like
     with pytest.raises(UserError, match="safetensors"):
-        pw.load(ckpt)
+        pw.load(ckpt, verify=False)
     (ckpt / "config.json").write_bytes(pickle.dumps(Payload(marker)))
-    with pytest.raises(UserError):
-        pw.load(ckpt)
+    for verify in (True, False):
+        with pytest.raises(UserError):
+            pw.load(ckpt, verify=verify)
     assert not marker.exists()
 
 
@@ -200,7 +204,7 @@ def test_checkpoint_of_another_version_or_model(run_dir, tmp_path):
         (ckpt / "model.safetensors").write_bytes((run_dir / "model.safetensors").read_bytes())
         (ckpt / "config.json").write_text(json.dumps({**meta, **change}))
         with pytest.raises(UserError, match=message):
-            pw.load(ckpt)
+            pw.load(ckpt, verify=False)  # made by hand, without a manifest
 
 
 # ---- property-based tests ----

@@ -430,10 +430,10 @@ def test_training_state_holds_no_pickle_and_refuses_one(tmp_path):
     for path in out.rglob("*"):
         if path.is_dir() or path.parent.name == "tb":
             continue
-        assert path.suffix in (".json", ".safetensors"), path
+        assert path.suffix in (".json", ".safetensors") or path.name == ".lock", path  # the lock file holds JSON
         head = path.read_bytes()[:2]
         assert head[:1] != b"\x80" and head != b"PK", path  # neither a pickle nor a torch.save zip
-        if path.suffix == ".json":
+        if path.suffix != ".safetensors":
             json.loads(path.read_text())
         else:
             load_file(str(path))
@@ -445,9 +445,16 @@ def test_training_state_holds_no_pickle_and_refuses_one(tmp_path):
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    torch.save({"state": Payload()}, out / "checkpoints/step-000002/optimizer.safetensors")
-    with pytest.raises(UserError, match="optimizer.safetensors"):
-        training.train(make_config(out, "--steps", "3", "--resume"), tiny_model(), train_set, test_set)
+    planted = out / "checkpoints/step-000002"
+    torch.save({"state": Payload()}, planted / "optimizer.safetensors")
+    with pytest.raises(UserError, match="optimizer.safetensors"):  # the reader refuses it, even unverified
+        train_state.load_checkpoint(planted, verify=False)
+    with pytest.raises(UserError, match="step-000002/optimizer.safetensors is damaged"):  # so does the manifest
+        train_state.load_checkpoint(planted)
+    # --resume skips it (naming the file), continues from step 1 and sets it aside.
+    training.train(make_config(out, "--steps", "3", "--resume"), tiny_model(), train_set, test_set)
+    assert [s for s, _ in train_state.list_checkpoints(out)] == [1, 3]
+    assert (out / "checkpoints/step-000002.damaged/optimizer.safetensors").is_file()
     assert not marker.exists()
 
 

@@ -1,5 +1,5 @@
 """pixelwave command line: train | eval | sample | complete | reconstruct | generate | resynthesize | data |
-compare | receptive-field, a module per group of commands:
+compare | receptive-field | verify, a module per group of commands:
 
     common.py    the parser, argument types, devices, output files, reading checkpoints and their data
     options.py   train's settings: defaults < --preset < --config file < typed flags, as plain dicts
@@ -7,20 +7,23 @@ compare | receptive-field, a module per group of commands:
     images.py    sample, complete, reconstruct, receptive-field
     audio.py     generate, resynthesize, data speech
     pretrained.py  pretrained (the models shipped in the package)
+    verify.py      verify
     (compare lives in pixelwave.compare)
 
 Every user mistake becomes one line on stderr and exit code 2 (UserError); nothing already saved is touched.
+A warning (such as a checkpoint loaded without a manifest to check it against) is one line on stderr too.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import torch
 
 from pixelwave import runtime
-from pixelwave.cli import audio, evaluate, images, pretrained, train
+from pixelwave.cli import audio, evaluate, images, pretrained, train, verify
 from pixelwave.cli.common import Parser, add_command
 from pixelwave.errors import UserError
 
@@ -40,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "pixelwave compare --budget-minutes 2 --out runs/compare")
     add_compare_arguments(p)
     p.set_defaults(func=lambda args, parser: run_compare(args))
+    verify.add_parser(sub)
     parser.usage = "pixelwave COMMAND [options]"  # set after the commands: their usage lines start with the prog
     commands = "\n".join(f"  {name:<16} {p.what}\n  {'':<16} {p.example}" for name, p in sub.choices.items())
     parser.description = (
@@ -52,20 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"pixelwave: warning: {str(message).splitlines()[0]}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        parser = build_parser()
-        if not argv:  # what argparse does without a required argument (exit 2), with the overview as the usage
-            print(parser.format_help(), end="", file=sys.stderr)
-            return 2
-        args = parser.parse_args(argv)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(args.threads or runtime.default_threads())
-        try:
-            return args.func(args, parser)
-        finally:
-            torch.set_num_threads(threads)  # as it was: main may be called inside a longer process (tests)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            parser = build_parser()
+            if not argv:  # what argparse does without a required argument (exit 2), with the overview as usage
+                print(parser.format_help(), end="", file=sys.stderr)
+                return 2
+            args = parser.parse_args(argv)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(getattr(args, "threads", None) or runtime.default_threads())
+            try:
+                return args.func(args, parser)
+            finally:
+                torch.set_num_threads(threads)  # as it was: main may be called inside a longer process (tests)
     except UserError as e:
         print(f"pixelwave: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.cli.common import Parser, add_command, device_of, load_checkpoint, positive
+from pixelwave.cli.common import Parser, add_checkpoint_argument, add_command, device_of, load_checkpoint, positive
 from pixelwave.errors import UserError
 
 
@@ -27,9 +27,9 @@ def audio_output(path: str, force: bool, n: int = 1) -> tuple[list[Path], Path]:
     return wavs, png
 
 
-def load_audio_model(checkpoint: str, device: str, command: str):
+def load_audio_model(checkpoint: str, device: str, command: str, verify: bool = True):
     device = device_of(device)
-    model, info = load_checkpoint(checkpoint, device)
+    model, info = load_checkpoint(checkpoint, device, verify)
     if model.data_kind != "audio":
         raise UserError(f"{checkpoint} is a {model.model_name} (image) checkpoint: `pixelwave {command}` is "
                         f"for WaveNet; use `pixelwave sample` or `pixelwave complete`")
@@ -97,7 +97,7 @@ def prepare_generation(args, model) -> bool:
 
 def cmd_generate(args, parser) -> int:
     outs, png = audio_output(args.out, args.force, args.num)
-    model, info, device = load_audio_model(args.checkpoint, args.device, "generate")
+    model, info, device = load_audio_model(args.checkpoint, args.device, "generate", not args.no_verify)
     if model.cond_channels is not None:
         raise UserError(f"{args.checkpoint} is conditioned on mel spectrograms (trained with --mel): it needs a "
                         f"recording to follow; use `pixelwave resynthesize {args.checkpoint} --input SPEECH.wav`")
@@ -165,7 +165,7 @@ def temperature(args, checkpoint: str) -> float:
 
 def load_vocoder(checkpoint: str, args, command: str):
     """A mel-conditioned WaveNet and its run's data.json (which must hold the mel settings), or UserError."""
-    model, info, device = load_audio_model(checkpoint, args.device, command)
+    model, info, device = load_audio_model(checkpoint, args.device, command, not args.no_verify)
     if model.cond_channels is None:
         raise UserError(f"{checkpoint} has no mel conditioning (train with --mel to get a vocoder): it "
                         f"cannot follow a recording; use `pixelwave generate`")
@@ -236,7 +236,7 @@ def cmd_data_speech(args, parser) -> int:
 def add_parsers(sub) -> None:
     p = add_command(sub, "generate", "speak: draw audio from a WaveNet checkpoint into a WAV (+ PNG)",
                     "pixelwave generate runs/wavenet --speaker en-gb --seconds 1 --out gb.wav")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--out", required=True, help="output .wav; the waveform + log-mel picture goes to .png beside it")
     p.add_argument("--seconds", type=positive(float), default=1.0, help="length (default 1 s)")
     p.add_argument("-n", "--num", type=positive(), default=1,
@@ -248,7 +248,7 @@ def add_parsers(sub) -> None:
 
     p = add_command(sub, "resynthesize", "re-speak a recording from its log-mel frames (mel WaveNet)",
                     "pixelwave resynthesize runs/vocoder --input speech.wav --out out.wav")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--input", required=True, help="WAV/FLAC/OGG recording")
     p.add_argument("--out", required=True, help="output .wav; input and output pictures go to .png beside it")
     p.add_argument("--speaker", help="speaker name (or number) of a speaker-conditional model")
@@ -268,6 +268,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--engine", choices=speech_engines(), help="the front end (default: the one with --voice)")
     p.add_argument("--model", default="pretrained:vocoder",
                    help="the mel-conditioned WaveNet (default pretrained:vocoder, the shipped one)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="load --model even if its files do not match its manifest.json")
     p.add_argument("--out", required=True, help="output .wav; the front end's and WaveNet's waveforms go to .png")
     p.add_argument("--speaker", help="speaker of a speaker-conditional vocoder (default: --voice, if it knows it)")
     _generation_flags(p)

@@ -116,11 +116,18 @@ def read_data_info(path: str | Path) -> tuple[Path, dict]:
     return info_path, info
 
 
-def load_checkpoint(path: str, device: torch.device):
-    """The model saved in `path` (or shipped: `pretrained:NAME`) on `device`, and the description of the data
-    it was trained on."""
+def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
+    """The checkpoint a command reads, and --no-verify."""
+    p.add_argument("checkpoint", help="a checkpoint or run directory (a run being trained can be read)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="load the checkpoint even if its files do not match its manifest.json")
+
+
+def load_checkpoint(path: str, device: torch.device, verify: bool = True):
+    """The model saved in `path` (or shipped: `pretrained:NAME`) on `device` (checked against its manifest unless
+    verify=False), and the description of the data it was trained on."""
     path = pretrained.resolve(path)
-    model = checkpoint.load(path).to(device)
+    model = checkpoint.load(path, verify=verify).to(device)
     _, data_info = read_data_info(path)
     return model, data_info
 

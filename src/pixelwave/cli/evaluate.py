@@ -7,7 +7,14 @@ import sys
 
 import torch
 
-from pixelwave.cli.common import add_command, device_of, load_checkpoint, load_data_for, positive
+from pixelwave.cli.common import (
+    add_checkpoint_argument,
+    add_command,
+    device_of,
+    load_checkpoint,
+    load_data_for,
+    positive,
+)
 from pixelwave.compat import check_compatible
 from pixelwave.errors import UserError
 
@@ -15,7 +22,7 @@ from pixelwave.errors import UserError
 def add_parser(sub) -> None:
     p = add_command(sub, "eval", "exact held-out bits/dim of a checkpoint",
                     "pixelwave eval runs/demo --data mnist-sample-binary")
-    p.add_argument("checkpoint", help="checkpoint or run directory")
+    add_checkpoint_argument(p)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -36,7 +43,7 @@ def cmd_eval(args, parser) -> int:
     from pixelwave.training import evaluate
 
     device = device_of(args.device)
-    model, info = load_checkpoint(args.checkpoint, device)
+    model, info = load_checkpoint(args.checkpoint, device, not args.no_verify)
     audio = model.data_kind == "audio"
     # Audio is loaded as the run was: its sample rate, mu-law levels, crop and mel options (data.json).
     dataset = load_data_for(model, args.data, args.split, info)

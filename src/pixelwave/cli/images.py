@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from pixelwave.cli.common import (
+    add_checkpoint_argument,
     add_command,
     device_of,
     image_size,
@@ -50,7 +51,7 @@ def open_image_checkpoint(args):
     """The output path (checked first, so nothing is computed for nothing), device, image model and data.json."""
     out = output_path(args.out, args.force)
     device = device_of(args.device)
-    model, info = load_checkpoint(args.checkpoint, device)
+    model, info = load_checkpoint(args.checkpoint, device, not args.no_verify)
     if model.data_kind != "image":
         raise UserError(f"{args.checkpoint} is a {model.model_name} (audio) checkpoint, not an image model: use "
                         f"`pixelwave generate` (or `pixelwave resynthesize` for a mel-conditioned one)")
@@ -226,7 +227,7 @@ def cmd_reconstruct(args, parser) -> int:
 def add_parsers(sub) -> None:
     p = add_command(sub, "sample", "draw images from a checkpoint into a grid PNG",
                     "pixelwave sample runs/demo -n 80 --out samples.png")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("-n", type=positive(), default=64, help="number of samples (class-conditional: per class "
                    "rows of ceil(n / classes) unless --class)")
     p.add_argument("--out", required=True, help="output PNG")
@@ -242,7 +243,7 @@ def add_parsers(sub) -> None:
 
     p = add_command(sub, "complete", "fill in the unknown part of an image",
                     "pixelwave complete runs/demo --image digit.png --keep top-half --out completion.png")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--image", required=True, help="PNG/JPEG of the model's size")
     p.add_argument("--keep", required=True, help="top-half, left-half, or a mask PNG (white = keep)")
     p.add_argument("--out", required=True)
@@ -260,7 +261,7 @@ def add_parsers(sub) -> None:
 
     p = add_command(sub, "reconstruct", "pixelvae: held-out images next to their reconstructions",
                     "pixelwave reconstruct runs/vae --data mnist-sample-binary --out recon.png")
-    p.add_argument("checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("-n", type=positive(), default=8, help="number of images")

@@ -28,7 +28,7 @@ def kind_of(model_name: str) -> str:
 
 def cmd_train(args: argparse.Namespace, parser) -> int:
     from pixelwave import data
-    from pixelwave.training import train
+    from pixelwave.training import rundir, train
 
     typed = {k: v for k, v in vars(args).items() if k not in ("command", "func", "preset", "config")}
     values = merge(typed, args.preset, args.config, kind_of)
@@ -64,9 +64,9 @@ def cmd_train(args: argparse.Namespace, parser) -> int:
 
     torch.manual_seed(config.seed)  # weight initialisation is part of the run's seed
     model = build_model(values, typed, train_set)
-    if config.resume and config.out and (Path(config.out) / checkpoint.CONFIG).is_file():
+    meta = rundir.saved_config(config.out) if config.resume and config.out else None
+    if meta is not None:
         # Resume the model that was saved: the sizes need not be repeated on the command line.
-        meta = checkpoint.read_config(config.out)
         asked = {k: typed[k] for k in MODEL_SIZES[kind] if k in typed}
         clash = {k: v for k, v in asked.items() if meta["config"].get(k, v) != v}
         if clash or meta["model"] != values["model"]:

@@ -7,7 +7,7 @@ Audio has one dim per sample, so its logs and TensorBoard tags say bits per samp
 Distributed (training/distributed.py): every epoch has one global permutation drawn from (seed, epoch); step s
 takes the next batch_size indices of it and rank r trains on its slice, so the global batch -- and any
 randomness `dataset.batch` draws, from a generator seeded by (seed, s) -- is the same for any number of
-processes. Rank 0 alone logs, shows progress and writes files.
+processes. Rank 0 alone logs, shows progress, writes files and holds the run lock (training/runlock.py).
 
 Reproducibility: the global torch RNG is reseeded from (seed, step, rank) before every step, the learning rate
 is a function of the step, and the data position is (epoch, offset), so a checkpoint (training/rundir.py) holds
@@ -52,12 +52,12 @@ class NonFiniteLoss(UserError):
 def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None) -> dict:
     """Train `model` on `train_set` as `config` says; return the final metrics (rank 0 also prints them)."""
     procs = distributed.start(config.device)
-    writer, stop = None, StopSignals()
+    writer, stop, lock = None, StopSignals(), None
     try:
         # ---------------------------------------------------------------- checks, then the run directory
         check_data(config, model, train_set, test_set, procs.world)
         info, dims, device = train_set.info(), train_set.dims, procs.device
-        out, saved = rundir.open_run(config, model, info, procs)
+        out, saved, lock = rundir.open_run(config, model, info, procs)  # rank 0 holds the run's lock from here
 
         def log(message: str) -> None:
             if procs.master:
@@ -73,6 +73,8 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
         ema = copy.deepcopy(raw).requires_grad_(False).eval() if config.ema > 0 else None
         run = rundir.RunState()
         if saved is not None:
+            for note in saved["notes"]:
+                log(note)
             run = rundir.restore(saved, config, raw, optimizer, ema)
             log(f"resuming {out} from step {run.step}" + (f"; changed: {', '.join(run.changed)}" if run.changed
                                                           else ""))
@@ -234,6 +236,8 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
         stop.restore()
         if writer is not None:
             writer.close()
+        if lock is not None:
+            lock.release()
         procs.close()
 
 

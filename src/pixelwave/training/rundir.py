@@ -1,10 +1,12 @@
-"""The run directory: made (or checked for --resume / --overwrite) before training, and its checkpoints,
-safetensors + JSON only, written so a kill never leaves one half-written.
+"""The run directory: locked, made (or checked for --resume / --overwrite) before training, and its
+checkpoints, safetensors + JSON only, written so a kill never leaves one half-written.
 
 A run directory (`--out DIR`):
 
+    .lock                            the run lock (training/runlock.py): who trains into DIR now, or last did
     model.safetensors, config.json   the latest weights: `pixelwave.load(DIR)` works after the first save
     ema.safetensors                  the latest EMA weights (--ema): `pixelwave.load(DIR, "ema.safetensors")`
+    manifest.json                    the size and SHA-256 of the three files above
     data.json                        the training set's info(): image size, levels, classes, ...
     train_args.json                  the TrainConfig of the latest (re)start
     tb/                              TensorBoard events
@@ -12,9 +14,13 @@ A run directory (`--out DIR`):
         model.safetensors, config.json, [ema.safetensors]
         optimizer.safetensors        every tensor of optimizer.state_dict(), keys "state.<param>.<name>"
         state.json                   step, data position, metrics, flags, the optimizer's other state
+        manifest.json                the size and SHA-256 of every file above, written last
+    checkpoints/step-000400.damaged/ a checkpoint that did not verify, set aside by --resume (never pruned)
 
-A checkpoint is written into a hidden temporary folder that is renamed to `step-NNNNNN` only once every file
-in it is complete and fsynced, so every `step-*` folder is complete; `latest_checkpoint` ignores the rest.
+A checkpoint is written into a hidden temporary folder, its manifest last, that is renamed to `step-NNNNNN` only
+once every file in it is complete and fsynced, so every `step-*` folder is complete; `latest_checkpoint` ignores
+the rest. A checkpoint is never changed once renamed, so a reader that finds its manifest verifies can trust it.
+--resume takes the newest checkpoint that verifies and says which file of each newer one did not.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 
 from pixelwave import checkpoint
 from pixelwave.errors import UserError
+from pixelwave.training import runlock
 from pixelwave.training.config import TrainConfig
 from pixelwave.training.distributed import Processes
 
@@ -39,6 +46,7 @@ CHECKPOINTS = "checkpoints"
 EMA = "ema.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "state.json"
+MODEL_FILES = (checkpoint.WEIGHTS, checkpoint.CONFIG, EMA)  # what the run directory's top level holds
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -127,6 +135,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
         checkpoint.write_tensors(tmp / OPTIMIZER, opt_tensors)
         checkpoint.write_json(tmp / STATE, {"format": STATE_FORMAT, "version": STATE_VERSION, "step": step,
                                             **state, "optimizer": opt_rest})
+        checkpoint.write_manifest(tmp, [p.name for p in tmp.iterdir() if not p.name.startswith(".")])
         _fsync_dir(tmp)
         if final.exists():  # the same step saved again (e.g. a resumed run stopped at once): replace it
             old = final.parent / f".old-{final.name}-{os.getpid()}"
@@ -134,11 +143,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
             shutil.rmtree(old)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        # The top-level copy, so `pixelwave.load(DIR)` always gives the latest weights; each file is atomic.
-        checkpoint.write_tensors(run_dir / checkpoint.WEIGHTS, model.state_dict())
-        checkpoint.write_json(run_dir / checkpoint.CONFIG, checkpoint.model_config(model))
-        if ema is not None:
-            checkpoint.write_tensors(run_dir / EMA, ema.state_dict())
+        publish(final, run_dir)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         previous = latest_checkpoint(run_dir)
@@ -148,8 +153,31 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     return final
 
 
+def publish(folder: Path, run_dir: Path) -> None:
+    """Make the run directory's top level (what `pixelwave.load(DIR)` reads) copies of checkpoint `folder`'s
+    model files, with their manifest entries. All are written under temporary names first, then renamed in one
+    burst, the manifest last: a reader finds them disagreeing only if it reads during those few renames."""
+    files = checkpoint.read_manifest(folder)
+    names = [name for name in MODEL_FILES if (folder / name).is_file()]
+    staged = []
+    try:
+        for name in names:
+            with open(folder / name, "rb") as src:
+                staged.append((checkpoint.stage(run_dir / name, lambda f, src=src: shutil.copyfileobj(src, f)),
+                               run_dir / name))
+        top = checkpoint.manifest({name: files[name] for name in names})
+        staged.append((checkpoint.stage(run_dir / checkpoint.MANIFEST,
+                                        lambda f: f.write(checkpoint.json_bytes(top))), run_dir / checkpoint.MANIFEST))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+        _fsync_dir(run_dir)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
 def prune(run_dir: str | os.PathLike, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints, and temporary folders left by a killed run."""
+    """Delete all but the newest `keep` checkpoints, and temporary files and folders left by a killed run."""
     for _, path in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
     folder = Path(run_dir) / CHECKPOINTS
@@ -157,12 +185,17 @@ def prune(run_dir: str | os.PathLike, keep: int) -> None:
         pid = p.name.rsplit("-", 1)[-1]
         if pid != str(os.getpid()):
             shutil.rmtree(p, ignore_errors=True)
+    for p in Path(run_dir).glob(".*.tmp"):  # the lock keeps other writers out: these are a killed run's
+        p.unlink(missing_ok=True)
 
 
 # ---- reading ----
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read one checkpoint folder: {"config", "model", "ema" (or None), "optimizer", "state"}. No pickle."""
+def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> dict:
+    """Read one checkpoint folder: {"config", "model", "ema" (or None), "optimizer", "state", "verified"}. No
+    pickle. `verify` checks every file against the manifest first (DamagedCheckpoint names a file that differs);
+    "verified" is the manifest's entries, or None for a checkpoint of pixelwave 0.1 (it has none)."""
     path = Path(path)
+    verified = checkpoint.verify_files(path) if verify else None
     state_path = path / STATE
     try:
         state = json.loads(state_path.read_text())
@@ -180,25 +213,86 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         "ema": checkpoint.read_tensors(path / EMA) if (path / EMA).is_file() else None,
         "optimizer": optimizer_from_flat(checkpoint.read_tensors(path / OPTIMIZER), opt_rest),
         "state": state,
+        "verified": verified,
     }
+
+
+def newest_verified(run_dir: str | os.PathLike) -> tuple[dict | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, read by `load_checkpoint` with its "path" (None if there is none),
+    and (folder, the reason) for each newer one that did not."""
+    damaged = []
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return {**load_checkpoint(path), "path": path}, damaged
+        except checkpoint.DamagedCheckpoint as e:
+            damaged.append((path, str(e)))
+    return None, damaged
+
+
+def saved_config(run_dir: str | os.PathLike) -> dict | None:
+    """The model config of the newest checkpoint in `run_dir` whose config.json verifies (None if none does)."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            checkpoint.verify_files(path, [checkpoint.CONFIG])
+            return checkpoint.read_config(path)
+        except (UserError, OSError):
+            continue
+    return None
 
 
 # ---- the run directory ----
 # What a run directory may hold before its first checkpoint; --resume starts afresh in such a folder.
-_FRESH_RUN_FILES = {"train_args.json", "data.json", "tb", CHECKPOINTS}
+_FRESH_RUN_FILES = {runlock.LOCK, "train_args.json", "data.json", "tb", CHECKPOINTS}
 
 
 def open_run(config: TrainConfig, model: torch.nn.Module, data_info: dict,
-             procs: Processes) -> tuple[Path, dict | None]:
-    """Check the run directory against --resume / --overwrite (every check before anything is touched), then
-    create it (rank 0). Returns (the directory, the checkpoint to resume from as `load_checkpoint` reads it, or
-    None for a fresh start)."""
+             procs: Processes) -> tuple[Path, dict | None, runlock.RunLock | None]:
+    """Take the run lock (rank 0), check the run directory against --resume / --overwrite (every check before
+    anything is touched), then create it (rank 0). Returns (the directory; the checkpoint to resume from as
+    `newest_verified` reads it, with "notes" to show, or None for a fresh start; rank 0's lock, to release when
+    the run ends)."""
     out = Path(config.out or f"runs/{model.model_name}")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
+    lock, error = None, None
+    if procs.master:  # a directory that another run holds is not even read
+        try:
+            lock = runlock.acquire(out, create=False)
+        except UserError as e:
+            error = e
+    if not procs.all_ok(error is None):
+        raise error or runlock.RunInUse(f"{out} is in use by another run (rank 0 could not take its lock)")
+    try:
+        saved, damaged = check_run(config, model, data_info, out)
+        # Rank 0 alone writes, once every process has looked; the others then learn whether it worked.
+        procs.barrier()
+        if procs.master:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                lock = lock or runlock.acquire(out)  # RunInUse if another run took it since the checks
+                lock.record()
+                create_run(config, data_info, procs.world, out, saved, damaged)
+            except OSError as e:
+                error = UserError(f"cannot write the run directory {out}: {e.strerror or e}")
+            except UserError as e:
+                error = e
+        if not procs.all_ok(error is None):
+            raise error or UserError(f"rank 0 could not write the run directory {out}")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return out, saved, lock
+
+
+def check_run(config: TrainConfig, model, data_info: dict, out: Path) -> tuple[dict | None, list[tuple[Path, str]]]:
+    """Read-only: the checkpoint to resume from (see `open_run`) and the newer ones that did not verify; UserError
+    if the directory does not fit --resume / --overwrite, the model or the data."""
     entries = {p.name for p in out.iterdir()} if out.is_dir() else set()
-    resume_from = latest_checkpoint(out) if config.resume else None
-    if resume_from is None and entries:
+    saved, damaged = newest_verified(out) if config.resume else (None, [])
+    if saved is None and damaged:
+        raise UserError(f"--resume: no checkpoint in {out} verifies; the newest: {damaged[0][1]}")
+    if saved is None and entries:
         if config.resume and not entries <= _FRESH_RUN_FILES:
             raise UserError(f"--resume: {out} holds no checkpoint to resume and is not an empty run directory")
         looks_like_run = bool(entries & {"train_args.json", CHECKPOINTS, checkpoint.CONFIG})
@@ -206,40 +300,49 @@ def open_run(config: TrainConfig, model: torch.nn.Module, data_info: dict,
             raise UserError(f"--overwrite: {out} does not look like a pixelwave run directory; refusing to delete it")
         if not config.resume and not config.overwrite:
             raise UserError(f"run directory {out} exists: pass --resume to continue it or --overwrite to replace it")
-    saved = None
-    if resume_from is not None:
-        saved = load_checkpoint(resume_from)
-        then, now = saved["config"], json.loads(json.dumps(checkpoint.model_config(model)))
-        if (then["model"], then["config"]) != (now["model"], now["config"]):
-            raise UserError(f"--resume: {out} was trained as {then['model']} {json.dumps(then['config'])}, not "
-                            f"{now['model']} {json.dumps(now['config'])}")
-        data_then, data_now = saved["state"].get("data") or {}, json.loads(json.dumps(data_info))
-        if "class_counts" not in data_then:  # a run saved before the label counts were recorded: not a change
-            data_now.pop("class_counts", None)
-        if data_then != data_now:
-            raise UserError(f"--resume: {out} was trained on {data_then.get('name')!r}, not on "
-                            f"{data_now.get('name')!r} (or the data changed)")
-        if saved["state"]["step"] > config.steps:
-            raise UserError(f"--resume: {out} is already at step {saved['state']['step']}, beyond --steps "
-                            f"{config.steps}")
-        saved["path"] = resume_from
-    # Rank 0 alone writes, once every process has looked; the others then learn whether it worked.
-    procs.barrier()
-    error = None
-    if procs.master:
-        try:
-            if config.overwrite and out.exists():
-                shutil.rmtree(out)
-            out.mkdir(parents=True, exist_ok=True)
-            if saved is not None:  # a run killed between writing a checkpoint and pruning left one too many
-                prune(out, config.keep_checkpoints)
-            checkpoint.write_json(out / "data.json", data_info)
-            checkpoint.write_json(out / "train_args.json", {**config.to_dict(), "world_size": procs.world})
-        except OSError as e:
-            error = UserError(f"cannot write the run directory {out}: {e.strerror or e}")
-    if not procs.all_ok(error is None):
-        raise error or UserError(f"rank 0 could not write the run directory {out}")
-    return out, saved
+    if saved is None:
+        return None, damaged
+    then, now = saved["config"], json.loads(json.dumps(checkpoint.model_config(model)))
+    if (then["model"], then["config"]) != (now["model"], now["config"]):
+        raise UserError(f"--resume: {out} was trained as {then['model']} {json.dumps(then['config'])}, not "
+                        f"{now['model']} {json.dumps(now['config'])}")
+    data_then, data_now = saved["state"].get("data") or {}, json.loads(json.dumps(data_info))
+    if "class_counts" not in data_then:  # a run saved before the label counts were recorded: not a change
+        data_now.pop("class_counts", None)
+    if data_then != data_now:
+        raise UserError(f"--resume: {out} was trained on {data_then.get('name')!r}, not on "
+                        f"{data_now.get('name')!r} (or the data changed)")
+    if saved["state"]["step"] > config.steps:
+        raise UserError(f"--resume: {out} is already at step {saved['state']['step']}, beyond --steps "
+                        f"{config.steps}")
+    saved["notes"] = [f"warning: --resume: {why}; resuming from {saved['path'].name}, {path.name} is set aside "
+                      f"as {path.name}.damaged" for path, why in damaged]
+    if saved["verified"] is None:
+        saved["notes"].append(f"note: {saved['path']} has no {checkpoint.MANIFEST} (saved by pixelwave 0.1): "
+                              f"resuming it unverified")
+    return saved, damaged
+
+
+def create_run(config: TrainConfig, data_info: dict, world: int, out: Path, saved: dict | None,
+               damaged: list[tuple[Path, str]]) -> None:
+    """Rank 0, holding the lock: clear the directory (--overwrite), set aside damaged checkpoints, point the top
+    level at the checkpoint resumed, and write data.json and train_args.json."""
+    if config.overwrite:  # everything but the lock, which this run holds
+        for p in out.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.name != runlock.LOCK:
+                p.unlink()
+    for path, _ in damaged:  # out of the rotation, kept to be looked at
+        aside = path.with_name(f"{path.name}.damaged")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(path, aside)
+    if saved is not None:
+        prune(out, config.keep_checkpoints)  # a run killed between writing a checkpoint and pruning left one more
+        if saved["verified"] is not None:
+            publish(saved["path"], out)
+    checkpoint.write_json(out / "data.json", data_info)
+    checkpoint.write_json(out / "train_args.json", {**config.to_dict(), "world_size": world})
 
 
 # ---- where a run is, saved with every checkpoint ----
