@@ -89,6 +89,16 @@ def isa_level() -> str:
     return platform.machine() or "unknown"
 
 
+def seal(folder: Path) -> None:
+    """The shipped files' manifest (pw.load verifies it), and config.json saying there is one."""
+    from pixelwave import checkpoint
+
+    config = json.loads((folder / checkpoint.CONFIG).read_text())
+    if config.get("manifest") != checkpoint.MANIFEST:  # a run trained before manifests
+        checkpoint.write_json(folder / checkpoint.CONFIG, {**config, "manifest": checkpoint.MANIFEST})
+    checkpoint.write_manifest(folder, SHIPPED_FILES)
+
+
 def ship(name: str, run_dir: Path | None) -> dict:
     folder = pretrained.path(name)
     card = json.loads((folder / pretrained.CARD).read_text())
@@ -102,6 +112,7 @@ def ship(name: str, run_dir: Path | None) -> dict:
     state = json.loads((last / "state.json").read_text())
     for file in SHIPPED_FILES:
         shutil.copyfile(run_dir / file, folder / file)
+    seal(folder)
     result = json.loads(run(card["eval_command"] + " --json", capture=True))
     model = pw.load(pretrained.PREFIX + name)
     env, argv = split_command(card["train_command"])
