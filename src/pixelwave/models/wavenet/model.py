@@ -606,9 +606,8 @@ class WaveNet(Autoregressive):
         self.eval()
         try:
             cond = None if cond is None else cond.to(param.device)
-            sample, inputs = self._sampler(cond, steps, batch)
             if backend == "naive":
-                return self._generate_naive(steps, spk, up, u, temperature, sample, inputs)
+                return self._generate_naive(steps, spk, up, u, temperature, *self._sampler(cond, steps, batch))
             if backend in ("auto", "fused"):
                 codes = self._generate_fused(steps, spk, up, u, temperature, weights, cond)
                 if codes is not None:
@@ -616,6 +615,7 @@ class WaveNet(Autoregressive):
                 if backend == "fused" or weights != "float32":
                     why = self.fused_unsupported(weights) or "the kernel failed to start"
                     raise RuntimeError(f"backend='fused', but the fused WaveNet step cannot run here: {why}")
+            sample, inputs = self._sampler(cond, steps, batch)
             return self._generate_cached(steps, spk, up, u, temperature, sample, inputs, cond)
         finally:
             self.train(was_training)
