@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/wavenet_generation.py            # ~15 s on an idle 2-core CPU
     .venv/bin/python benchmarks/wavenet_generation.py --quick    # seconds: checks the script, rough figures
     .venv/bin/python benchmarks/wavenet_generation.py --json out.json
+    .venv/bin/python benchmarks/wavenet_generation.py --vocoder  # the lpc_mixture vocoder instead: ~1 min
 
 The standard model (20 layers = 2 stacks x 10, residual 64, gate 128, skip 256, kernel 2, 256 levels), float32,
 untrained weights (speed does not depend on them). Each configuration runs `repeats` times, interleaved with the
@@ -18,6 +19,15 @@ steps ran split), and "fast/CPU-s" is its samples per CPU-second of its own thre
 machine to itself. fast bf16: the same with bfloat16 weights (WaveNet.generate(weights="bf16")), native VDPBF16PS
 where the CPU has AVX512-BF16 (the header says which). Timing, the matmul and the machine line come from
 benchmarks/harness.py, the model and the naive step from benchmarks/sections/wavenet.py, as in benchmarks/run.py.
+
+--vocoder: the LPCNet-style vocoder (`VOCODER`: 10 layers, 32/32/64, 80 mel bands at hop 200, output
+"lpc_mixture" with 10 logistics around a 16-tap linear prediction) at batch 1 on one thread (torch's and the
+fused step's), a 2-second clip (32,000 samples) from the log-mel frames of a flite recording, untrained
+weights: the PyTorch queue loop vs the fused step, side by side and interleaved, medians of 3, each call's set-up
+included (packing, the LPC coefficients, the upsampled mel). Rows beside them: the fused step at temperature
+0.99, where it computes every code's mass (all 255 edges x 10 logistics) instead of bisecting over the codes
+(temperature 1): what the bisection saves; bf16 weights; and the same network with the categorical output (what
+the prediction and the interval mixture add to a step).
 """
 
 from __future__ import annotations
@@ -26,9 +36,13 @@ import argparse
 import json
 import os
 import statistics
+import time
 
+import soundfile
 import torch
 
+from pixelwave.audio import log_mel
+from pixelwave.data.audio import FLITE_SAMPLE
 from pixelwave.fast import wavenet_step
 from pixelwave.models import WaveNet
 
@@ -36,6 +50,9 @@ import harness
 from sections.wavenet import naive_sample, standard_wavenet
 
 MATMULS = 5  # 2048x2048 matmuls timed together per repeat
+# The --vocoder model: the demo size with mel conditioning and the LPCNet-style output (docs/results.md's runs)
+VOCODER = dict(layers=10, stacks=1, residual_channels=32, gate_channels=32, skip_channels=64, kernel_size=2,
+               cond_channels=80, hop_length=200, output="lpc_mixture", mixtures=10, lpc_order=16, sample_rate=16000)
 
 
 def _conditions(m: WaveNet, batch: int, steps: int):
@@ -119,6 +136,73 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
             "native_bf16": fast_ok and wavenet_step.native_bf16(), "repeats": repeats, "rows": rows}
 
 
+def vocoder_mel(steps: int) -> torch.Tensor:
+    """(1, 80, ceil(steps / 200)) log-mel frames of real speech: flite's slt, first sentence, repeated to length."""
+    wave, rate = soundfile.read(FLITE_SAMPLE / "slt" / "000.flac", dtype="float32")
+    assert rate == VOCODER["sample_rate"], rate
+    wave = torch.from_numpy(wave).repeat(-(-steps // len(wave)))[:steps]
+    return log_mel(wave, rate, VOCODER["cond_channels"], VOCODER["hop_length"], 4 * VOCODER["hop_length"])[None]
+
+
+def measure_vocoder(quick: bool = False, repeats: int | None = None, log=print) -> dict:
+    """The --vocoder rows: {"machine", "date", "steps", "load_before", "load_after", "repeats", "rows"}, rows
+    being dicts with path and samples_per_s (median). quick: 2,000 samples, 1 repeat."""
+    repeats = repeats or (1 if quick else 3)
+    steps = 2_000 if quick else 32_000  # 2 s at 16 kHz
+    torch.manual_seed(0)
+    m = WaveNet(**VOCODER).eval()
+    torch.manual_seed(0)
+    categorical = WaveNet(**{**VOCODER, "output": "categorical"}).eval()
+    mel = vocoder_mel(steps)
+
+    def gen(model, backend, temperature=1.0, weights="float32"):
+        return lambda: model.generate(steps, cond=mel, generator=torch.Generator().manual_seed(0), backend=backend,
+                                      temperature=temperature, weights=weights)
+
+    fns = {"PyTorch loop": gen(m, "torch")}
+    if m.fused_unsupported() is None:
+        fns["fused"] = gen(m, "fused")
+        fns["fused, every code's mass (temperature 0.99)"] = gen(m, "fused", 0.99)
+        if m.fused_unsupported("bf16") is None:
+            fns["fused, bf16 weights"] = gen(m, "fused", weights="bf16")
+        fns["fused, categorical output (same network)"] = gen(categorical, "fused")
+    else:
+        log(f"fast path unavailable: {m.fused_unsupported()}")
+    load_before = os.getloadavg()
+    saved = os.environ.get("PIXELWAVE_FAST_THREADS")
+    os.environ["PIXELWAVE_FAST_THREADS"] = "1"  # the fused step on one thread, as torch below
+    try:
+        with harness.num_threads(1):
+            machine = harness.machine()
+            if "fused" in fns:  # builds the kernel (first use)
+                m.generate(200, cond=mel[..., :1], backend="fused")
+            times = {key: [] for key in fns}
+            for rep in range(repeats):
+                for key, ts in harness.interleaved(fns, 0, 1).items():
+                    times[key] += ts
+                log(f"  repeat {rep + 1}/{repeats} done")
+    finally:
+        if saved is None:
+            del os.environ["PIXELWAVE_FAST_THREADS"]
+        else:
+            os.environ["PIXELWAVE_FAST_THREADS"] = saved
+    rows = [{"path": key, "samples_per_s": steps / harness.med(ts)} for key, ts in times.items()]
+    return {"machine": machine, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "steps": steps,
+            "load_before": load_before, "load_after": os.getloadavg(), "repeats": repeats, "rows": rows}
+
+
+def vocoder_table(res: dict) -> str:
+    base = res["rows"][0]["samples_per_s"]
+    lines = [f"WaveNet lpc_mixture vocoder (10 layers, 32/32/64, 80 mels at hop 200, 10 logistics, LPC order 16), "
+             f"untrained, batch 1, one thread, {res['steps']:,} samples -- {res['machine']}",
+             f"{res['date']}; load average {res['load_before'][0]:.2f} before, {res['load_after'][0]:.2f} after; "
+             f"medians of {res['repeats']}", ""]
+    cells = [[r["path"], f"{r['samples_per_s']:,.0f}", f"{r['samples_per_s'] / harness.AUDIO_RATE:.3g}",
+              f"{r['samples_per_s'] / base:.1f}x" if i else ""] for i, r in enumerate(res["rows"])]
+    lines += harness.markdown_table(["path", "samples/s", "x real time (16 kHz)", "vs PyTorch loop"], cells, "lrrr")
+    return "\n".join(lines)
+
+
 def table(res: dict) -> str:
     rate = {(r["path"], r["batch"]): r["samples_per_s"] for r in res["rows"]}
     lines = [f"WaveNet generation, standard model, float32 weights (bf16 rows: bfloat16) -- {res['machine']}",
@@ -153,13 +237,19 @@ def main(argv=None) -> None:
     harness.add_common_flags(ap, threads_default="torch's own")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-conditioned", action="store_true", help="skip the speaker + mel rows")
+    ap.add_argument("--vocoder", action="store_true", help="the lpc_mixture vocoder's rows instead (one thread)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.threads:  # else torch's default, as before the flag existed
         torch.set_num_threads(args.threads)
-    res = measure(quick=args.quick, repeats=args.repeats, conditioned=not args.no_conditioned)
-    print(table(res))
-    harness.write_out(args.out, table(res))
+    if args.vocoder:
+        res = measure_vocoder(quick=args.quick, repeats=args.repeats)
+        text = vocoder_table(res)
+    else:
+        res = measure(quick=args.quick, repeats=args.repeats, conditioned=not args.no_conditioned)
+        text = table(res)
+    print(text)
+    harness.write_out(args.out, text)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -1,7 +1,8 @@
 """The fused WaveNet generation step (pixelwave.fast.wavenet_step, C++ built at first use) draws the same codes
 as the PyTorch paths (cached and naive) from the same seed: in float64 exactly, with and without speaker and mel
-conditioning, on one thread, on two threads splitting one utterance, and on two threads splitting a batch; its
-logits equal the teacher-forced parallel pass. Where it cannot run, the PyTorch path does.
+conditioning, for the categorical, logistic-mixture and lpc-mixture outputs, on one thread, on two threads
+splitting one utterance, and on two threads splitting a batch; its logits equal the teacher-forced parallel
+pass. Where it cannot run, the PyTorch path does.
 
 Float64 makes exact equality a guarantee: the paths sum in different orders, so the logits differ by ~1e-15
 and a draw could only flip if u fell that close to a CDF boundary. In float32 they differ by ~1e-6; the
@@ -20,7 +21,10 @@ from pixelwave.models.wavenet import WaveNet
 TINY = dict(layers=6, stacks=2, residual_channels=8, gate_channels=8, skip_channels=16, levels=16)
 CASES = [dict(), dict(num_speakers=3), dict(cond_channels=3, hop_length=4),
          dict(kernel_size=3, num_speakers=2, cond_channels=2, hop_length=5),
-         dict(output="logistic_mixture", mixtures=3, num_speakers=2)]
+         dict(output="logistic_mixture", mixtures=3, num_speakers=2),
+         dict(output="lpc_mixture", mixtures=3, num_speakers=2, cond_channels=4, hop_length=4, lpc_order=5,
+              sample_rate=16000)]
+LPC = CASES[-1]
 
 needs_kernel = pytest.mark.skipif(not ws.available(), reason=f"fast kernel unavailable: {build.build_error(ws.SOURCE)}")
 
@@ -29,14 +33,35 @@ def tiny(seed=0, dtype=torch.float64, **kw):
     torch.manual_seed(seed)
     args = dict(TINY)
     args.update(kw)
-    return WaveNet(**args).to(dtype).eval()
+    return vocoder_like(WaveNet(**args)).to(dtype).eval()
+
+
+def vocoder_like(m):
+    """An lpc-mixture model with narrow logistics, as a trained vocoder has: the excitation stays small and the
+    signal follows the LPC filter (the untrained model's broad mixture drives it to the rails, where the mu-law
+    codes of the prediction and the excitation saturate and a wrong prediction would go unnoticed)."""
+    if m.output.needs_prediction:
+        with torch.no_grad():
+            m.head.output_conv.bias[2 * m.config.mixtures:] -= 3.0  # the log-scales
+    return m
+
+
+def speech_mel(batch, bands, frames, seed=0):
+    """Log-mel frames of a resonance that moves (an LPC worth predicting with): (batch, bands, frames) float32."""
+    g = torch.Generator().manual_seed(seed)
+    peak = bands * (0.3 + 0.2 * torch.sin(torch.arange(frames) / 5.0))  # (F,)
+    band = torch.arange(bands, dtype=torch.float32)[:, None]
+    return -(band - peak) ** 2 / 8 + 0.1 * torch.randn(batch, bands, frames, generator=g)
 
 
 def conditions(m, batch, steps, seed=1):
     spk = torch.arange(batch) % m.num_speakers if m.num_speakers else None
     cond = None
-    if m.cond_channels:
-        cond = torch.randn(batch, m.cond_channels, -(-steps // m.hop_length), generator=torch.Generator()
+    frames = -(-steps // m.hop_length) if m.cond_channels else 0
+    if m.output.needs_prediction:  # its LPC from speech-like frames
+        cond = speech_mel(batch, m.cond_channels, frames, seed).to(next(m.parameters()).dtype)
+    elif m.cond_channels:
+        cond = torch.randn(batch, m.cond_channels, frames, generator=torch.Generator()
                            .manual_seed(seed)).to(next(m.parameters()).dtype)
     return spk, cond
 
@@ -48,6 +73,13 @@ def prepared(m, steps, batch, spk, cond, seed):
         sb = m._speaker_bias(spk)
         up = None if cond is None else m.upsampler(cond)[..., :steps]
     return sb, up, u
+
+
+def torch_loop(m, steps, sb, up, u, temperature=1.0, cond=None):
+    """The PyTorch queue loop on what `prepared` gives; cond: the mel frames, for the lpc-mixture output."""
+    sample, inputs = m._sampler(cond, steps, u.shape[0])  # lpc_mixture: its _LinearPrediction
+    with torch.no_grad():
+        return m._generate_cached(steps, sb, up, u, temperature, sample, inputs, cond)
 
 
 # ------------------------------------------------------------------------------------------ identical samples
@@ -81,29 +113,28 @@ def test_every_thread_layout_matches_the_pytorch_path(kw, batch, threads):
     steps = m.receptive_field + 40
     spk, cond = conditions(m, batch, steps)
     sb, up, u = prepared(m, steps, batch, spk, cond, seed=7)
-    with torch.no_grad():
-        reference = m._generate_cached(steps, sb, up, u, 1.0)
-    codes = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1)
+    reference = torch_loop(m, steps, sb, up, u, cond=cond)
+    codes = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, cond=cond)
     assert torch.equal(codes, reference)
     if batch == 1 and threads == 2:
         assert (ws.last_run["threads"], ws.last_run["split_steps"], ws.last_run["single_steps"]) == (2, steps, 0)
 
 
 @needs_kernel
-@pytest.mark.parametrize("kw", [dict(), dict(num_speakers=2, cond_channels=3, hop_length=4)])
+@pytest.mark.parametrize("kw", [dict(), dict(num_speakers=2, cond_channels=3, hop_length=4), LPC])
 def test_chunks_and_hand_overs_between_two_threads_and_one(kw, monkeypatch):
-    """Many kernel calls (the queues carry over), and split mode handing over to one thread mid-chunk and
-    taking over again at the next chunk."""
+    """Many kernel calls (the queues and the lpc-mixture's decoded past carry over), and split mode handing over
+    to one thread mid-chunk and taking over again at the next chunk."""
     monkeypatch.setattr(ws, "_MAX_CHUNK", 23)  # kernel calls of 23 steps; the mel blocks (64) straddle them
     m = tiny(**kw)
     steps = 2 * m.receptive_field + 31
     spk, cond = conditions(m, 1, steps)
     sb, up, u = prepared(m, steps, 1, spk, cond, seed=9)
-    with torch.no_grad():
-        reference = m._generate_cached(steps, sb, up, u, 1.0)
-    assert torch.equal(ws.generate(m, steps, sb, up, u, 1.0, threads=2, patience=-1, split_limit=5), reference)
+    reference = torch_loop(m, steps, sb, up, u, cond=cond)
+    assert torch.equal(ws.generate(m, steps, sb, up, u, 1.0, threads=2, patience=-1, split_limit=5, cond=cond),
+                       reference)
     assert ws.last_run["split_steps"] > 0 and ws.last_run["single_steps"] > 0
-    assert torch.equal(ws.generate(m, steps, sb, up, u, 1.0, threads=1), reference)
+    assert torch.equal(ws.generate(m, steps, sb, up, u, 1.0, threads=1, cond=cond), reference)
 
 
 @needs_kernel
@@ -117,9 +148,9 @@ def test_fast_logits_equal_the_parallel_pass(kw, threads):
     batch = 1 if threads == 2 else 2
     sb, up, u = prepared(m, steps, batch, spk, cond, seed=3)
     logits = torch.empty(steps, batch, m.output.channels(m.levels), dtype=torch.float64)
-    a = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, logits_out=logits)
+    a = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, logits_out=logits, cond=cond)
     with torch.no_grad():
-        parallel = m.logits(a, spk, cond)  # (B, L, T)
+        parallel = m.logits(a, spk, cond)  # (B, L, T); lpc_mixture: with the prediction inputs of `a`
     assert torch.allclose(logits.permute(1, 2, 0), parallel, atol=1e-10, rtol=0)
 
 
@@ -179,6 +210,43 @@ def test_float32_logistic_mixture_draws(temperature):
     if clear.all():  # then free-running generation cannot have flipped a draw either
         with torch.no_grad():
             assert torch.equal(a, m._generate_cached(steps, sb, up, u, temperature))
+
+
+@needs_kernel
+@pytest.mark.parametrize("temperature", [1.0, 0.8])
+def test_float32_lpc_mixture_draws(temperature):
+    """float32, 256 levels, 10 logistics around a 16-tap prediction: teacher-forced on the kernel's own codes,
+    its mixture parameters are within 1e-5 of PyTorch's (which predict from the same decoded past), and its
+    draws are what PredictiveMixtureOutput draws from those parameters and predictions wherever u is not within
+    1e-5 of a CDF boundary. There a float32 draw may flip (the kernel bisects over the codes' CDF, PyTorch sums
+    log-masses), and a flip changes every later sample, so the free-running codes are compared with the PyTorch
+    loop's only when no u is that close."""
+    from pixelwave.distributions import interval_mixture_table
+
+    torch.manual_seed(0)
+    m = vocoder_like(WaveNet(layers=8, stacks=2, residual_channels=32, gate_channels=32, skip_channels=64,
+                             levels=256, output="lpc_mixture", mixtures=10, lpc_order=16, num_speakers=2,
+                             cond_channels=20, hop_length=40, sample_rate=16000)).eval()
+    steps = 500
+    spk, _ = conditions(m, 2, steps)
+    cond = speech_mel(2, 20, -(-steps // 40))
+    sb, up, u = prepared(m, steps, 2, spk, cond, seed=5)
+    params = torch.empty(steps, 2, 30)
+    a = ws.generate(m, steps, sb, up, u, temperature, logits_out=params, cond=cond)
+    with torch.no_grad():
+        parallel, shift = m._output_params(a, spk, cond)  # (B, 30, T), (B, T) float64
+    assert (params.permute(1, 2, 0) - parallel).abs().max() < 1e-5
+    p, shift = parallel.permute(0, 2, 1).reshape(-1, 30).double(), shift.reshape(-1)  # one position each
+    drawn = m.output.sample(p, u.reshape(-1).double(), temperature, shift)
+    lo, hi = m.output._intervals(m.output.edges[None, :-1], m.output.edges[None, 1:], shift[:, None])
+    cdf = torch.softmax(interval_mixture_table(p, lo, hi) / temperature, -1).cumsum(-1)  # (B*T, 256)
+    clear = (cdf - u.reshape(-1, 1).double()).abs().min(-1).values > 1e-5  # u not at a CDF boundary
+    assert clear.float().mean() > 0.99
+    assert torch.equal(drawn[clear], a.flatten()[clear])
+    assert (drawn == a.flatten()).float().mean() > 0.99  # near a boundary too, most draws agree (here: all)
+    assert len(drawn.unique()) > 20  # the draws are spread over the codes, not stuck at the tails
+    if clear.all():
+        assert torch.equal(a, torch_loop(m, steps, sb, up, u, temperature, cond))
 
 
 @needs_kernel
@@ -243,6 +311,31 @@ def test_bf16_with_the_mixture_output_and_odd_gate_halves():
         parallel = m.logits(codes, None, None).permute(2, 0, 1)  # (T, 1, 12)
     err = (params - parallel).abs()
     assert 1e-6 < err.max() < 0.05, float(err.max())
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_with_the_lpc_mixture_output(threads):
+    """bf16 products with the lpc-mixture output (its prediction stays float64, its draw float32): teacher-forced,
+    the mixture parameters follow the float32 model's to bfloat16's precision; generate(weights="bf16") runs."""
+    m = vocoder_like(mid_model(output="lpc_mixture", mixtures=4, lpc_order=8, cond_channels=6, hop_length=8,
+                               sample_rate=16000))
+    steps = m.receptive_field + 40
+    cond = speech_mel(1, 6, -(-steps // 8))
+    sb, up, u = prepared(m, steps, 1, None, cond, seed=4)
+    params = torch.empty(steps, 1, 12)
+    codes = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, logits_out=params, bf16=True,
+                        cond=cond)
+    with torch.no_grad():
+        parallel = m.logits(codes, None, cond).permute(2, 0, 1)  # (T, 1, 12)
+    err = (params - parallel).abs()
+    assert 1e-6 < err.max() < 0.05, float(err.max())
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    # batch 2: rows per thread, reproducible (batch 1 may hand over from two threads to one at any step on a busy
+    # machine, and the two sum the residuals in another order)
+    cond = speech_mel(2, 6, 38)  # 300 samples
+    a = m.generate(300, batch=2, cond=cond, generator=g(), weights="bf16")
+    assert a.shape == (2, 300) and torch.equal(a, m.generate(300, batch=2, cond=cond, generator=g(), weights="bf16"))
 
 
 @needs_kernel

@@ -70,18 +70,34 @@ def test_causal():
     assert not torch.equal(base[0, t0 + 1:], moved[0, t0 + 1:])  # later ones do (network and prediction)
 
 
-def test_naive_and_cached_generation_draw_the_same_codes():
+def test_naive_cached_and_fused_generation_draw_the_same_codes():
+    """float64: the naive pass, the PyTorch queue loop and the fused C++ step (where it can be built) draw the
+    same codes, at temperature 1 (the kernel bisects over the codes) and below (it computes every code's mass)."""
     m = tiny(num_speakers=2)
     steps = 30
     cond = speech_like(8).expand(2, -1, -1).contiguous()
 
-    def gen(backend):
+    def gen(backend, temperature=1.0):
         return m.generate(steps, batch=2, speaker=torch.tensor([0, 1]), cond=cond, backend=backend,
-                          generator=torch.Generator().manual_seed(3))
+                          temperature=temperature, generator=torch.Generator().manual_seed(3))
 
-    naive = gen("naive")
-    assert torch.equal(naive, gen("torch")) and torch.equal(naive, gen("auto"))  # auto: the torch loop
-    assert "lpc_mixture" in m.fused_unsupported() or "output" in m.fused_unsupported()
+    for temperature in (1.0, 0.7):
+        naive = gen("naive", temperature)
+        assert torch.equal(naive, gen("torch", temperature)) and torch.equal(naive, gen("auto", temperature))
+        if m.fused_unsupported() is None:
+            assert torch.equal(naive, gen("fused", temperature))
+
+
+def test_generation_weights_carry_the_prediction():
+    """The packed weights hold what the fused step needs for the prediction; without mel frames, a clear error."""
+    m = tiny()
+    cond = speech_like(3).expand(2, -1, -1)
+    w = m.generation_weights(None, 2, cond=cond)
+    assert w.mixtures == 2 and w.prediction.order == 3 and w.prediction.hop_length == 4
+    assert torch.equal(w.prediction.coefficients, lpc.coefficients(cond, 16000, 3))  # (B, F, p) per frame
+    assert w.prediction.edges.shape == (17,) and w.prediction.centres.dtype == torch.float64
+    with pytest.raises(ValueError, match="pass cond"):
+        m.generation_weights(None, 2)
 
 
 def test_generation_draws_from_the_scored_distribution():

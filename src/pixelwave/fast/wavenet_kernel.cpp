@@ -34,6 +34,12 @@
 // the weights a batch-1 step streams halve (~3.3 MB). Without AVX512-BF16 the same arithmetic runs in plain
 // float32 vectors (the same products, not faster). Everything else (gates, residual sums, draw) stays float32.
 //
+// The "lpc_mixture" output (an LPCNet-style vocoder): each row keeps its decoded past s (the mu-law centres of
+// its codes, 0 before t = 0) and the last excitation e_(t-1) = s_(t-1) - p_(t-1), in float64 as PyTorch keeps
+// them (_LinearPrediction). Per step it predicts p_t = -sum_k a_k s_(t-k) with the coefficients of the step's
+// mel frame, adds the embeddings of p_t's and e_(t-1)'s mu-law codes to the input, and draws the code from the
+// mixture over the companded excitation around p_t (draw_predictive).
+//
 // Float32 uses a polynomial exp (Cephes, ~1 ulp) for tanh, sigmoid and the softmax; float64 uses libm, so
 // float64 results equal PyTorch's to rounding (~1e-15) and the drawn codes are the same.
 
@@ -471,6 +477,18 @@ static inline void sigmoid_edges(double* cdf, int64_t n, double c0, double step,
     for (int64_t v = 0; v < n; ++v) cdf[v] += w / (1.0 + std::exp(-(c0 + (double)v * step)));
 }
 
+// The draw at temperature T != 1 from the mixture's CDF at the L - 1 inner edges cdf[0 .. L-2]: the code
+// masses F(v) - F(v-1) through log and the softmax(. / T) of `draw`. tmp: >= round_up(L, N) values.
+template <class T> static int64_t draw_tempered(T* cdf, int64_t L, T temperature, T u, T* tmp) {
+    T below = 0;
+    for (int64_t v = 0; v < L; ++v) {
+        const T upto = v + 1 < L ? cdf[v] : T(1);
+        tmp[v] = std::log(std::max(upto - below, T(1e-30)));
+        below = upto;
+    }
+    return draw(tmp, L, temperature, u, cdf);
+}
+
 template <class T>
 static int64_t draw_mixture(const T* prm, int64_t K, int64_t L, T temperature, T u, T* cdf, T* tmp) {
     constexpr int N = VT<T>::N;
@@ -490,13 +508,101 @@ static int64_t draw_mixture(const T* prm, int64_t K, int64_t L, T temperature, T
             if (!(cdf[v] < u)) return v;
         return L - 1;
     }
-    T below = 0;
-    for (int64_t v = 0; v < L; ++v) {
-        const T upto = v + 1 < L ? cdf[v] : T(1);
-        tmp[v] = std::log(std::max(upto - below, T(1e-30)));
-        below = upto;
+    return draw_tempered(cdf, L, temperature, u, tmp);
+}
+
+// ------------------------------------------------------------------------------------------ lpc_mixture
+// mu-law companding on [-1, 1] as PredictiveMixtureOutput._compand and audio.mu_law_encode compute it (float64,
+// the same operations in the same order); log1p_mu = log1p(mu).
+static inline double compand(double v, double mu, double log1p_mu) {
+    const double sign = v > 0 ? 1.0 : v < 0 ? -1.0 : 0.0;
+    return sign * std::log1p(mu * std::fabs(v)) / log1p_mu;
+}
+static inline int64_t mu_law_code(double x, double mu, double log1p_mu) {
+    const double y = compand(std::min(1.0, std::max(-1.0, x)), mu, log1p_mu);
+    return (int64_t)std::floor((y + 1.0) / 2.0 * mu + 0.5);
+}
+
+// The mixture's components from params [weights K | means K | log-scales K] into comp = [pi | mean | 1/scale],
+// each PK = round_up(K, N) long; the padding has pi = 0, so it adds nothing to a CDF.
+template <class T> static void mixture_components(const T* prm, int64_t K, int64_t PK, T* comp) {
+    T m = -INFINITY;
+    for (int64_t k = 0; k < K; ++k) m = std::max(m, prm[k]);
+    T total = 0;
+    for (int64_t k = 0; k < K; ++k) total += std::exp(prm[k] - m);
+    std::memset(comp, 0, 3 * PK * sizeof(T));
+    for (int64_t k = 0; k < K; ++k) {
+        comp[k] = std::exp(prm[k] - m) / total;
+        comp[PK + k] = prm[K + k];
+        comp[2 * PK + k] = std::exp(-std::max(prm[2 * K + k], T(-7)));  // LOG_SCALE_MIN
     }
-    return draw(tmp, L, temperature, u, cdf);
+}
+
+// The mixture's CDF at z: sum_k pi_k sigmoid((z - mean_k) / scale_k); float32 with the components in lanes.
+static inline float mixture_cdf(const float* comp, int64_t, int64_t PK, float z) {
+    using V = VT<float>::V;
+    constexpr int N = VT<float>::N;
+    const V one = vsplat<float>(1.0f);
+    V acc = V{};
+    for (int64_t k = 0; k < PK; k += N) {
+        const V e = (vsplat<float>(z) - vload<float>(comp + PK + k)) * vload<float>(comp + 2 * PK + k);
+        acc += vload<float>(comp + k) / (one + exp_ps(-e));
+    }
+    float s = 0.0f;
+    for (int j = 0; j < N; ++j) s += acc[j];
+    return s;
+}
+static inline double mixture_cdf(const double* comp, int64_t K, int64_t PK, double z) {
+    double s = 0.0;
+    for (int64_t k = 0; k < K; ++k) s += comp[k] / (1.0 + std::exp(-((z - comp[PK + k]) * comp[2 * PK + k])));
+    return s;
+}
+
+// cdf[v] += w sigmoid((z[v] - mean) * inv) for v < n; z and cdf padded to a multiple of N.
+static inline void sigmoid_at(float* cdf, const float* z, int64_t n, float mean, float inv, float w) {
+    using V = VT<float>::V;
+    constexpr int N = VT<float>::N;
+    const V one = vsplat<float>(1.0f);
+    for (int64_t v = 0; v < n; v += N) {
+        const V e = (vload<float>(z + v) - mean) * inv;
+        vstore<float>(cdf + v, vload<float>(cdf + v) + w / (one + exp_ps(-e)));
+    }
+}
+static inline void sigmoid_at(double* cdf, const double* z, int64_t n, double mean, double inv, double w) {
+    for (int64_t v = 0; v < n; ++v) cdf[v] += w / (1.0 + std::exp(-((z[v] - mean) * inv)));
+}
+
+// The "lpc_mixture" draw (PredictiveMixtureOutput.sample): the mixture describes the companded excitation, so
+// code c covers [compand(edges[c] - shift), compand(edges[c+1] - shift)], the first and last codes reaching to
+// -inf and +inf, and the CDF at code c's top edge, F(c) = cdf(compand(edges[c+1] - shift)), is non-decreasing
+// in c. The edges are companded in float64 and then rounded to T, as PyTorch rounds them to the params' dtype.
+// At temperature 1 the code is the first c with F(c) >= u (categorical_sample's rule on the exact masses), found
+// by bisection over c: ~log2(L) values of F of K sigmoids each, where a scan evaluates all L - 1 (K (L - 1)
+// sigmoids: 2,550 per sample for 256 codes and 10 logistics, more than a small network costs). Wherever the
+// computed F is non-decreasing (libm's exp and log1p in float64), bisection and scan find the same c. At other
+// temperatures every code's mass is needed: all L - 1 edges, then draw_tempered.
+// comp: >= 3 round_up(K, N); cdf, tmp: >= round_up(L, N) + N.
+template <class T>
+static int64_t draw_predictive(const T* prm, int64_t K, int64_t L, const double* edges, double shift, double mu,
+                               double log1p_mu, T temperature, T u, T* comp, T* cdf, T* tmp) {
+    constexpr int N = VT<T>::N;
+    const int64_t PK = round_up(K, N);
+    mixture_components(prm, K, PK, comp);
+    auto top = [&](int64_t c) { return (T)compand(edges[c + 1] - shift, mu, log1p_mu); };
+    if (temperature == T(1)) {
+        int64_t lo = 0, hi = L - 1;  // the code is in [lo, hi]: F(lo - 1) < u, and F(hi) >= u or hi = L - 1
+        while (lo < hi) {
+            const int64_t mid = lo + (hi - lo) / 2;
+            if (!(mixture_cdf(comp, K, PK, top(mid)) < u)) hi = mid;
+            else lo = mid + 1;
+        }
+        return lo;
+    }
+    const int64_t n = L - 1, PN = round_up(n, N);
+    for (int64_t c = 0; c < PN; ++c) tmp[c] = c < n ? top(c) : T(0);
+    std::memset(cdf, 0, PN * sizeof(T));
+    for (int64_t k = 0; k < K; ++k) sigmoid_at(cdf, tmp, n, comp[PK + k], comp[2 * PK + k], comp[k]);
+    return draw_tempered(cdf, L, temperature, u, tmp);
 }
 
 }  // namespace
@@ -530,6 +636,14 @@ struct PwDesc {
                                // gate units even)
     int64_t mixtures;          // 0: categorical output (C = levels logits); K: logistic mixture (C = 3K params)
     int64_t levels;            // the codes' range (the mixture's bins)
+    int64_t lpc_order;         // "lpc_mixture" (with mixtures = K): p taps of linear prediction; 0: another output
+    int64_t lpc_frames;        // F: frames of coefficients; sample t uses frame min(F - 1, (t + hop/2) / hop)
+    int64_t lpc_hop;           // samples per frame
+    const double* lpc;         // (B, F, p): every frame's a_1 .. a_p
+    const void* prediction_emb;  // (levels, R): the embedding of the prediction p_t's mu-law code
+    const void* excitation_emb;  // (levels, R): the embedding of the last excitation e_(t-1)'s mu-law code
+    const double* edges;       // (levels + 1,): the codes' bins in the signal (linear)
+    const double* centres;     // (levels,): every code's decoded value
 };
 
 namespace {
@@ -548,7 +662,7 @@ template <class T> struct Part {  // the weights one thread multiplies by
 template <class T> struct Ctx {  // one thread's rows, workspace and generation state
     const Part<T>* part = nullptr;
     int64_t row0 = 0, nb = 0;
-    Buf<T> own_queues, xin, h, z, r, sk, hid, logits, tmp, mix;  // mix: the mixture draw's CDF and bins
+    Buf<T> own_queues, xin, h, z, r, sk, hid, logits, tmp, mix;  // mix: the mixture draw's CDF, bins, components
     Buf<T> sbias;    // (nb, L * 2PG): the static bias (+ cond_b) of this part's units, in h's layout
     Buf<T> cbias;    // (blk, nb, L * 2PG): sbias + the mel projections of a block of steps
     Buf<T> xcond;    // (blk * nb, cond_channels): the block's upsampled features, gathered
@@ -556,6 +670,9 @@ template <class T> struct Ctx {  // one thread's rows, workspace and generation 
     std::vector<int64_t> own_code;
     T* queues = nullptr;     // (per layer i, at qoff[i]: (nb, span_i, R)); own_queues or another context's
     int64_t* code = nullptr;  // (nb,) the previous codes; own_code or another context's
+    // "lpc_mixture": per row [e_(t-1), s_(t-1), .., s_(t-p)]; own_lpc or another context's; shift: p_t per row
+    Buf<double> own_lpc, shift;
+    double* lpc_state = nullptr;
     std::vector<int64_t> qoff;
     int64_t ldx = 0, ldh = 0, ldz = 0, ldr = 0, lds = 0, ldc = 0;
 };
@@ -575,6 +692,10 @@ constexpr int kSpins = 2000;
 template <class T> struct Plan {
     int64_t L, R, G, S, C, k, B, threads, row_block, Cm;
     int64_t K = 0, levels = 0;  // logistic-mixture output: K components over `levels` bins (K = 0: categorical)
+    int64_t lpc_p = 0, lpc_F = 0, lpc_hop = 1;  // "lpc_mixture": prediction taps (0: another output), frames, hop
+    double mu = 0, log1p_mu = 0;                // its mu-law: levels - 1 and log1p of it
+    Buf<double> lpc, edges, centres;            // (B, F, p), (levels + 1,), (levels,)
+    Buf<T> pemb, eemb;                          // (levels, R) each: the prediction's, the excitation's embeddings
     bool bf16 = false;
     bool split;  // batch 1 on two threads: contexts 0 and 1 split the units; context 2 runs alone
     bool peer_stale = false;  // context 1's copy of the state is behind context 0's (after a solo stretch)
@@ -722,9 +843,11 @@ template <class T> static void make_ctx(Plan<T>* P, const PwDesc* d, Ctx<T>& X, 
         X.qoff[i] = q;
         q += nb * P->span[i] * R;
     }
+    X.shift = Buf<double>(nb);
     if (shared) {
         X.queues = shared->queues;
         X.code = shared->code;
+        X.lpc_state = shared->lpc_state;
     } else {
         X.own_queues = Buf<T>(q);
         const T* init = static_cast<const T*>(d->init_states);  // (B, L, R)
@@ -736,6 +859,8 @@ template <class T> static void make_ctx(Plan<T>* P, const PwDesc* d, Ctx<T>& X, 
         X.own_code.assign(nb, d->initial_code);
         X.queues = X.own_queues.p;
         X.code = X.own_code.data();
+        X.own_lpc = Buf<double>(nb * (P->lpc_p + 1));  // zeros: no signal and no excitation before t = 0
+        X.lpc_state = X.own_lpc.p;
     }
     X.ldx = round_up(k * R, N);
     X.ldh = 2 * W.PG;
@@ -751,7 +876,7 @@ template <class T> static void make_ctx(Plan<T>* P, const PwDesc* d, Ctx<T>& X, 
     X.hid = Buf<T>(nb * X.lds);
     X.logits = Buf<T>(nb * X.ldc);
     X.tmp = Buf<T>(std::max(P->PC, 2 * W.PG) + N);
-    if (P->K) X.mix = Buf<T>(2 * (round_up(P->levels, N) + N));
+    if (P->K) X.mix = Buf<T>(2 * (round_up(P->levels, N) + N) + 3 * round_up(P->K, N));
     const int64_t H = L * 2 * W.PG;
     X.sbias = Buf<T>(nb * H);
     const T* sb = static_cast<const T*>(d->static_bias);  // (B, L, 2G)
@@ -782,6 +907,26 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     P->K = std::max<int64_t>(0, d->mixtures);
     P->levels = P->K ? d->levels : C;
     if (P->K && (C != 3 * P->K || P->levels < 2)) throw std::invalid_argument("mixture output: C = 3K, levels >= 2");
+    P->lpc_p = std::max<int64_t>(0, d->lpc_order);
+    if (P->lpc_p) {  // "lpc_mixture": copies, so the plan owns all it reads while it runs
+        if (!P->K || d->lpc_frames < 1 || d->lpc_hop < 1 || !d->lpc || !d->prediction_emb || !d->excitation_emb ||
+            !d->edges || !d->centres)
+            throw std::invalid_argument("lpc_mixture: K logistics, frames, hop and every table");
+        P->lpc_F = d->lpc_frames;
+        P->lpc_hop = d->lpc_hop;
+        P->lpc = Buf<double>(B * P->lpc_F * P->lpc_p);
+        std::memcpy(P->lpc.p, d->lpc, B * P->lpc_F * P->lpc_p * sizeof(double));
+        P->edges = Buf<double>(P->levels + 1);
+        std::memcpy(P->edges.p, d->edges, (P->levels + 1) * sizeof(double));
+        P->centres = Buf<double>(P->levels);
+        std::memcpy(P->centres.p, d->centres, P->levels * sizeof(double));
+        P->pemb = Buf<T>(P->levels * R);
+        std::memcpy(P->pemb.p, d->prediction_emb, P->levels * R * sizeof(T));
+        P->eemb = Buf<T>(P->levels * R);
+        std::memcpy(P->eemb.p, d->excitation_emb, P->levels * R * sizeof(T));
+        P->mu = (double)(P->levels - 1);
+        P->log1p_mu = std::log1p(P->mu);
+    }
     P->threads = std::max<int64_t>(1, std::min<int64_t>(d->threads, B == 1 ? 2 : B));
     if (P->bf16 && (R % 2 || S % 2 || G % 2)) throw std::invalid_argument("bf16 needs even R, S and G");
     P->split = B == 1 && P->threads == 2 && G >= 2 && (!P->bf16 || G % 4 == 0);  // bf16: even halves
@@ -922,7 +1067,24 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
 
     for (int64_t s = s_begin; s < a.n; ++s) {
         const int64_t t = a.t0 + s;
-        for (int64_t b = 0; b < nb; ++b) std::memcpy(xcur + b * X.ldx, P->emb.p + X.code[b] * R, R * sizeof(T));
+        for (int64_t b = 0; b < nb; ++b) {
+            T* xb = xcur + b * X.ldx;
+            const T* emb = P->emb.p + X.code[b] * R;
+            if (!P->lpc_p) {
+                std::memcpy(xb, emb, R * sizeof(T));
+                continue;
+            }
+            // "lpc_mixture": p_t from this row's decoded past, then its two input embeddings
+            const int64_t p = P->lpc_p, frame = std::min((t + P->lpc_hop / 2) / P->lpc_hop, P->lpc_F - 1);
+            const double* coef = P->lpc.p + ((X.row0 + b) * P->lpc_F + frame) * p;
+            const double* st = X.lpc_state + b * (p + 1);
+            double acc = 0.0;
+            for (int64_t j = 0; j < p; ++j) acc += coef[j] * st[1 + j];
+            X.shift[b] = -acc;
+            const T* pe = P->pemb.p + mu_law_code(X.shift[b], P->mu, P->log1p_mu) * R;
+            const T* ee = P->eemb.p + mu_law_code(st[0], P->mu, P->log1p_mu) * R;
+            for (int64_t j = 0; j < R; ++j) xb[j] = emb[j] + (pe[j] + ee[j]);  // PyTorch's order of the sums
+        }
         const T* bias_s = X.sbias.p;  // (nb, H)
         if (up) {
             if (s < X.blk_start || s >= X.blk_start + X.blk_len) {  // the next block's mel projections
@@ -1056,9 +1218,22 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
         for (int64_t b = 0; b < nb; ++b) {
             const int64_t row = X.row0 + b;
             const T* lg = X.logits.p + b * X.ldc;
-            X.code[b] = P->K ? draw_mixture(lg, P->K, P->levels, temperature, u[row * a.ldu + s], X.mix.p,
-                                            X.mix.p + round_up(P->levels, N) + N)
-                             : draw(lg, C, temperature, u[row * a.ldu + s], X.tmp.p);
+            T* cdf = X.mix.p;
+            T* bins = cdf + round_up(P->levels, N) + N;
+            if (P->lpc_p) {
+                const int64_t p = P->lpc_p;
+                double* st = X.lpc_state + b * (p + 1);
+                X.code[b] = draw_predictive(lg, P->K, P->levels, P->edges.p, X.shift[b], P->mu, P->log1p_mu,
+                                            temperature, u[row * a.ldu + s], bins + round_up(P->levels, N) + N,
+                                            cdf, bins);
+                const double sig = P->centres[X.code[b]];  // the decoded sample: into the past, s_(t-1) first
+                std::memmove(st + 2, st + 1, (p - 1) * sizeof(double));
+                st[1] = sig;
+                st[0] = sig - X.shift[b];
+            } else {
+                X.code[b] = P->K ? draw_mixture(lg, P->K, P->levels, temperature, u[row * a.ldu + s], cdf, bins)
+                                 : draw(lg, C, temperature, u[row * a.ldu + s], X.tmp.p);
+            }
             if (!SPLIT || c == 0) {
                 a.codes[row * a.ldcodes + s] = X.code[b];
                 if (logits_out) std::memcpy(logits_out + (s * B + row) * C, lg, C * sizeof(T));
@@ -1077,6 +1252,7 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
             for (int64_t i = 0; i < P->L; ++i) q += P->span[i] * P->R;
             std::memcpy(P->ctx[1].queues, P->ctx[0].queues, q * sizeof(T));
             P->ctx[1].code[0] = P->ctx[0].code[0];
+            std::memcpy(P->ctx[1].lpc_state, P->ctx[0].lpc_state, (P->lpc_p + 1) * sizeof(double));
             P->peer_stale = false;
         }
         P->slow.store(0);
@@ -1121,7 +1297,7 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ C interface
-PW_API int pw_abi_version() { return 7; }
+PW_API int pw_abi_version() { return 8; }
 PW_API int pw_native_bf16() {  // whether bf16 products run as VDPBF16PS (else emulated in float32)
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
     return 1;

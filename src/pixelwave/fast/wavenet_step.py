@@ -13,11 +13,15 @@ every sample's layers between them (see wavenet_kernel.cpp) while both get a cor
 they do not (a busy machine); `last_run` says how it went. Mel conditioning: the kernel projects the upsampled
 features itself, a block of steps at a time, so per sample the step just adds that vector.
 
-Both output distributions draw in the kernel: the categorical (softmax over the codes) and the discretized
-logistic mixture (its exact bin probabilities from the mixture's CDF at the bin edges). The kernel is skipped
-when $PIXELWAVE_NO_FAST is set to anything but "" or "0", for models off the CPU, and in dtypes other than
-float32/float64 (`cannot_run`). The C++ source (wavenet_kernel.cpp, next to this file) is compiled at first
-use (see _build.py); without a compiler the PyTorch path runs, after one warning.
+Three output distributions draw in the kernel: the categorical (softmax over the codes), the discretized
+logistic mixture (its exact bin probabilities from the mixture's CDF at the bin edges), and "lpc_mixture" (the
+weights' `prediction`: the kernel keeps each row's decoded past, predicts every sample from it in float64 as the
+PyTorch paths do, adds the prediction's and the last excitation's embeddings to the input, and draws from the
+mixture around the prediction; at temperature 1 by bisection over the codes, see wavenet_kernel.cpp).
+
+The kernel is skipped when $PIXELWAVE_NO_FAST is set to anything but "" or "0", for models off the CPU, and in
+dtypes other than float32/float64 (`cannot_run`). The C++ source (wavenet_kernel.cpp, next to this file) is
+compiled at first use (see _build.py); without a compiler the PyTorch path runs, after one warning.
 
 `generate(model, ...)`, `unsupported(model, ...)` and `bf16_unsupported(model, ...)` are the 0.1.0 entry points
 taking a WaveNet; they ask the model for its weights and reasons (`WaveNet.generation_weights`,
@@ -34,7 +38,7 @@ import torch
 from pixelwave.fast import _build
 
 SOURCE = "wavenet_kernel.cpp"
-_ABI = 7
+_ABI = 8
 _MAX_CHUNK = 4096  # steps per kernel call (between calls Python can be interrupted)
 
 _i64, _vp, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
@@ -47,7 +51,9 @@ class _Desc(ctypes.Structure):
                [(n, _vp) for n in ("emb", "conv_w", "res_w", "res_b", "skip_w", "skip_b", "h1_w", "h1_b",
                                    "h2_w", "h2_b", "init_states", "static_bias")] + \
                [("cond_channels", _i64), ("cond_w", _vp), ("cond_b", _vp), ("bf16", _i64), ("mixtures", _i64),
-                ("levels", _i64)]
+                ("levels", _i64)] + \
+               [(n, _i64) for n in ("lpc_order", "lpc_frames", "lpc_hop")] + \
+               [(n, _vp) for n in ("lpc", "prediction_emb", "excitation_emb", "edges", "centres")]
 
 
 class _RunArgs(ctypes.Structure):
@@ -158,14 +164,14 @@ def _c(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
 def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | None, u: torch.Tensor,
              temperature: float, threads: int | None = None, logits_out: torch.Tensor | None = None,
              tile: int = 0, row_block: int = 0, patience: int = 0, split_limit: int = 0,
-             bf16: bool = False) -> torch.Tensor | None:
+             bf16: bool = False, cond: torch.Tensor | None = None) -> torch.Tensor | None:
     """The codes (B, steps) for WaveNet `model` (in eval mode) from what `WaveNet.generate` prepares (spk:
     (B, L, 2G) speaker biases or None), or None if the fused step cannot run here. The other arguments: `run`'s;
-    bf16: `weights="bf16"`."""
+    bf16: `weights="bf16"`; cond: the mel frames (B, C, F), which an "lpc_mixture" model needs."""
     weights = "bf16" if bf16 else "float32"
     if model.fused_unsupported(weights) is not None:
         return None
-    codes = run(model.generation_weights(spk, u.shape[0], weights), steps, up, u, temperature, threads=threads,
+    codes = run(model.generation_weights(spk, u.shape[0], weights, cond), steps, up, u, temperature, threads=threads,
                 logits_out=logits_out, tile=tile, row_block=row_block, patience=patience, split_limit=split_limit)
     return None if codes is None else codes.to(next(model.parameters()).device)
 
@@ -208,11 +214,20 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
         "cond_w": _c(w.cond_w, dtype) if up is not None else None,
         "cond_b": _c(w.cond_b, dtype) if up is not None else None,
     }
+    lpc = w.prediction
+    if lpc is not None:  # copied into the plan: the decoded past and the prediction are float64, as in PyTorch
+        if lpc.coefficients.shape[0] != B:
+            raise ValueError(f"the prediction coefficients are for {lpc.coefficients.shape[0]} rows, not {B}")
+        keep.update(lpc=_c(lpc.coefficients, torch.float64), prediction_emb=_c(lpc.prediction_embedding, dtype),
+                    excitation_emb=_c(lpc.excitation_embedding, dtype), edges=_c(lpc.edges, torch.float64),
+                    centres=_c(lpc.centres, torch.float64))
     ptr = {n: (t.data_ptr() if t is not None else None) for n, t in keep.items()}
     desc = _Desc(layers=L, residual=R, gate=G, skip=S, out_channels=C, kernel=k, batch=B, threads=threads,
                  tile=tile, row_block=row_block, initial_code=w.initial_code, patience=patience,
                  split_limit=split_limit, cond_channels=0 if up is None else up.shape[1], bf16=int(w.format == "bf16"),
-                 mixtures=w.mixtures, levels=w.levels,
+                 mixtures=w.mixtures, levels=w.levels, lpc_order=0 if lpc is None else lpc.order,
+                 lpc_frames=0 if lpc is None else lpc.coefficients.shape[1],
+                 lpc_hop=0 if lpc is None else lpc.hop_length,
                  dilations=ptr.pop("dil"), **ptr)
     plan = getattr(lib, f"pw_wn_create_{sfx}")(ctypes.byref(desc))
     if not plan:

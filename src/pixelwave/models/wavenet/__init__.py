@@ -1,7 +1,7 @@
 """WaveNet: the model and its parallel pass (model.py), generation on one packing of the weights
 (generation.py: the naive reference, the PyTorch queue loop; the fused C++ step is pixelwave.fast.wavenet_step)."""
 
-from pixelwave.models.wavenet.generation import WEIGHT_FORMATS, GenerationWeights
+from pixelwave.models.wavenet.generation import WEIGHT_FORMATS, GenerationWeights, PredictionWeights
 from pixelwave.models.wavenet.model import (
     OUTPUTS,
     CategoricalOutput,
@@ -13,4 +13,4 @@ from pixelwave.models.wavenet.model import (
 )
 
 __all__ = ["OUTPUTS", "WEIGHT_FORMATS", "CategoricalOutput", "ConditionUpsampler", "GenerationWeights",
-           "LogisticMixtureOutput", "ResidualBlock", "WaveNet", "WaveNetConfig"]
+           "LogisticMixtureOutput", "PredictionWeights", "ResidualBlock", "WaveNet", "WaveNetConfig"]

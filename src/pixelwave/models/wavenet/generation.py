@@ -6,7 +6,8 @@
 PyTorch's (out, in) orientation of every 1x1 conv and the dilated convs' own (2G, R, k) layout; each consumer
 takes the views it needs. `format` is the precision the fused step multiplies in: "float32" (the model's own
 dtype: float32 or float64) or "bf16" (bfloat16 copies made by the kernel from these float32 tensors). A format
-that needs other tensors (e.g. int8 with per-channel scales) adds them as optional fields here, set only for it.
+that needs other tensors (e.g. int8 with per-channel scales) adds them as optional fields here, set only for it;
+so does an output: the "lpc_mixture" output's are in `PredictionWeights`.
 
 All randomness comes from `u` (one uniform per sample, drawn up front) and every sample is drawn by inverse CDF,
 so every backend draws the same codes from the same seed (see the model's docstring on float32 vs float64).
@@ -26,6 +27,28 @@ WEIGHT_FORMATS = ("float32", "bf16")
 
 
 @dataclass
+class PredictionWeights:
+    """What the "lpc_mixture" output (PredictiveMixtureOutput) adds to a step, for B rows, F mel frames, p taps:
+    the prediction p_t = -sum_k a_k s_(t-k) from the decoded past s (0 before t = 0) and the coefficients of
+    sample t's frame, min(F - 1, (t + hop // 2) // hop) as `lpc.per_sample` picks it; the network's input
+    embedding[a_(t-1)] + (prediction_embedding[mu_law(p_t)] + excitation_embedding[mu_law(e_(t-1))]) with
+    e_(t-1) = s_(t-1) - p_(t-1) (0 before the start); and the draw of code c from the mixture's mass on
+    [compand(edges[c] - p_t), compand(edges[c + 1] - p_t)], the first and last codes taking the open tails.
+    The torch and naive loops compute the same step by step in `_LinearPrediction` (model.py)."""
+
+    prediction_embedding: torch.Tensor  # (levels, R)
+    excitation_embedding: torch.Tensor  # (levels, R)
+    coefficients: torch.Tensor  # (B, F, p) float64: every frame's a_1 .. a_p
+    hop_length: int
+    edges: torch.Tensor  # (levels + 1,) float64: the codes' bins in the signal (linear)
+    centres: torch.Tensor  # (levels,) float64: each code's decoded value s
+
+    @property
+    def order(self) -> int:
+        return self.coefficients.shape[-1]
+
+
+@dataclass
 class GenerationWeights:
     """A WaveNet's weights for generating one batch, in the model's dtype. L layers, R residual, G gate (each
     half), S skip, C_out output channels, k taps, B the batch; the dilated conv of layer i reads the input
@@ -35,7 +58,7 @@ class GenerationWeights:
     dilations: tuple[int, ...]
     kernel_size: int
     levels: int
-    mixtures: int | None  # 0: categorical output, K: a K-logistic mixture, None: an output the fused step lacks
+    mixtures: int | None  # 0: categorical, K: K logistics (with `prediction`: "lpc_mixture"), None: not fused
     initial_code: int  # the code before t = 0: silence
     embedding: torch.Tensor  # (levels, R): the previous code's embedding
     conv_w: torch.Tensor  # (L, 2G, R, k): the dilated convs
@@ -51,6 +74,7 @@ class GenerationWeights:
     h2_b: torch.Tensor  # (C_out,)
     cond_w: torch.Tensor | None  # (L * 2G, C_mel): every layer's mel projection, stacked; None without mels
     cond_b: torch.Tensor | None  # (L * 2G,)
+    prediction: PredictionWeights | None = None  # the "lpc_mixture" output's; None for the others
 
     @property
     def layers(self) -> int:

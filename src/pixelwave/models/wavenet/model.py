@@ -55,7 +55,13 @@ from pixelwave.distributions import (
 )
 from pixelwave.fast import wavenet_step
 from pixelwave.models.base import Autoregressive, ModelConfig, check_in_range, require
-from pixelwave.models.wavenet.generation import WEIGHT_FORMATS, GenerationWeights, generate_naive, generate_torch
+from pixelwave.models.wavenet.generation import (
+    WEIGHT_FORMATS,
+    GenerationWeights,
+    PredictionWeights,
+    generate_naive,
+    generate_torch,
+)
 from pixelwave.nn import Head
 
 
@@ -152,7 +158,8 @@ OUTPUTS = {"categorical": lambda levels, mixtures: CategoricalOutput,
 class _LinearPrediction:
     """Generation with a predictive output ("lpc_mixture"), one sample at a time: the decoded past s, this
     step's prediction p_t = -sum_k a_k s_(t-k) and the last excitation e_(t-1), as `WaveNet._output_params`
-    computes them for a whole sequence."""
+    computes them for a whole sequence (the naive and torch loops; the fused step keeps the same state in C++,
+    from `GenerationWeights.prediction`)."""
 
     def __init__(self, model: WaveNet, coeffs: torch.Tensor, batch: int):
         self.model, self.coeffs, self.t = model, coeffs, 0  # coeffs (B, steps, p) float64
@@ -530,10 +537,13 @@ class WaveNet(Autoregressive):
         logp = self.output.log_prob(params, a) if shift is None else self.output.log_prob(params, a, shift)
         return logp.sum(1) if reduce else logp
 
+    def _frame_coefficients(self, cond: torch.Tensor) -> torch.Tensor:
+        """The LPC coefficients of every mel frame (B, C, F): (B, F, lpc_order) float64."""
+        return lpc.coefficients(cond, self.config.sample_rate, self.config.lpc_order)
+
     def _prediction_coefficients(self, cond: torch.Tensor, steps: int) -> torch.Tensor:
         """The LPC coefficients of every sample from the mel frames (B, C, F): (B, steps, lpc_order) float64."""
-        cfg = self.config
-        return lpc.per_sample(lpc.coefficients(cond, cfg.sample_rate, cfg.lpc_order), steps, cfg.hop_length)
+        return lpc.per_sample(self._frame_coefficients(cond), steps, self.config.hop_length)
 
     def _sampler(self, cond: torch.Tensor | None, steps: int, batch: int):
         """(sample, inputs): what draws a code from one step's output parameters, and what gives the step's extra
@@ -595,17 +605,18 @@ class WaveNet(Autoregressive):
         was_training = self.training
         self.eval()
         try:
-            sample, inputs = self._sampler(None if cond is None else cond.to(param.device), steps, batch)
+            cond = None if cond is None else cond.to(param.device)
             if backend == "naive":
-                return self._generate_naive(steps, spk, up, u, temperature, sample, inputs)
+                return self._generate_naive(steps, spk, up, u, temperature, *self._sampler(cond, steps, batch))
             if backend in ("auto", "fused"):
-                codes = self._generate_fused(steps, spk, up, u, temperature, weights)
+                codes = self._generate_fused(steps, spk, up, u, temperature, weights, cond)
                 if codes is not None:
                     return codes
                 if backend == "fused" or weights != "float32":
                     why = self.fused_unsupported(weights) or "the kernel failed to start"
                     raise RuntimeError(f"backend='fused', but the fused WaveNet step cannot run here: {why}")
-            return self._generate_cached(steps, spk, up, u, temperature, sample, inputs)
+            sample, inputs = self._sampler(cond, steps, batch)
+            return self._generate_cached(steps, spk, up, u, temperature, sample, inputs, cond)
         finally:
             self.train(was_training)
 
@@ -642,22 +653,36 @@ class WaveNet(Autoregressive):
         dtype = param.dtype if dtype is None else dtype
         device = param.device if device is None else device
         if self._fused_output() is None:
-            return f"the fast path draws from the categorical and logistic-mixture outputs, not {self.output!r}"
+            return (f"the fast path draws from the categorical, logistic-mixture and lpc-mixture outputs, "
+                    f"not {self.output!r}")
         cfg = self.config
         return wavenet_step.cannot_run(dtype, device, weights, (cfg.residual_channels, cfg.gate_channels,
                                                                cfg.skip_channels))
 
     def _fused_output(self) -> int | None:
-        """The fused step's code for this output: 0 categorical, K a K-logistic mixture, None another output."""
+        """The fused step's code for this output: 0 categorical, K a K-logistic mixture (over the codes' bins, or
+        around the linear prediction: `GenerationWeights.prediction` says which), None another output."""
         if self.output is CategoricalOutput:
             return 0
-        if type(self.output) is LogisticMixtureOutput:
+        if type(self.output) in (LogisticMixtureOutput, PredictiveMixtureOutput):
             return self.output.mixtures
         return None
 
-    def generation_weights(self, spk: torch.Tensor | None, batch: int, weights: str = "float32") -> GenerationWeights:
+    def generation_weights(self, spk: torch.Tensor | None, batch: int, weights: str = "float32",
+                           cond: torch.Tensor | None = None) -> GenerationWeights:
         """This model's weights packed for generating `batch` sequences with speaker biases `spk` (B, L, 2G) or
-        None: what every fast backend reads (generation.py)."""
+        None: what every fast backend reads (generation.py). cond (B, C, F): the mel frames, which the
+        "lpc_mixture" output needs for its prediction coefficients (`GenerationWeights.prediction`)."""
+        prediction = None
+        if self.output.needs_prediction:
+            if cond is None or cond.shape[0] != batch:
+                raise ValueError(f"the lpc_mixture output predicts from the mel frames: pass cond ({batch}, "
+                                 f"{self.cond_channels}, F), got {_shape(cond)}")
+            prediction = PredictionWeights(
+                prediction_embedding=self.prediction_embedding.weight,
+                excitation_embedding=self.excitation_embedding.weight,
+                coefficients=self._frame_coefficients(cond), hop_length=self.hop_length,
+                edges=self.output.edges, centres=self.output.centres)
         blocks = self.blocks
         static = torch.stack([b.conv.bias for b in blocks])[None].expand(batch, -1, -1)  # (B, L, 2G)
         if spk is not None:
@@ -679,23 +704,26 @@ class WaveNet(Autoregressive):
             h2_w=self.head.output_conv.weight[:, :, 0], h2_b=self.head.output_conv.bias,
             cond_w=torch.cat([b.cond_proj.weight[:, :, 0] for b in blocks]) if mel else None,
             cond_b=torch.cat([b.cond_proj.bias for b in blocks]) if mel else None,
+            prediction=prediction,
         )
 
     # The backends, on what `generate` prepared: speaker biases spk (B, L, 2G) or None, upsampled mel features
     # up (B, C, steps) or None, uniforms u (B, steps).
-    # sample, inputs: from `_sampler`.
+    # sample, inputs: from `_sampler`; cond (B, C, F): the mel frames, for the "lpc_mixture" output.
     def _generate_naive(self, steps, spk, up, u, temperature, sample=None, inputs=None) -> torch.Tensor:
         return generate_naive(self._network, self.silence, self.receptive_field, steps, spk, up, u, temperature,
                               sample or self.output.sample, inputs)
 
-    def _generate_cached(self, steps, spk, up, u, temperature, sample=None, inputs=None) -> torch.Tensor:
-        return generate_torch(self.generation_weights(spk, u.shape[0]), steps, up, u, temperature,
+    def _generate_cached(self, steps, spk, up, u, temperature, sample=None, inputs=None, cond=None) -> torch.Tensor:
+        # The queue loop takes the prediction from `inputs` and `sample` (_LinearPrediction), not the weights'.
+        return generate_torch(self.generation_weights(spk, u.shape[0], cond=cond), steps, up, u, temperature,
                               sample or self.output.sample, inputs)
 
-    def _generate_fused(self, steps, spk, up, u, temperature, weights="float32") -> torch.Tensor | None:
+    def _generate_fused(self, steps, spk, up, u, temperature, weights="float32", cond=None) -> torch.Tensor | None:
         if self.fused_unsupported(weights) is not None:
             return None
-        codes = wavenet_step.run(self.generation_weights(spk, u.shape[0], weights), steps, up, u, temperature)
+        w = self.generation_weights(spk, u.shape[0], weights, cond)
+        codes = wavenet_step.run(w, steps, up, u, temperature)
         return None if codes is None else codes.to(u.device)
 
 
