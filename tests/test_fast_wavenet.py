@@ -23,7 +23,9 @@ CASES = [dict(), dict(num_speakers=3), dict(cond_channels=3, hop_length=4),
          dict(kernel_size=3, num_speakers=2, cond_channels=2, hop_length=5),
          dict(output="logistic_mixture", mixtures=3, num_speakers=2),
          dict(output="lpc_mixture", mixtures=3, num_speakers=2, cond_channels=4, hop_length=4, lpc_order=5,
-              sample_rate=16000)]
+              sample_rate=16000),
+         dict(output="lpc_mixture", mixtures=3, num_speakers=2, cond_channels=4, hop_length=4, lpc_order=5,
+              sample_rate=16000, prediction_inputs=True)]
 LPC = CASES[-1]
 
 needs_kernel = pytest.mark.skipif(not ws.available(), reason=f"fast kernel unavailable: {build.build_error(ws.SOURCE)}")
@@ -226,7 +228,7 @@ def test_float32_lpc_mixture_draws(temperature):
     torch.manual_seed(0)
     m = vocoder_like(WaveNet(layers=8, stacks=2, residual_channels=32, gate_channels=32, skip_channels=64,
                              levels=256, output="lpc_mixture", mixtures=10, lpc_order=16, num_speakers=2,
-                             cond_channels=20, hop_length=40, sample_rate=16000)).eval()
+                             cond_channels=20, hop_length=40, sample_rate=16000, prediction_inputs=True)).eval()
     steps = 500
     spk, _ = conditions(m, 2, steps)
     cond = speech_mel(2, 20, -(-steps // 40))

@@ -17,7 +17,7 @@ def tiny(levels=16, **kw):
     torch.manual_seed(0)
     m = WaveNet(**{**dict(layers=3, stacks=1, residual_channels=4, gate_channels=4, skip_channels=6, levels=levels,
                           cond_channels=8, hop_length=4, output="lpc_mixture", mixtures=2, lpc_order=3,
-                          sample_rate=16000), **kw}).double()
+                          sample_rate=16000, prediction_inputs=True), **kw}).double()
     with torch.no_grad():  # away from the near-uniform initial mixture: a prediction shift then matters
         for p in m.parameters():
             p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype))
@@ -33,8 +33,9 @@ def speech_like(frames: int, n_mels: int = 8, seed: int = 0) -> torch.Tensor:
     return (-(bands - peak) ** 2 / 2 + 0.1 * torch.randn(n_mels, frames, generator=g, dtype=torch.float64))[None]
 
 
-def test_exact_normalisation_over_every_sequence():
-    m = tiny(levels=8)
+@pytest.mark.parametrize("prediction_inputs", [False, True])
+def test_exact_normalisation_over_every_sequence(prediction_inputs):
+    m = tiny(levels=8, prediction_inputs=prediction_inputs)
     steps = 3
     cond = speech_like(1)  # ceil(3 / 4) frames
     seqs = torch.tensor(list(itertools.product(range(8), repeat=steps)))  # (512, 3)
@@ -56,8 +57,9 @@ def test_the_prediction_shifts_the_distribution():
     assert not torch.allclose(with_lpc[:, 1:], without[:, 1:])
 
 
-def test_causal():
-    m = tiny()
+@pytest.mark.parametrize("prediction_inputs", [False, True])
+def test_causal(prediction_inputs):
+    m = tiny(prediction_inputs=prediction_inputs)
     steps, t0 = 16, 9
     a = torch.randint(0, 16, (1, steps), generator=torch.Generator().manual_seed(2))
     cond = speech_like(4)
@@ -70,10 +72,11 @@ def test_causal():
     assert not torch.equal(base[0, t0 + 1:], moved[0, t0 + 1:])  # later ones do (network and prediction)
 
 
-def test_naive_cached_and_fused_generation_draw_the_same_codes():
+@pytest.mark.parametrize("prediction_inputs", [False, True])
+def test_naive_cached_and_fused_generation_draw_the_same_codes(prediction_inputs):
     """float64: the naive pass, the PyTorch queue loop and the fused C++ step (where it can be built) draw the
     same codes, at temperature 1 (the kernel bisects over the codes) and below (it computes every code's mass)."""
-    m = tiny(num_speakers=2)
+    m = tiny(num_speakers=2, prediction_inputs=prediction_inputs)
     steps = 30
     cond = speech_like(8).expand(2, -1, -1).contiguous()
 
@@ -100,9 +103,10 @@ def test_generation_weights_carry_the_prediction():
         m.generation_weights(None, 2)
 
 
-def test_generation_draws_from_the_scored_distribution():
+@pytest.mark.parametrize("prediction_inputs", [False, True])
+def test_generation_draws_from_the_scored_distribution(prediction_inputs):
     """One step at a time, the code drawn with uniform u is the inverse CDF of exp(log_prob) at that step."""
-    m = tiny()
+    m = tiny(prediction_inputs=prediction_inputs)
     cond = speech_like(2)
     codes = m.generate(6, cond=cond, backend="naive", generator=torch.Generator().manual_seed(4))
     u = torch.rand(1, 6, generator=torch.Generator().manual_seed(4))
@@ -133,6 +137,8 @@ def test_lpc_of_a_resonance_predicts_it():
 
 
 def test_silence_gives_no_prediction_and_config_checks():
+    with pytest.raises(ValueError, match="prediction_inputs"):
+        WaveNet(layers=2, stacks=1, levels=16, prediction_inputs=True)  # a categorical output has no prediction
     coeffs = lpc.coefficients(torch.full((1, 80, 3), math.log(1e-5)), 16000, 16)
     assert float(coeffs.abs().max()) < 1e-6
     with pytest.raises(ValueError, match="cond_channels"):

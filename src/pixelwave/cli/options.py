@@ -54,6 +54,8 @@ TRAIN_OPTIONS = {o.dest: o for o in [
            ("dropout", float, None, "pixelcnn_pp: dropout in the gated ResNet blocks (default 0.5)"),
            ("input_noise", float, None, "wavenet: std in mu-law codes of noise on the past the network and the "
                                         "LPC prediction see, in training only (default 0)"),
+           ("prediction_inputs", None, None, "wavenet --output lpc_mixture: the network also sees the prediction "
+                                             "p_t and the last excitation (LPCNet's inputs)"),
            ("latent_channels", positive(), None, "pixelvae: channels of the latent map z (default 4)"),
            ("latent_stride", positive(), None, "pixelvae: image pixels per latent position: 1, 2 or 4"),
            ("stacks", positive(), None, "wavenet: stacks of dilations 1, 2, 4, ... (default 2)"),
@@ -124,10 +126,11 @@ DEFAULTS = {dest: _D.get(dest, False if o.switch else None) for dest, o in TRAIN
 MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout", "latent_channels",
                          "latent_stride"),
                "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size",
-                         "output", "mixtures", "input_noise")}
+                         "output", "mixtures", "input_noise", "prediction_inputs")}
 AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db")
 ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_channels", "latent_stride"),
             "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "output", "input_noise",
+                      "prediction_inputs",
                       *AUDIO_DATA)}
 
 # Presets fill in settings; a config file and typed flags override them. An "image" / "audio" entry holds the

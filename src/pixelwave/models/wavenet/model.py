@@ -169,8 +169,7 @@ class _LinearPrediction:
         self.excitation = torch.zeros_like(self.shift)  # e_(t-1): none before the start
 
     def inputs(self) -> torch.Tensor:
-        """Step t's extra network inputs (B, R), from the past only; fixes p_t for `sample`."""
-        self.shift = -(self.coeffs[:, self.t] * self.history).sum(-1)  # (B,)
+        """Step t's extra network inputs (B, R), from the past only (a model with `prediction_inputs`)."""
         return self.model._prediction_inputs(self.shift, self.excitation)
 
     def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -180,6 +179,8 @@ class _LinearPrediction:
         self.excitation = s - self.shift
         self.history = torch.cat([s[:, None], self.history[:, :-1]], dim=1)
         self.t += 1
+        if self.t < self.coeffs.shape[1]:
+            self.shift = -(self.coeffs[:, self.t] * self.history).sum(-1)  # p_(t+1), from the past only
         return code
 
 
@@ -297,6 +298,7 @@ class WaveNetConfig(ModelConfig):
     lpc_order: int = 16  # "lpc_mixture": the order of the linear prediction from the mel frames
     sample_rate: int | None = None  # "lpc_mixture": the audio's rate, where the mel bands lie in Hz
     input_noise: float = 0.0  # training only: std, in mu-law codes, of noise on the past the network sees
+    prediction_inputs: bool = False  # "lpc_mixture": the network also sees p_t and e_(t-1) (LPCNet's inputs)
 
     SIZES: ClassVar[dict] = {
         # the paper-sized model (receptive field 2,047) that the benchmarks time
@@ -339,6 +341,10 @@ class WaveNetConfig(ModelConfig):
             require(self.sample_rate is not None, "output 'lpc_mixture' needs the audio's sample_rate")
         if self.sample_rate is not None:
             _positive("sample_rate", self.sample_rate)
+        require(isinstance(self.prediction_inputs, bool), f"prediction_inputs must be true or false, not "
+                                                          f"{self.prediction_inputs!r}")
+        require(not self.prediction_inputs or self.output == "lpc_mixture",
+                "prediction_inputs are the linear prediction's: they need output 'lpc_mixture'")
         require(isinstance(self.input_noise, int | float) and math.isfinite(self.input_noise)
                 and self.input_noise >= 0, f"input_noise must be >= 0, not {self.input_noise!r}")
 
@@ -363,7 +369,7 @@ class WaveNet(Autoregressive):
 
         self.embedding = nn.Embedding(levels, cfg.residual_channels)  # the previous code, one-hot -> 1x1 conv
         self.prediction_embedding = self.excitation_embedding = None
-        if self.output.needs_prediction:  # LPCNet's inputs: also the prediction p_t and the excitation e_(t-1)
+        if cfg.prediction_inputs:  # LPCNet's inputs: also the prediction p_t and the excitation e_(t-1)
             self.prediction_embedding = nn.Embedding(levels, cfg.residual_channels)
             self.excitation_embedding = nn.Embedding(levels, cfg.residual_channels)
         self.speaker_embedding = None
@@ -453,7 +459,7 @@ class WaveNet(Autoregressive):
         A constant input makes every dilated conv constant too, so one step with the taps summed is exact.
         """
         x = self.embedding.weight[self.silence][None]  # (1, R)
-        if self.output.needs_prediction:  # silence predicts 0 and leaves no excitation
+        if self.prediction_embedding is not None:  # silence predicts 0 and leaves no excitation
             zero = torch.zeros(1, dtype=torch.float64, device=x.device)
             x = x + self._prediction_inputs(zero, zero)
         states = []
@@ -518,7 +524,8 @@ class WaveNet(Autoregressive):
             signal = self.output.centres.to(past.device)[past]  # (B, T) float64
             shift = lpc.predict(signal, self._prediction_coefficients(cond, past.shape[1]))  # (B, T)
             excitation = F.pad(signal - shift, (1, 0))[:, :-1]  # e_(t-1); none before the start
-            extra = self._prediction_inputs(shift, excitation)  # (B, T, R)
+            if self.prediction_embedding is not None:
+                extra = self._prediction_inputs(shift, excitation)  # (B, T, R)
         return self._network(inp, self._speaker_bias(speaker), up, extra), shift
 
     def log_prob(self, a: torch.Tensor, speaker: torch.Tensor | None = None, cond: torch.Tensor | None = None,
@@ -553,7 +560,7 @@ class WaveNet(Autoregressive):
         if not self.output.needs_prediction:
             return self.output.sample, None
         state = _LinearPrediction(self, self._prediction_coefficients(cond, steps), batch)
-        return state.sample, state.inputs
+        return state.sample, (state.inputs if self.prediction_embedding is not None else None)
 
     def forward(self, a: torch.Tensor, speaker: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -668,6 +675,9 @@ class WaveNet(Autoregressive):
             return self.output.mixtures
         return None
 
+    def _embedding_or_zeros(self, table: nn.Embedding | None) -> torch.Tensor:
+        return self.embedding.weight.new_zeros(self.embedding.weight.shape) if table is None else table.weight
+
     def generation_weights(self, spk: torch.Tensor | None, batch: int, weights: str = "float32",
                            cond: torch.Tensor | None = None) -> GenerationWeights:
         """This model's weights packed for generating `batch` sequences with speaker biases `spk` (B, L, 2G) or
@@ -679,8 +689,9 @@ class WaveNet(Autoregressive):
                 raise ValueError(f"the lpc_mixture output predicts from the mel frames: pass cond ({batch}, "
                                  f"{self.cond_channels}, F), got {_shape(cond)}")
             prediction = PredictionWeights(
-                prediction_embedding=self.prediction_embedding.weight,
-                excitation_embedding=self.excitation_embedding.weight,
+                # without prediction_inputs the fused step adds zero rows: x + 0 is x exactly
+                prediction_embedding=self._embedding_or_zeros(self.prediction_embedding),
+                excitation_embedding=self._embedding_or_zeros(self.excitation_embedding),
                 coefficients=self._frame_coefficients(cond), hop_length=self.hop_length,
                 edges=self.output.edges, centres=self.output.centres)
         blocks = self.blocks
