@@ -104,6 +104,8 @@ def ship(name: str, run_dir: Path | None) -> dict:
     card = json.loads((folder / pretrained.CARD).read_text())
     if run_dir is None:
         run_dir = out_of(card["train_command"])
+        if card.get("data_command") and not out_of(card["data_command"]).exists():
+            run(card["data_command"])  # a corpus built from a registry package's tools (e.g. flite)
         run(card["train_command"])
         card.pop("notes", None)  # about the previous run
     if not (run_dir / "checkpoints").is_dir():

@@ -70,7 +70,8 @@ def temperature(location: str | os.PathLike) -> float:
     is too loud at 1), else 1."""
     if not is_pretrained(location):
         return 1.0
-    return float(card(os.fspath(location)[len(PREFIX):]).get("temperature", 1.0))
+    info = json.loads((path(os.fspath(location)[len(PREFIX):]) / CARD).read_text())  # read, even mid-ship
+    return float(info.get("temperature", 1.0))
 
 
 def size_on_disk(name: str) -> int:
