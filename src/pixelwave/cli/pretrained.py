@@ -57,9 +57,18 @@ def format_card(c: dict, size: int) -> str:
         f"  trained     {c['steps']} steps, {minutes:.1f} minutes of training, {c['date']}",
         f"  machine     {m['cpu']} ({m['isa_level']}, {m['cores']} cores), {m['threads']} thread(s)",
         f"  versions    pixelwave {v['pixelwave']}, torch {v['torch']}",
-        "  reproduce   " + c["train_command"],
+        "  reproduce   " + (c["data_command"] + "\n              " if c.get("data_command") else "")
+        + c["train_command"],
         "              " + c["eval_command"],
     ]
+    if c.get("temperature"):
+        lines.append(f"  sampling    temperature {c['temperature']} (the default of generate, resynthesize, say, eval)")
+    if c.get("speech_scores"):
+        sc = c["speech_scores"]
+        lines.append(f"  speech      {sc['utterances_per_voice']} held-out utterances per voice of {sc['data']}, "
+                     f"re-spoken at temperature {sc['temperature']}: voice STOI, WER re-spoken (recording)")
+        lines += [f"              {voice:<8} {x['stoi']:.3f}  {x['wer_resynthesis']:.3f} ({x['wer_recording']:.3f})"
+                  for voice, x in sc["voices"].items()]
     if c.get("notes"):
         lines.append(f"  notes       {c['notes']}")
     return "\n".join(lines)
