@@ -136,7 +136,8 @@ def cases(run, d, out):
           "--out", str(out / "c.png")], "20x28"),
         (["complete", str(run), "--image", str(d / "good.png"), "--keep", str(d / "mask_small.png"), "--class", "1",
           "--out", str(out / "c.png")], "14x14"),
-        (["complete", str(run), "--image", str(d / "good.png"), "--keep", "top-half", "--out", str(out / "c.png")],
+        # without --class the class comes from the posterior, which needs a kept prefix in raster order
+        (["complete", str(run), "--image", str(d / "good.png"), "--keep", "left-half", "--out", str(out / "c.png")],
          "--class"),
         # labels, checkpoints, outputs
         (["sample", str(run), "--class", "10", "--out", str(out / "s.png")], "out of range"),

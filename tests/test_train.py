@@ -282,6 +282,13 @@ def test_resume_extends_a_finished_run(tmp_path):
                   test_set)
 
 
+def reseal(folder) -> None:
+    """A checkpoint edited by a test gets the manifest of its edited files (else resume rightly refuses it)."""
+    from pixelwave import checkpoint
+
+    checkpoint.write_manifest(folder, [p.name for p in folder.iterdir() if p.name != checkpoint.MANIFEST])
+
+
 def test_a_run_saved_before_label_counts_were_recorded_resumes(tmp_path):
     train_set, test_set = toy_sets()
     training.train(make_config(tmp_path / "a", "--steps", "2"), tiny_model(), train_set, test_set)
@@ -290,12 +297,14 @@ def test_a_run_saved_before_label_counts_were_recorded_resumes(tmp_path):
     counts = torch.bincount(train_set.y, minlength=2).tolist()
     assert state["data"].pop("class_counts") == counts
     state_path.write_text(json.dumps(state))
+    reseal(state_path.parent)  # as such a run wrote it: its manifest agrees with its files
     assert training.train(make_config(tmp_path / "a", "--steps", "3", "--resume"), tiny_model(), train_set,
                           test_set)["step"] == 3
     assert json.loads((tmp_path / "a/data.json").read_text())["class_counts"] == counts  # recorded from now on
     state["data"]["class_counts"] = [1, 1]  # a recorded count that differs is still other data
     state_path = tmp_path / "a/checkpoints/step-000003/state.json"
     state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "data": state["data"]}))
+    reseal(state_path.parent)
     with pytest.raises(UserError, match="data changed"):
         training.train(make_config(tmp_path / "a", "--steps", "4", "--resume"), tiny_model(), train_set, test_set)
 
