@@ -4,6 +4,7 @@ refusing to clobber runs, divergence, no pickle, torchrun with 2 CPU processes, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -128,6 +129,25 @@ class FakeClock:
         return self.now
 
 
+@contextlib.contextmanager
+def sigterm_at_batch(train_set, n: int):
+    """While inside: the n-th batch drawn from train_set sends this process SIGTERM (as a scheduler would). Yields
+    [batches drawn so far]."""
+    calls, real_batch = [0], train_set.batch
+
+    def batch_then_sigterm(idx, generator=None):
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_batch(idx, generator)
+
+    train_set.batch = batch_then_sigterm
+    try:
+        yield calls
+    finally:
+        train_set.batch = real_batch
+
+
 def test_time_limit_decays_the_learning_rate_to_its_floor_and_resume_continues_it(tmp_path, monkeypatch):
     """With --time-limit and far too many --steps the rate ends at --min-lr when the time runs out; a run
     stopped by SIGTERM and resumed continues the schedule from its saved training time: the same weights."""
@@ -149,19 +169,8 @@ def test_time_limit_decays_the_learning_rate_to_its_floor_and_resume_continues_i
     one_step_before = training.learning_rate(9, 1e-2, 1e-3, 2, 1000, elapsed=19, time_limit=20)
     assert rates[-2] == pytest.approx(one_step_before) and rates[-2] < 1e-3 + 0.01 * (1e-2 - 1e-3)
 
-    calls = {"n": 0}
-    real_batch = train_set.batch
-
-    def batch_then_sigterm(idx, generator=None):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_batch(idx, generator)
-
-    train_set.batch = batch_then_sigterm
-    with pytest.raises(SystemExit):
+    with sigterm_at_batch(train_set, 6), pytest.raises(SystemExit):
         training.train(make_config(tmp_path / "b", *flags), tiny_model(), train_set, test_set)
-    train_set.batch = real_batch
     assert json.loads((tmp_path / "b/checkpoints/step-000006/state.json").read_text())["train_seconds"] == 12
     monkeypatch.setattr(loop, "clock", FakeClock())  # a new process: its clock starts anywhere
     assert training.train(make_config(tmp_path / "b", *flags, "--resume"), tiny_model(seed=99), train_set,
@@ -240,22 +249,11 @@ def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path):
     train_set, test_set = toy_sets()
     training.train(make_config(tmp_path / "a", *flags), tiny_model(), train_set, test_set)
 
-    calls = {"n": 0}
-    real_batch = train_set.batch
-
-    def batch_then_sigterm(idx, generator=None):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_batch(idx, generator)
-
-    train_set.batch = batch_then_sigterm
-    with pytest.raises(SystemExit) as stop:
+    with sigterm_at_batch(train_set, 3) as drawn, pytest.raises(SystemExit) as stop:
         training.train(make_config(tmp_path / "b", *flags), tiny_model(), train_set, test_set)
     assert stop.value.code == 143
     assert [s for s, _ in train_state.list_checkpoints(tmp_path / "b")] == [3]  # saved on the way out
-    assert signal.getsignal(signal.SIGTERM) is not None and calls["n"] == 3
-    train_set.batch = real_batch
+    assert signal.getsignal(signal.SIGTERM) is not None and drawn[0] == 3
 
     training.train(make_config(tmp_path / "b", *flags, "--resume"), tiny_model(seed=99), train_set, test_set)
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
