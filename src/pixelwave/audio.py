@@ -40,6 +40,16 @@ def _check_levels(levels: int) -> int:
     return levels
 
 
+def mu_law_compress(x: torch.Tensor, mu: int) -> torch.Tensor:
+    """The mu-law curve itself, unquantised and unclipped: sign(x) log(1 + mu |x|) / log(1 + mu)."""
+    return torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+
+
+def mu_law_expand(y: torch.Tensor, mu: int) -> torch.Tensor:
+    """The inverse of `mu_law_compress`: sign(y) ((1 + mu)^|y| - 1) / mu."""
+    return torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu
+
+
 def mu_law_encode(wave: torch.Tensor | np.ndarray | float, levels: int = 256) -> torch.Tensor:
     """Waveform in [-1, 1] (any shape) -> LongTensor of mu-law codes in [0, levels); mu = levels - 1."""
     mu = _check_levels(levels) - 1
@@ -47,8 +57,7 @@ def mu_law_encode(wave: torch.Tensor | np.ndarray | float, levels: int = 256) ->
     if not x.dtype.is_floating_point:
         raise ValueError(f"mu_law_encode takes a float waveform in [-1, 1], not {x.dtype}")
     x = x.double().clamp(-1.0, 1.0)  # float64: the code boundaries are the same whatever the input dtype
-    y = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
-    return torch.floor((y + 1.0) / 2.0 * mu + 0.5).long()
+    return torch.floor((mu_law_compress(x, mu) + 1.0) / 2.0 * mu + 0.5).long()
 
 
 def mu_law_decode(codes: torch.Tensor | np.ndarray | int, levels: int = 256) -> torch.Tensor:
@@ -59,9 +68,7 @@ def mu_law_decode(codes: torch.Tensor | np.ndarray | int, levels: int = 256) -> 
         raise ValueError(f"mu_law_decode takes integer codes, not {c.dtype}")
     if c.numel() and (int(c.min()) < 0 or int(c.max()) > mu):
         raise ValueError(f"codes must be in [0, {levels}), got [{int(c.min())}, {int(c.max())}]")
-    y = c.double() * (2.0 / mu) - 1.0
-    x = torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu
-    return x.float()
+    return mu_law_expand(c.double() * (2.0 / mu) - 1.0, mu).float()
 
 
 def silence_code(levels: int = 256) -> int:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwave import lpc
-from pixelwave.audio import mu_law_encode, silence_code
+from pixelwave.audio import mu_law_compress, mu_law_encode, mu_law_expand, silence_code
 from pixelwave.distributions import (
     categorical_log_prob,
     categorical_sample,
@@ -120,20 +120,17 @@ class PredictiveMixtureOutput:
 
     def __init__(self, levels: int, mixtures: int):
         self.levels, self.mixtures = levels, mixtures
-        self.mu = levels - 1
-        y = (torch.arange(levels + 1, dtype=torch.float64) - 0.5) * (2.0 / self.mu) - 1.0  # bin edges, companded
-        self.edges = torch.sign(y) * torch.expm1(y.abs() * math.log1p(self.mu)) / self.mu  # (levels + 1,) linear
-        y = torch.arange(levels, dtype=torch.float64) * (2.0 / self.mu) - 1.0
-        self.centres = torch.sign(y) * torch.expm1(y.abs() * math.log1p(self.mu)) / self.mu  # = mu_law_decode
+        self.mu = mu = levels - 1
+        y = (torch.arange(levels + 1, dtype=torch.float64) - 0.5) * (2.0 / mu) - 1.0  # bin edges, companded
+        self.edges = mu_law_expand(y, mu)  # (levels + 1,) linear
+        # the codes' values: mu_law_decode's, kept in float64
+        self.centres = mu_law_expand(torch.arange(levels, dtype=torch.float64) * (2.0 / mu) - 1.0, mu)
 
     def channels(self, levels: int) -> int:
         return mixture_param_count(1, self.mixtures)
 
-    def _compand(self, v: torch.Tensor) -> torch.Tensor:
-        return torch.sign(v) * torch.log1p(self.mu * v.abs()) / math.log1p(self.mu)
-
     def _intervals(self, lo: torch.Tensor, hi: torch.Tensor, shift: torch.Tensor):
-        return self._compand(lo - shift), self._compand(hi - shift)
+        return mu_law_compress(lo - shift, self.mu), mu_law_compress(hi - shift, self.mu)
 
     def log_prob(self, params: torch.Tensor, a: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """params (B, 3K, T), a (B, T), the prediction shift (B, T) -> log p (B, T) in nats."""
@@ -523,8 +520,8 @@ class WaveNet(Autoregressive):
         if self.output.needs_prediction:  # the LPC prediction of every sample from the decoded codes before it
             signal = self.output.centres.to(past.device)[past]  # (B, T) float64
             shift = lpc.predict(signal, self._prediction_coefficients(cond, past.shape[1]))  # (B, T)
-            excitation = F.pad(signal - shift, (1, 0))[:, :-1]  # e_(t-1); none before the start
             if self.prediction_embedding is not None:
+                excitation = F.pad(signal - shift, (1, 0))[:, :-1]  # e_(t-1); none before the start
                 extra = self._prediction_inputs(shift, excitation)  # (B, T, R)
         return self._network(inp, self._speaker_bias(speaker), up, extra), shift
 
