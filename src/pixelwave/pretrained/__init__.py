@@ -1,8 +1,9 @@
 """Models shipped inside the package: `pw.load("pretrained:NAME")`. Nothing is ever downloaded.
 
 Each model is a folder here, `NAME/`, holding the checkpoint as training wrote it (config.json, model.safetensors,
-data.json) and `card.json`: what it is, the command that trained it, the machine, the date, the training time and
-its held-out figure with the data it was measured on. `tools/pretrained.py` re-trains them from their cards.
+data.json), their manifest.json and `card.json`: what it is, the command that trained it, the machine, the date,
+the training time and its held-out figure with the data it was measured on. `tools/pretrained.py` re-trains them
+from their cards.
 
 Shipped models are read-only: the writers (`pw.save`, `pixelwave train --out`) call `refuse_write`, which refuses
 a `pretrained:` path and any path inside this folder.
@@ -70,7 +71,7 @@ def temperature(location: str | os.PathLike) -> float:
     is too loud at 1), else 1."""
     if not is_pretrained(location):
         return 1.0
-    info = json.loads((path(os.fspath(location)[len(PREFIX):]) / CARD).read_text())  # read, even mid-ship
+    info = json.loads((Path(resolve(location)) / CARD).read_text())  # read unchecked: also while being shipped
     return float(info.get("temperature", 1.0))
 
 
