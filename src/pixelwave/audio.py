@@ -29,8 +29,8 @@ import torch
 
 from pixelwave.errors import UserError
 
-__all__ = ["mu_law_encode", "mu_law_decode", "silence_code", "mel_filterbank", "log_mel", "read_audio",
-           "write_wav", "trim_silence", "resample"]
+__all__ = ["mu_law_encode", "mu_law_decode", "silence_code", "mel_filterbank", "log_mel", "pitch", "features",
+           "read_audio", "write_wav", "trim_silence", "resample"]
 
 
 # ----------------------------------------------------------------------------------------------- mu-law codec
@@ -123,6 +123,84 @@ def log_mel(wave: torch.Tensor, sample_rate: int, n_mels: int = 80, hop_length: 
     mel = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max).to(x.device) @ spec.abs()  # (B, n_mels, .)
     out = torch.log(mel.clamp(min=1e-5))[..., :frames]  # (B, n_mels, ceil(T / hop))
     return out[0] if single else out
+
+
+PITCH_ROWS = 2  # what `pitch` adds to a frame: log(f0 / PITCH_REF_HZ) and the voicing correlation
+PITCH_REF_HZ = 100.0
+
+
+def pitch(wave, sample_rate: int, hop_length: int = 200, n_fft: int = 800, f_min: float = 60.0,
+          f_max: float = 400.0) -> torch.Tensor:
+    """Pitch frames: (T,) -> (PITCH_ROWS, ceil(T / hop)) float32: row 0 log(f0 / 100 Hz), row 1 the voicing
+    correlation in [0, 1]. Frames are those of `log_mel` (n_fft samples centred on sample f * hop, zero-padded).
+
+    The period of frame f is the lag tau in [sample_rate / f_max, sample_rate / f_min] that maximises the
+    normalised cross-correlation r(tau) = sum x_n x_(n+tau) / sqrt(sum x_n^2 sum x_(n+tau)^2) of the frame's
+    first n_fft - tau_max samples with the same span tau later (LPCNet's open-loop pitch search, without
+    its dynamic programming); a shorter lag tau / k (k = 2, 3, 4) wins if its correlation is >= 0.85 of the
+    best (no period doubling), and a parabola through r refines the lag. The voicing is max(r, 0), 0 for a
+    frame whose energy is below 1e-6 per sample (silence). An unvoiced frame (voicing < 0.5) keeps the f0 of
+    the nearest voiced frame before it (the first voiced frame's before it; 100 Hz if none is voiced), so the
+    contour is continuous. Deterministic; float64 inside.
+    """
+    x = np.asarray(wave, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"pitch takes a non-empty mono wave (T,), got shape {x.shape}")
+    if not 0 < f_min < f_max <= sample_rate / 2:
+        raise ValueError(f"need 0 < f_min < f_max <= sample_rate / 2, got {f_min}, {f_max}, {sample_rate}")
+    lo, hi = max(2, int(sample_rate // f_max)), int(math.ceil(sample_rate / f_min))
+    span = n_fft - hi - 1  # lags up to hi + 1 (the parabola) stay inside the frame
+    if span < hi:
+        raise ValueError(f"n_fft ({n_fft}) is too short for f_min {f_min} Hz: it needs >= {2 * hi + 1} samples")
+    frames = -(-x.size // hop_length)
+    padded = np.pad(x, (n_fft // 2, n_fft // 2 + hop_length))
+    starts = np.arange(frames) * hop_length
+    seg = padded[starts[:, None] + np.arange(n_fft)]  # (F, n_fft): frame f centred on sample f * hop
+    size = 1 << int(math.ceil(math.log2(n_fft + span)))
+    cross = np.fft.irfft(np.conj(np.fft.rfft(seg[:, :span], size)) * np.fft.rfft(seg, size), size)[:, : hi + 2]
+    energy = np.concatenate([np.zeros((frames, 1)), np.cumsum(seg ** 2, axis=1)], axis=1)  # (F, n_fft + 1)
+    lags = np.arange(hi + 2)
+    e_lag = energy[:, lags + span] - energy[:, lags]  # (F, hi + 2): energy of the span tau later
+    r = cross / np.sqrt(e_lag[:, :1] * e_lag + 1e-20)  # (F, hi + 2)
+    search = r[:, lo: hi + 1]
+    best = lo + search.argmax(axis=1)  # (F,)
+    rows = np.arange(frames)
+    peak = r[rows, best]
+    for k in (4, 3, 2):  # prefer the shortest lag that is nearly as good: the period, not a multiple of it
+        cand = np.rint(best / k).astype(np.int64)
+        ok = (cand >= lo) & (r[rows, np.clip(cand, 0, hi)] >= 0.85 * peak)
+        best = np.where(ok, cand, best)
+    # the local maximum next to the chosen lag, then a parabola through it and its neighbours
+    for _ in range(2):
+        left, right = r[rows, np.maximum(best - 1, lo)], r[rows, np.minimum(best + 1, hi)]
+        here = r[rows, best]
+        best = np.where((left > here) & (best > lo), best - 1, np.where((right > here) & (best < hi), best + 1, best))
+    a, b, c = r[rows, best - 1], r[rows, best], r[rows, best + 1]
+    denom = a - 2 * b + c
+    offset = np.where(denom < 0, np.clip(0.5 * (a - c) / np.where(denom < 0, denom, -1.0), -0.5, 0.5), 0.0)
+    f0 = sample_rate / (best + offset)
+    voicing = np.clip(r[rows, best], 0.0, 1.0)
+    voicing[e_lag[:, 0] < 1e-6 * span] = 0.0  # silence: no pitch
+    voiced = voicing >= 0.5
+    if voiced.any():
+        idx = np.where(voiced, rows, -1)
+        idx = np.maximum.accumulate(idx)  # the last voiced frame at or before each frame
+        idx[idx < 0] = np.argmax(voiced)  # before the first voiced frame: the first one's
+        f0 = f0[idx]
+    else:
+        f0 = np.full(frames, PITCH_REF_HZ)
+    return torch.from_numpy(np.stack([np.log(f0 / PITCH_REF_HZ), voicing])).float()
+
+
+def features(wave, sample_rate: int, n_mels: int = 80, hop_length: int = 200, n_fft: int = 800,
+             f_min: float = 0.0, f_max: float | None = None, pitch_rows: bool = False) -> torch.Tensor:
+    """A vocoder's conditioning frames of a mono wave (T,): `log_mel` (n_mels, ceil(T / hop)), and with
+    pitch_rows the `pitch` rows under them: (n_mels + PITCH_ROWS, ceil(T / hop))."""
+    wave = torch.as_tensor(wave)
+    mel = log_mel(wave, sample_rate, n_mels, hop_length, n_fft, f_min, f_max)
+    if not pitch_rows:
+        return mel
+    return torch.cat([mel, pitch(wave.double().numpy(), sample_rate, hop_length, n_fft)])
 
 
 # ----------------------------------------------------------------------------------------------- files

@@ -49,9 +49,11 @@ def check_compatible(model, dataset, trained_on: dict | None = None) -> None:
         if dataset.n_mels is None:
             raise UserError(f"{model.model_name} is conditioned on mel frames (cond_channels="
                             f"{model.cond_channels}) but the data {name!r} has no mel features")
-        if dataset.n_mels != model.cond_channels:
-            raise UserError(f"the data has {dataset.n_mels} mel bands but the model was built with "
-                            f"cond_channels={model.cond_channels}")
+        if dataset.cond_channels != model.cond_channels or dataset.pitch != model.config.pitch:
+            def rows(pitch):
+                return " and pitch rows" if pitch else ""
+            raise UserError(f"the data has {dataset.n_mels} mel bands{rows(dataset.pitch)} per frame but the model "
+                            f"was built with cond_channels={model.cond_channels}{rows(model.config.pitch)}")
         if dataset.hop_length != model.hop_length:
             raise UserError(f"the data has mel frames every {dataset.hop_length} samples but the model was "
                             f"built with hop_length={model.hop_length}")

@@ -239,9 +239,10 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
     if model.cond_channels is None:
         raise UserError("speech scores re-speak recordings from their mel frames: the model has no mel conditioning "
                         "(train with --mel)")
-    if dataset.mel is None or dataset.n_mels != model.cond_channels or dataset.hop_length != model.hop_length:
-        raise UserError(f"{dataset.name} is not loaded with the model's mel features ({model.cond_channels} bands, "
-                        f"hop {model.hop_length})")
+    if (dataset.mel is None or (dataset.cond_channels, dataset.pitch, dataset.hop_length)
+            != (model.cond_channels, model.config.pitch, model.hop_length)):
+        raise UserError(f"{dataset.name} is not loaded with the model's mel features ({model.config.mel_bands} bands"
+                        f"{' + pitch' * model.config.pitch}, hop {model.hop_length})")
     if isinstance(utterances_per_voice, bool) or not isinstance(utterances_per_voice, int) or utterances_per_voice < 1:
         raise UserError(f"utterances per voice must be a positive integer, got {utterances_per_voice!r}")
     require_extra("pystoi", *(("pocketsphinx", "jiwer") if recognise else ()))

@@ -170,7 +170,8 @@ def load_vocoder(checkpoint: str, args, command: str):
         raise UserError(f"{checkpoint} has no mel conditioning (train with --mel to get a vocoder): it "
                         f"cannot follow a recording; use `pixelwave generate`")
     mel = info.get("mel")
-    if not mel or (mel["n_mels"], mel["hop_length"]) != (model.cond_channels, model.hop_length):
+    if (not mel or (mel["n_mels"], mel["hop_length"], bool(mel.get("pitch")))
+            != (model.config.mel_bands, model.hop_length, model.config.pitch)):
         raise UserError(f"{checkpoint}: data.json does not hold the mel settings the model was trained with")
     return model, info, device
 
@@ -178,10 +179,11 @@ def load_vocoder(checkpoint: str, args, command: str):
 def vocode(args, checkpoint: str, model, info: dict, device, wave, speaker, name, outs, png, reference: str,
            source: str) -> None:
     """Re-speak `wave` (numpy, at the model's rate) from its log-mel frames; write the WAV and the picture."""
-    from pixelwave.audio import log_mel
+    from pixelwave.audio import features
 
-    rate, mel = info["sample_rate"], info["mel"]
-    cond = log_mel(torch.from_numpy(wave), rate, **mel)[None]  # (1, n_mels, ceil(T / hop))
+    rate, mel = info["sample_rate"], dict(info["mel"])
+    pitch = bool(mel.pop("pitch", False))
+    cond = features(torch.from_numpy(wave), rate, **mel, pitch_rows=pitch)[None]  # (1, C, ceil(T / hop))
     steps = cond.shape[-1] * mel["hop_length"]
     bf16 = prepare_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)

@@ -139,12 +139,14 @@ def audio_options(info: dict | None = None, model=None, given: dict | None = Non
     if model is not None:
         opts["levels"] = model.levels
         if model.cond_channels is not None:
-            opts.update(with_mel=True, n_mels=model.cond_channels, hop_length=model.hop_length)
+            opts.update(with_mel=True, n_mels=model.config.mel_bands, hop_length=model.hop_length,
+                        pitch=model.config.pitch)
     if info and info.get("kind") == "audio":
         opts.update(sample_rate=info["sample_rate"], levels=info["levels"], crop=info["crop"],
                     trim_db=info.get("trim_db"), with_mel=bool(info.get("mel")))
         if info.get("mel"):
             opts.update({k: info["mel"][k] for k in ("n_mels", "hop_length", "n_fft")})
+            opts["pitch"] = bool(info["mel"].get("pitch"))
     for key, value in (given or {}).items():
         if value in (None, False):
             continue
@@ -154,6 +156,8 @@ def audio_options(info: dict | None = None, model=None, given: dict | None = Non
             opts["trim_db"] = None if value == "off" else value
         elif key == "mel":
             opts["with_mel"] = True
+        elif key == "pitch":
+            opts["pitch"] = True
     return opts
 
 

@@ -63,6 +63,8 @@ TRAIN_OPTIONS = {o.dest: o for o in [
            ("gate_channels", positive(), None, "wavenet: channels of each gate half (default 128)"),
            ("skip_channels", positive(), None, "wavenet: skip channels (default 256)"),
            ("mel", None, None, "wavenet: condition on log-mel frames of the audio (a vocoder; see resynthesize)"),
+           ("pitch", None, None, "wavenet --mel: the frames also carry f0 and voicing, and the gates see a sine "
+                                 "source at the pitch (a neural source-filter input)"),
            ("unconditional", None, None, "ignore class labels / speakers even if the data has them")),
     *_opts("data",
            ("data", str, None, "data set: mnist-sample, mnist-sample-binary, mnist:DIR, cifar10:DIR, images:DIR "
@@ -129,8 +131,8 @@ MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout
                          "output", "mixtures", "input_noise", "prediction_inputs")}
 AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db")
 ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_channels", "latent_stride"),
-            "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "output", "input_noise",
-                      "prediction_inputs",
+            "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "pitch", "output",
+                      "input_noise", "prediction_inputs",
                       *AUDIO_DATA)}
 
 # Presets fill in settings; a config file and typed flags override them. An "image" / "audio" entry holds the

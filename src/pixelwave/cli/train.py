@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace, parser) -> int:
     if wrong:
         raise UserError(f"{', '.join(wrong)}: not a flag for --model {values['model']} ({kind} data)")
     if kind == "audio" and not values["mel"]:
-        mel_flags = [flag(k) for k in ("n_mels", "hop_length", "n_fft") if values[k] is not None]
+        mel_flags = [flag(k) for k in ("n_mels", "hop_length", "n_fft", "pitch") if values[k] not in (None, False)]
         if mel_flags:
             raise UserError(f"{', '.join(mel_flags)} set(s) up mel features: add --mel to condition on them")
     data_kind = data.data_kind(values["data"])
@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace, parser) -> int:
         # Resume with the run's data options (audio crop, rate, mel): they need not be repeated either.
         _, run_info = read_data_info(config.out)
     if kind == "audio":
-        keys = ("levels", *[k for k in ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "mel")])
+        keys = ("levels", "crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "mel", "pitch")
         given = {k: values[k] for k in keys if run_info is None or k in typed}
         options = audio_options(run_info, None, given)
     else:
@@ -98,7 +98,9 @@ def build_model(values: dict, typed: dict, train_set):
         if train_set.speakers and not values["unconditional"]:
             kwargs["num_speakers"] = len(train_set.speakers)  # the table itself is in the run's data.json
         if train_set.n_mels is not None:
-            kwargs.update(cond_channels=train_set.n_mels, hop_length=train_set.hop_length)
+            kwargs.update(cond_channels=train_set.cond_channels, hop_length=train_set.hop_length)
+            if train_set.pitch:
+                kwargs.update(pitch=True, sample_rate=train_set.sample_rate)  # the source's phase runs in Hz
         if kwargs.get("output") == "lpc_mixture":  # the prediction places the mel bands in Hz
             kwargs["sample_rate"] = train_set.sample_rate
     try:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.audio import log_mel, mu_law_decode, mu_law_encode, read_audio, trim_silence
+from pixelwave.audio import PITCH_ROWS, features, mu_law_decode, mu_law_encode, read_audio, trim_silence
 from pixelwave.errors import UserError
 
 __all__ = ["AudioDataset", "load_audio", "NAMES", "SPEECH_SAMPLE", "FLITE_SAMPLE"]
@@ -99,6 +99,16 @@ class AudioDataset:
         return self.mel_options["n_mels"] if self.mel_options else None
 
     @property
+    def pitch(self) -> bool:
+        """Whether every frame also carries the pitch rows (`pixelwave.audio.pitch`) under its mel bands."""
+        return bool(self.mel_options and self.mel_options.get("pitch"))
+
+    @property
+    def cond_channels(self) -> int | None:
+        """Rows of a conditioning frame: the mel bands, and the pitch rows with `pitch`."""
+        return None if self.mel_options is None else self.n_mels + PITCH_ROWS * self.pitch
+
+    @property
     def dims(self) -> int:
         return self.crop
 
@@ -107,7 +117,7 @@ class AudioDataset:
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         """Examples `idx` as model inputs: {"a": LongTensor (B, crop), "speaker": LongTensor (B,) | None,
-        "cond": FloatTensor (B, n_mels, crop // hop_length) | None}. Random crops come from `generator`."""
+        "cond": FloatTensor (B, cond_channels, crop // hop_length) | None}. Random crops come from `generator`."""
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
         utt = self._window_utt[idx]  # (B,)
         if self.random_crops:
@@ -125,7 +135,7 @@ class AudioDataset:
             frames = self.crop // self.hop_length
             first = self.frame_offsets[utt] + start // self.hop_length  # (B,)
             fpos = first[:, None] + torch.arange(frames)  # (B, F)
-            out["cond"] = self.mel[fpos].transpose(1, 2).contiguous()  # (B, F, n_mels) -> (B, n_mels, F)
+            out["cond"] = self.mel[fpos].transpose(1, 2).contiguous()  # (B, F, C) -> (B, C, F)
         return out
 
     def info(self) -> dict:
@@ -146,8 +156,8 @@ class AudioDataset:
         return float(self.lengths.sum()) / self.sample_rate
 
     def utterance(self, i: int) -> dict:
-        """Utterance i whole, as a batch of one: {"a": (1, T), "speaker": (1,) | None, "cond": (1, n_mels, F)
-        | None}; with mel features T is cut to F * hop_length, whole frames."""
+        """Utterance i whole, as a batch of one: {"a": (1, T), "speaker": (1,) | None, "cond": (1, cond_channels,
+        F) | None}; with mel features T is cut to F * hop_length, whole frames."""
         n = int(self.lengths[i])
         frames = None
         if self.mel is not None:
@@ -159,7 +169,7 @@ class AudioDataset:
             out["speaker"] = self.speaker[i: i + 1]
         if self.mel is not None:
             f0 = int(self.frame_offsets[i])
-            out["cond"] = self.mel[f0: f0 + frames].t()[None].contiguous()  # (1, n_mels, F)
+            out["cond"] = self.mel[f0: f0 + frames].t()[None].contiguous()  # (1, cond_channels, F)
         return out
 
     def recording(self, i: int):
@@ -179,11 +189,12 @@ class AudioDataset:
 # ---------------------------------------------------------------------------------------------------- loading
 def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: int = 8000, levels: int = 256,
                with_mel: bool = False, n_mels: int = 80, hop_length: int = 200, n_fft: int = 800,
-               trim_db: float | None = 40.0, test_fraction: float = 0.1, random_crops: bool | None = None,
-               speakers: list[str] | None = None) -> AudioDataset:
+               pitch: bool = False, trim_db: float | None = 40.0, test_fraction: float = 0.1,
+               random_crops: bool | None = None, speakers: list[str] | None = None) -> AudioDataset:
     """Load the audio data set `name` (see the module docstring) as an AudioDataset.
 
-    random_crops: None = random crops for 'train', fixed consecutive crops for 'test'. speakers: keep only
+    pitch: with_mel, each frame also carries log f0 and the voicing (`pixelwave.audio.pitch`) under its mel
+    bands. random_crops: None = random crops for 'train', fixed consecutive crops for 'test'. speakers: keep only
     these speakers (the speaker table, and so the ids, stay those of the whole data set).
     """
     if not isinstance(name, str) or not name:
@@ -197,6 +208,8 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
             raise UserError(f"{flag} must be a positive integer, got {v!r}")
     if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 65536:
         raise UserError(f"levels must be an integer from 2 to 65536, got {levels!r}")
+    if pitch and not with_mel:
+        raise UserError("pitch rows ride on the mel frames: pitch needs with_mel (--pitch needs --mel)")
     if with_mel and crop % hop_length:
         raise UserError(f"crop ({crop}) must be a multiple of hop_length ({hop_length}) with mel features")
     if not 0 <= test_fraction < 1:
@@ -233,14 +246,17 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
 
     mel_options = (dict(n_mels=n_mels, hop_length=hop_length, n_fft=n_fft, f_min=0.0, f_max=sample_rate / 2)
                    if with_mel else None)
+    if pitch:
+        mel_options["pitch"] = True  # absent (not False) without: data.json of earlier runs stays as it was
     chunks, mels, lengths, frame_counts, spk, sources, texts = [], [], [], [], [], [], []
     for path, speaker, text in files:
         wave = _read_utterance(path, sample_rate, trim_db)
         chunks.append(torch.from_numpy(wave))
         if with_mel:
             frames = len(wave) // hop_length  # whole frames only: what an utterance's crops can use
-            mel = log_mel(torch.from_numpy(wave), sample_rate, n_mels, hop_length, n_fft)  # (n_mels, F')
-            mels.append(mel[:, :frames].t())  # (F, n_mels)
+            mel = features(torch.from_numpy(wave), sample_rate, n_mels, hop_length, n_fft,
+                           pitch_rows=pitch)  # (cond_channels, F')
+            mels.append(mel[:, :frames].t())  # (F, cond_channels)
             frame_counts.append(frames)
         lengths.append(len(wave))
         spk.append(None if table is None else table.index(speaker))

@@ -21,7 +21,11 @@ is this model's `gate_channels=128`, and its `gate_channels=128` is `gate_channe
 
 Conditioning, inside every gate: a speaker embedding (global: one vector per layer and gate unit, V h for a
 one-hot h) and log-mel frames (local: upsampled to the audio rate by `ConditionUpsampler`, then a 1x1
-projection per layer).
+projection per layer). With `pitch`, each frame also carries log f0 and a voicing correlation
+(`pixelwave.audio.pitch`), and the local features gain a sine source at the audio rate (`pitch_source`, as in
+neural source-filter vocoders): sin and cos of the first harmonics of the phase that f0 integrates to, scaled
+by the voicing. It is a fixed function of the frames, so it is as available in generation as the mel is, and
+the network only has to shape and time a periodic excitation it is shown rather than invent one.
 
 Generation: all randomness comes from `generator` up front (one uniform per sample) and every sample is drawn
 by inverse CDF, so the naive generator (the parallel pass over the last R inputs, per sample) and the cached
@@ -43,7 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwave import lpc
-from pixelwave.audio import mu_law_compress, mu_law_encode, mu_law_expand, silence_code
+from pixelwave.audio import PITCH_REF_HZ as AUDIO_PITCH_REF_HZ
+from pixelwave.audio import PITCH_ROWS, mu_law_compress, mu_law_encode, mu_law_expand, silence_code
 from pixelwave.distributions import (
     categorical_log_prob,
     categorical_sample,
@@ -206,6 +211,35 @@ class ConditionUpsampler(nn.Module):
         return up[..., hop: hop + frames * hop]  # (B, C, F * hop): from frame 0's centre on
 
 
+SOURCE_HARMONICS = 4  # sin and cos of harmonics 1..4 of the pitch phase: 8 local channels
+VOICED = (0.5, 0.8)  # voicing correlation where the source starts, and where it is at full strength
+
+
+def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> torch.Tensor:
+    """The sine source of pitch rows (B, PITCH_ROWS, F) (log(f0 / 100 Hz), voicing; `audio.pitch`):
+    (B, 2 * SOURCE_HARMONICS, steps), channel 2(k-1) sin(k phi_t) * v_t and 2(k-1)+1 cos(k phi_t) * v_t.
+
+    f0 and the voicing are interpolated linearly between frame centres (frame f on sample f * hop; held after
+    the last), the phase is phi_t = 2 pi sum_(s <= t) f0_s / sample_rate from the first sample of the frames
+    given (float64: no drift over long utterances), and v_t ramps from 0 at voicing 0.5 to 1 at 0.8. A
+    function of the frames only, computed whole before any sample: the audio's causality is untouched.
+    """
+    rows = rows.double()
+    frames = rows.shape[-1]
+    pos = torch.arange(steps, dtype=torch.float64, device=rows.device) / hop  # (steps,) in frames
+    lo = pos.floor().long().clamp(max=frames - 1)
+    hi = (lo + 1).clamp(max=frames - 1)
+    frac = (pos - lo).clamp(0.0, 1.0)
+    per_sample = rows[..., lo] * (1.0 - frac) + rows[..., hi] * frac  # (B, 2, steps)
+    f0 = AUDIO_PITCH_REF_HZ * per_sample[:, 0].exp()  # (B, steps)
+    phase = torch.remainder(2 * math.pi * torch.cumsum(f0 / sample_rate, dim=1), 2 * math.pi)
+    v = ((per_sample[:, 1] - VOICED[0]) / (VOICED[1] - VOICED[0])).clamp(0.0, 1.0)  # (B, steps)
+    k = torch.arange(1, SOURCE_HARMONICS + 1, dtype=torch.float64, device=rows.device)[None, :, None]
+    kp = k * phase[:, None]  # (B, H, steps)
+    source = torch.stack([torch.sin(kp), torch.cos(kp)], dim=2) * v[:, None, None]  # (B, H, 2, steps)
+    return source.flatten(1, 2)
+
+
 class ResidualBlock(nn.Module):
     """One dilated layer: causal conv (R -> 2G, kernel k, dilation d), gate, 1x1 residual (G -> R), skip."""
 
@@ -296,6 +330,7 @@ class WaveNetConfig(ModelConfig):
     sample_rate: int | None = None  # "lpc_mixture": the audio's rate, where the mel bands lie in Hz
     input_noise: float = 0.0  # training only: std, in mu-law codes, of noise on the past the network sees
     prediction_inputs: bool = False  # "lpc_mixture": the network also sees p_t and e_(t-1) (LPCNet's inputs)
+    pitch: bool = False  # the last PITCH_ROWS of cond_channels are pitch rows; the gates also see a sine source
 
     SIZES: ClassVar[dict] = {
         # the paper-sized model (receptive field 2,047) that the benchmarks time
@@ -342,8 +377,27 @@ class WaveNetConfig(ModelConfig):
                                                           f"{self.prediction_inputs!r}")
         require(not self.prediction_inputs or self.output == "lpc_mixture",
                 "prediction_inputs are the linear prediction's: they need output 'lpc_mixture'")
+        require(isinstance(self.pitch, bool), f"pitch must be true or false, not {self.pitch!r}")
+        if self.pitch:
+            require(self.cond_channels is not None and self.cond_channels > PITCH_ROWS and self.sample_rate,
+                    f"pitch conditioning rides on the mel frames: it needs cond_channels (mel bands + "
+                    f"{PITCH_ROWS}), hop_length and sample_rate")
         require(isinstance(self.input_noise, int | float) and math.isfinite(self.input_noise)
                 and self.input_noise >= 0, f"input_noise must be >= 0, not {self.input_noise!r}")
+
+    @property
+    def mel_bands(self) -> int | None:
+        """The mel rows of a cond frame (the rest are pitch rows)."""
+        if self.cond_channels is None:
+            return None
+        return self.cond_channels - PITCH_ROWS * self.pitch
+
+    @property
+    def local_channels(self) -> int | None:
+        """What every layer's 1x1 conditioning projection reads per sample: the upsampled frames and the source."""
+        if self.cond_channels is None:
+            return None
+        return self.cond_channels + 2 * SOURCE_HARMONICS * self.pitch
 
 
 class WaveNet(Autoregressive):
@@ -377,7 +431,7 @@ class WaveNet(Autoregressive):
         self.upsampler = ConditionUpsampler(cfg.cond_channels, cfg.hop_length) if cfg.cond_channels else None
         self.blocks = nn.ModuleList(
             ResidualBlock(cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.kernel_size, d,
-                          cfg.cond_channels, last=i == layers - 1)
+                          cfg.local_channels, last=i == layers - 1)
             for i, d in enumerate(self.dilations))
         self.head = Head(nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1),
                          nn.Conv1d(cfg.skip_channels, self.output.channels(levels), 1))
@@ -515,7 +569,7 @@ class WaveNet(Autoregressive):
         codes `past` (B, T), checked: step t sees past[:t] only."""
         silence = torch.full_like(past[:, :1], self.silence)
         inp = torch.cat([silence, past[:, :-1]], dim=1)  # (B, T): predict a[t] from a[:t]
-        up = None if cond is None else self.upsampler(cond)[..., : past.shape[1]]  # (B, C, T)
+        up = None if cond is None else self._local(cond, past.shape[1])  # (B, C_local, T)
         shift = extra = None
         if self.output.needs_prediction:  # the LPC prediction of every sample from the decoded codes before it
             signal = self.output.centres.to(past.device)[past]  # (B, T) float64
@@ -541,9 +595,17 @@ class WaveNet(Autoregressive):
         logp = self.output.log_prob(params, a) if shift is None else self.output.log_prob(params, a, shift)
         return logp.sum(1) if reduce else logp
 
+    def _local(self, cond: torch.Tensor, steps: int) -> torch.Tensor:
+        """The local conditioning of every sample from the frames (B, C, F): (B, local_channels, steps)."""
+        up = self.upsampler(cond)[..., :steps]
+        if not self.config.pitch:
+            return up
+        return torch.cat([up, pitch_source(cond[:, -PITCH_ROWS:], steps, self.hop_length,
+                                           self.config.sample_rate).to(up.dtype)], dim=1)
+
     def _frame_coefficients(self, cond: torch.Tensor) -> torch.Tensor:
         """The LPC coefficients of every mel frame (B, C, F): (B, F, lpc_order) float64."""
-        return lpc.coefficients(cond, self.config.sample_rate, self.config.lpc_order)
+        return lpc.coefficients(cond[:, : self.config.mel_bands], self.config.sample_rate, self.config.lpc_order)
 
     def _prediction_coefficients(self, cond: torch.Tensor, steps: int) -> torch.Tensor:
         """The LPC coefficients of every sample from the mel frames (B, C, F): (B, steps, lpc_order) float64."""
@@ -605,7 +667,7 @@ class WaveNet(Autoregressive):
         spk = self._speaker_bias(None if speaker is None else speaker.to(param.device))
         up = None
         if cond is not None:
-            up = self.upsampler(cond.to(param.device, param.dtype))[..., :steps]  # (B, C, steps), once
+            up = self._local(cond.to(param.device, param.dtype), steps)  # (B, C_local, steps), once
         was_training = self.training
         self.eval()
         try:

@@ -1,0 +1,210 @@
+"""Pitch conditioning of the WaveNet vocoder (`--pitch`): the tracker finds known periods, the sine source follows
+f0 and the voicing, and a pitch model keeps the family's guarantees (exact, causal, naive == cached == fused) and
+goes through the command line (train -> eval -> resynthesize)."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pixelwave import audio, runtime
+from pixelwave.cli import main
+from pixelwave.data.audio import load_audio
+from pixelwave.models.wavenet import WaveNet
+from pixelwave.models.wavenet.model import SOURCE_HARMONICS, pitch_source
+
+RATE = 16000
+
+
+def voice(f0, seconds=0.5, harmonics=20, noise=0.002, seed=0):
+    """A buzz at f0 (a scalar or a per-sample array in Hz): harmonics 1..20 falling as 1/k, and a little noise."""
+    n = int(seconds * RATE)
+    f = np.broadcast_to(np.asarray(f0, dtype=np.float64), (n,))
+    phase = 2 * np.pi * np.cumsum(f) / RATE
+    x = sum(np.sin(k * phase) / k for k in range(1, harmonics + 1)) * 0.1
+    return x + noise * np.random.default_rng(seed).standard_normal(n)
+
+
+def hz(rows):
+    return audio.PITCH_REF_HZ * np.exp(rows[0].numpy())
+
+
+@pytest.mark.parametrize("f0", [65, 110, 180, 260, 390])
+def test_the_tracker_finds_the_period_of_a_buzz(f0):
+    rows = audio.pitch(voice(f0), RATE)
+    assert rows.shape == (audio.PITCH_ROWS, -(-8000 // 200)) and rows.dtype == torch.float32
+    inner = slice(4, -4)  # frames whose whole window is inside the signal
+    assert np.abs(hz(rows)[inner] / f0 - 1).max() < 0.01  # not an octave off: within 1%
+    assert rows[1][inner].min() > 0.9  # strongly voiced
+
+
+def test_the_tracker_follows_a_glide_and_rejects_noise_and_silence():
+    t = np.arange(RATE) / RATE
+    glide = 100 + 100 * t  # 100 -> 200 Hz in one second
+    rows = audio.pitch(voice(glide, seconds=1.0), RATE)
+    frame_f0 = glide[::200]
+    assert np.abs(hz(rows)[4:-4] - frame_f0[4:-4]).max() < 2.0
+    noise = audio.pitch(0.1 * np.random.default_rng(1).standard_normal(RATE), RATE)
+    assert float(noise[1].mean()) < 0.3  # white noise is unvoiced
+    silent = audio.pitch(np.zeros(4000), RATE)
+    assert torch.equal(silent[1], torch.zeros(20)) and torch.allclose(silent[0], torch.zeros(20))  # 100 Hz held
+    # an unvoiced stretch holds the f0 of the voiced frame before it: a continuous contour for the source
+    mixed = np.concatenate([voice(150, 0.3), np.zeros(3200)])
+    rows = audio.pitch(mixed, RATE)
+    assert float(rows[1][-5:].max()) == 0.0 and np.abs(hz(rows)[-5:] - 150).max() < 2
+
+
+def test_tracker_and_features_bad_input():
+    with pytest.raises(ValueError, match="mono"):
+        audio.pitch(np.zeros((2, 100)), RATE)
+    with pytest.raises(ValueError, match="too short"):
+        audio.pitch(np.zeros(1000), RATE, n_fft=256)
+    x = torch.from_numpy(voice(120)).float()
+    both = audio.features(x, RATE, n_mels=20, pitch_rows=True)
+    assert torch.equal(both[:20], audio.log_mel(x, RATE, n_mels=20))
+    assert torch.equal(both[20:], audio.pitch(x.double().numpy(), RATE))
+
+
+def test_the_source_rings_at_f0_and_only_where_voiced():
+    frames, hop = 40, 200
+    rows = torch.zeros(1, 2, frames, dtype=torch.float64)
+    rows[0, 0] = math.log(125 / audio.PITCH_REF_HZ)
+    rows[0, 1, :20] = 1.0  # voiced, then unvoiced
+    src = pitch_source(rows, frames * hop, hop, RATE)  # (1, 2H, steps)
+    assert src.shape == (1, 2 * SOURCE_HARMONICS, frames * hop)
+    first = src[0, 0, : 19 * hop]  # sin(phi) over the voiced frames
+    crossings = int(((first[:-1] < 0) & (first[1:] >= 0)).sum())
+    assert abs(crossings - 125 * 19 * hop / RATE) <= 1  # 125 cycles a second
+    strength = (src[0, 0] ** 2 + src[0, 1] ** 2).sqrt()  # the voicing ramp, whatever the phase
+    assert torch.allclose(strength[: 19 * hop + 1], torch.ones(19 * hop + 1, dtype=torch.float64), atol=1e-12)
+    fade = strength[19 * hop: 20 * hop + 1]  # between the last voiced frame's centre and the next one's
+    assert bool((fade.diff() <= 1e-12).all()) and 0 < float(fade[hop // 4]) < 1 and float(fade[-1]) == 0
+    assert float(src[0, :, 20 * hop:].abs().max()) == 0.0
+    third = src[0, 4, : 19 * hop]  # harmonic 3 turns three times as fast
+    assert abs(int(((third[:-1] < 0) & (third[1:] >= 0)).sum()) - 3 * 125 * 19 * hop / RATE) <= 1
+
+
+def tiny(levels=16, **kw):
+    torch.manual_seed(0)
+    m = WaveNet(**{**dict(layers=3, stacks=1, residual_channels=4, gate_channels=4, skip_channels=6, levels=levels,
+                          cond_channels=8 + audio.PITCH_ROWS, hop_length=4, output="lpc_mixture", mixtures=2,
+                          lpc_order=3, sample_rate=RATE, pitch=True), **kw}).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype))
+    return m
+
+
+def frames(n, seed=0, voicing=1.0):
+    """Mel rows of a moving resonance and pitch rows of a voiced glide: (1, 8 + 2, n)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n, dtype=torch.float64)
+    bands = torch.arange(8, dtype=torch.float64)[:, None]
+    mel = -(bands - 2 - 3 * (0.5 + 0.5 * torch.sin(t / 3))) ** 2 / 2 + 0.1 * torch.randn(8, n, generator=g,
+                                                                                          dtype=torch.float64)
+    f0 = torch.log(torch.linspace(1000, 2500, n, dtype=torch.float64) / audio.PITCH_REF_HZ)  # a few samples a period
+    return torch.cat([mel, f0[None], torch.full((1, n), voicing, dtype=torch.float64)])[None]
+
+
+@pytest.mark.parametrize("output", ["lpc_mixture", "categorical"])
+def test_exact_normalisation_over_every_sequence(output):
+    m = tiny(levels=6, output=output)
+    seqs = torch.tensor(list(itertools.product(range(6), repeat=3)))
+    with torch.no_grad():
+        logp = m.log_prob(seqs, cond=frames(1).expand(len(seqs), -1, -1))
+    assert abs(float(torch.logsumexp(logp, 0))) < 1e-10
+
+
+def test_causal_and_the_source_is_used():
+    m = tiny()
+    steps, t0 = 16, 9
+    a = torch.randint(0, 16, (1, steps), generator=torch.Generator().manual_seed(2))
+    cond = frames(4)
+    with torch.no_grad():
+        base = m.log_prob(a, cond=cond, reduce=False)
+        b = a.clone()
+        b[0, t0] = (b[0, t0] + 5) % 16
+        moved = m.log_prob(b, cond=cond, reduce=False)
+        unvoiced = m.log_prob(a, cond=frames(4, voicing=0.0), reduce=False)
+        # the same upsampled frames, only the source silenced: the source itself reaches every step
+        m.config.pitch = False  # _local then returns the upsampler's channels alone; pad the source with zeros
+        up = m.upsampler(cond)[..., :steps]
+        m.config.pitch = True
+        silent = lambda c, n: torch.cat([up, torch.zeros(1, 2 * SOURCE_HARMONICS, n, dtype=up.dtype)], 1)  # noqa: E731
+        m._local = silent
+        no_source = m.log_prob(a, cond=cond, reduce=False)
+    assert torch.equal(base[0, :t0], moved[0, :t0])  # nothing before t0 moves
+    assert not torch.equal(base[0, t0 + 1:], moved[0, t0 + 1:])  # later ones do
+    assert not torch.allclose(base, unvoiced) and not torch.allclose(base, no_source)
+
+
+def test_naive_cached_and_fused_generation_draw_the_same_codes():
+    m = tiny(num_speakers=2)
+    cond = torch.cat([frames(8, seed=1), frames(8, seed=2)])
+
+    def gen(backend, temperature=1.0):
+        return m.generate(30, batch=2, speaker=torch.tensor([0, 1]), cond=cond, backend=backend,
+                          temperature=temperature, generator=torch.Generator().manual_seed(3))
+
+    for temperature in (1.0, 0.7):
+        naive = gen("naive", temperature)
+        assert torch.equal(naive, gen("torch", temperature))
+        if m.fused_unsupported() is None:
+            assert torch.equal(naive, gen("fused", temperature))
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="pitch conditioning rides on the mel frames"):
+        WaveNet(layers=2, stacks=1, pitch=True)
+    with pytest.raises(ValueError, match="pitch conditioning rides on the mel frames"):
+        WaveNet(layers=2, stacks=1, cond_channels=10, hop_length=4, pitch=True)  # no sample_rate
+    m = WaveNet(layers=2, stacks=1, cond_channels=10, hop_length=4, pitch=True, sample_rate=RATE)
+    assert m.config.mel_bands == 8 and m.config.local_channels == 10 + 2 * SOURCE_HARMONICS
+    assert m.blocks[0].cond_proj.in_channels == m.config.local_channels
+
+
+def test_the_data_carries_the_pitch_rows():
+    ds = load_audio("flite-sample", split="test", crop=2000, with_mel=True, pitch=True)
+    assert ds.pitch and ds.cond_channels == 82 and ds.info()["mel"]["pitch"] is True
+    u = ds.utterance(0)
+    wave = ds.recording(0)
+    frames_ = u["cond"].shape[-1]
+    want = audio.features(torch.from_numpy(wave), RATE, 80, 200, 800, pitch_rows=True)[:, :frames_]
+    assert torch.equal(u["cond"][0], want)
+    plain = load_audio("flite-sample", split="test", crop=2000, with_mel=True)
+    assert "pitch" not in plain.info()["mel"] and plain.cond_channels == 80
+    with pytest.raises(Exception, match="pitch needs with_mel"):
+        load_audio("flite-sample", split="test", pitch=True)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setattr(runtime, "default_threads", lambda: 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_eval_and_resynthesize_with_pitch(tmp_path, capsys):
+    out = tmp_path / "pitch"
+    assert main(["train", "--model", "wavenet", "--data", "flite-sample", "--preset", "tiny", "--no-progress",
+                 "--eval-every", "0", "--steps", "2", "--samples", "0", "--mel", "--pitch", "--output",
+                 "lpc_mixture", "--unconditional", "--out", str(out)]) == 0
+    assert json.loads((out / "data.json").read_text())["mel"]["pitch"] is True
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", "flite-sample", "--no-speech-scores", "--json"]) == 0
+    assert 0 < json.loads(capsys.readouterr().out)["bits_per_sample"] < 9
+    wav = tmp_path / "in.wav"
+    audio.write_wav(wav, voice(140, 0.3).astype(np.float32), RATE)
+    assert main(["resynthesize", str(out), "--input", str(wav), "--out", str(tmp_path / "re.wav")]) == 0
+    import soundfile as sf
+
+    assert sf.info(str(tmp_path / "re.wav")).frames == 4800  # 24 whole frames of 200 samples
+    capsys.readouterr()
+    assert main(["train", "--model", "wavenet", "--data", "flite-sample", "--preset", "tiny", "--pitch",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "add --mel" in capsys.readouterr().err
