@@ -68,11 +68,33 @@ def test_tracker_and_features_bad_input():
     assert torch.equal(both[20:], audio.pitch(x.double().numpy(), RATE))
 
 
+def test_the_tracker_measures_the_fundamentals_phase_and_the_source_keeps_it():
+    """A gliding buzz with vibrato: the source's phase (from the frames alone) stays within a few hundredths of a
+    radian of the true fundamental's, sample by sample; a source whose frames lie about the phase does not."""
+    t = np.arange(RATE) / RATE
+    f0 = 100 + 100 * t + 20 * np.sin(2 * np.pi * 3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / RATE + 0.7
+    x = 0.3 * sum(np.cos(k * phase) * 0.5 ** k for k in range(1, 15))
+    x = x + 0.003 * np.random.default_rng(2).standard_normal(RATE)
+    rows = audio.pitch(x, RATE)
+    src = pitch_source(rows[None].double(), RATE, 200, RATE)[0].numpy()
+
+    def error(s):
+        return np.abs(np.angle(np.exp(1j * (np.arctan2(s[1], s[0]) - phase))))[1000:-1000]
+
+    assert np.median(error(src)) < 0.1 and np.percentile(error(src), 95) < 0.25
+    lied = rows.clone()
+    lied[2], lied[3] = 1.0, 0.0  # every frame claims phase 0
+    assert np.median(error(pitch_source(lied[None].double(), RATE, 200, RATE)[0].numpy())) > 0.5
+
+
 def test_the_source_rings_at_f0_and_only_where_voiced():
     frames, hop = 40, 200
-    rows = torch.zeros(1, 2, frames, dtype=torch.float64)
+    rows = torch.zeros(1, audio.PITCH_ROWS, frames, dtype=torch.float64)
     rows[0, 0] = math.log(125 / audio.PITCH_REF_HZ)
     rows[0, 1, :20] = 1.0  # voiced, then unvoiced
+    theta = 2 * math.pi * 125 * torch.arange(frames, dtype=torch.float64) * hop / RATE  # a steady 125 Hz
+    rows[0, 2], rows[0, 3] = torch.cos(theta), torch.sin(theta)
     src = pitch_source(rows, frames * hop, hop, RATE)  # (1, 2H, steps)
     assert src.shape == (1, 2 * SOURCE_HARMONICS, frames * hop)
     first = src[0, 0, : 19 * hop]  # sin(phi) over the voiced frames
@@ -99,14 +121,16 @@ def tiny(levels=16, **kw):
 
 
 def frames(n, seed=0, voicing=1.0):
-    """Mel rows of a moving resonance and pitch rows of a voiced glide: (1, 8 + 2, n)."""
+    """Mel rows of a moving resonance and pitch rows of a voiced glide: (1, 8 + PITCH_ROWS, n)."""
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(n, dtype=torch.float64)
     bands = torch.arange(8, dtype=torch.float64)[:, None]
     mel = -(bands - 2 - 3 * (0.5 + 0.5 * torch.sin(t / 3))) ** 2 / 2 + 0.1 * torch.randn(8, n, generator=g,
                                                                                           dtype=torch.float64)
     f0 = torch.log(torch.linspace(1000, 2500, n, dtype=torch.float64) / audio.PITCH_REF_HZ)  # a few samples a period
-    return torch.cat([mel, f0[None], torch.full((1, n), voicing, dtype=torch.float64)])[None]
+    theta = torch.rand(n, generator=g, dtype=torch.float64) * 2 * math.pi
+    return torch.cat([mel, f0[None], torch.full((1, n), voicing, dtype=torch.float64), torch.cos(theta)[None],
+                      torch.sin(theta)[None]])[None]
 
 
 @pytest.mark.parametrize("output", ["lpc_mixture", "categorical"])
@@ -160,15 +184,15 @@ def test_config_checks():
     with pytest.raises(ValueError, match="pitch conditioning rides on the mel frames"):
         WaveNet(layers=2, stacks=1, pitch=True)
     with pytest.raises(ValueError, match="pitch conditioning rides on the mel frames"):
-        WaveNet(layers=2, stacks=1, cond_channels=10, hop_length=4, pitch=True)  # no sample_rate
-    m = WaveNet(layers=2, stacks=1, cond_channels=10, hop_length=4, pitch=True, sample_rate=RATE)
-    assert m.config.mel_bands == 8 and m.config.local_channels == 10 + 2 * SOURCE_HARMONICS
+        WaveNet(layers=2, stacks=1, cond_channels=12, hop_length=4, pitch=True)  # no sample_rate
+    m = WaveNet(layers=2, stacks=1, cond_channels=12, hop_length=4, pitch=True, sample_rate=RATE)
+    assert m.config.mel_bands == 8 and m.config.local_channels == 12 + 2 * SOURCE_HARMONICS
     assert m.blocks[0].cond_proj.in_channels == m.config.local_channels
 
 
 def test_the_data_carries_the_pitch_rows():
     ds = load_audio("flite-sample", split="test", crop=2000, with_mel=True, pitch=True)
-    assert ds.pitch and ds.cond_channels == 82 and ds.info()["mel"]["pitch"] is True
+    assert ds.pitch and ds.cond_channels == 80 + audio.PITCH_ROWS and ds.info()["mel"]["pitch"] is True
     u = ds.utterance(0)
     wave = ds.recording(0)
     frames_ = u["cond"].shape[-1]

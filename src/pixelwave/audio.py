@@ -125,14 +125,15 @@ def log_mel(wave: torch.Tensor, sample_rate: int, n_mels: int = 80, hop_length: 
     return out[0] if single else out
 
 
-PITCH_ROWS = 2  # what `pitch` adds to a frame: log(f0 / PITCH_REF_HZ) and the voicing correlation
+PITCH_ROWS = 4  # what `pitch` adds to a frame: log(f0 / PITCH_REF_HZ), the voicing, cos and sin of f0's phase
 PITCH_REF_HZ = 100.0
 
 
 def pitch(wave, sample_rate: int, hop_length: int = 200, n_fft: int = 800, f_min: float = 60.0,
           f_max: float = 400.0) -> torch.Tensor:
     """Pitch frames: (T,) -> (PITCH_ROWS, ceil(T / hop)) float32: row 0 log(f0 / 100 Hz), row 1 the voicing
-    correlation in [0, 1]. Frames are those of `log_mel` (n_fft samples centred on sample f * hop, zero-padded).
+    correlation in [0, 1], rows 2 and 3 cos and sin of the phase of the fundamental at the frame's centre.
+    Frames are those of `log_mel` (n_fft samples centred on sample f * hop, zero-padded).
 
     The period of frame f is the lag tau in [sample_rate / f_max, sample_rate / f_min] that maximises the
     normalised cross-correlation r(tau) = sum x_n x_(n+tau) / sqrt(sum x_n^2 sum x_(n+tau)^2) of the frame's
@@ -141,7 +142,9 @@ def pitch(wave, sample_rate: int, hop_length: int = 200, n_fft: int = 800, f_min
     best (no period doubling), and a parabola through r refines the lag. The voicing is max(r, 0), 0 for a
     frame whose energy is below 1e-6 per sample (silence). An unvoiced frame (voicing < 0.5) keeps the f0 of
     the nearest voiced frame before it (the first voiced frame's before it; 100 Hz if none is voiced), so the
-    contour is continuous. Deterministic; float64 inside.
+    contour is continuous. The phase is that of the Hann-windowed frame's Fourier coefficient at f0, taken at the
+    centre: a wave A cos(2 pi f0 (t - c) / rate + theta) around centre c has phase theta (meaningless where
+    unvoiced). Deterministic; float64 inside.
     """
     x = np.asarray(wave, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
@@ -189,7 +192,10 @@ def pitch(wave, sample_rate: int, hop_length: int = 200, n_fft: int = 800, f_min
         f0 = f0[idx]
     else:
         f0 = np.full(frames, PITCH_REF_HZ)
-    return torch.from_numpy(np.stack([np.log(f0 / PITCH_REF_HZ), voicing])).float()
+    offsets = np.arange(n_fft) - n_fft // 2  # samples from the centre
+    basis = np.hanning(n_fft + 2)[1:-1] * np.exp(-2j * np.pi * f0[:, None] * offsets / sample_rate)  # (F, n_fft)
+    phase = np.angle((seg * basis).sum(axis=1))  # (F,)
+    return torch.from_numpy(np.stack([np.log(f0 / PITCH_REF_HZ), voicing, np.cos(phase), np.sin(phase)])).float()
 
 
 def features(wave, sample_rate: int, n_mels: int = 80, hop_length: int = 200, n_fft: int = 800,

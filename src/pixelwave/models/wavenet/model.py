@@ -22,10 +22,11 @@ is this model's `gate_channels=128`, and its `gate_channels=128` is `gate_channe
 Conditioning, inside every gate: a speaker embedding (global: one vector per layer and gate unit, V h for a
 one-hot h) and log-mel frames (local: upsampled to the audio rate by `ConditionUpsampler`, then a 1x1
 projection per layer). With `pitch`, each frame also carries log f0 and a voicing correlation
-(`pixelwave.audio.pitch`), and the local features gain a sine source at the audio rate (`pitch_source`, as in
-neural source-filter vocoders): sin and cos of the first harmonics of the phase that f0 integrates to, scaled
-by the voicing. It is a fixed function of the frames, so it is as available in generation as the mel is, and
-the network only has to shape and time a periodic excitation it is shown rather than invent one.
+and the phase of the fundamental at the frame's centre (`pixelwave.audio.pitch`), and the local features gain
+a sine source at the audio rate (`pitch_source`, as in neural source-filter vocoders): cos and sin of the
+first harmonics of a phase that turns at f0 and meets each frame's measured phase, scaled by the voicing. It is
+a fixed function of the frames, so it is as available in generation as the mel is, and the network only has to
+shape a periodic excitation it is shown, in step with the recording's, rather than invent one.
 
 Generation: all randomness comes from `generator` up front (one uniform per sample) and every sample is drawn
 by inverse CDF, so the naive generator (the parallel pass over the last R inputs, per sample) and the cached
@@ -216,27 +217,38 @@ VOICED = (0.5, 0.8)  # voicing correlation where the source starts, and where it
 
 
 def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> torch.Tensor:
-    """The sine source of pitch rows (B, PITCH_ROWS, F) (log(f0 / 100 Hz), voicing; `audio.pitch`):
-    (B, 2 * SOURCE_HARMONICS, steps), channel 2(k-1) sin(k phi_t) * v_t and 2(k-1)+1 cos(k phi_t) * v_t.
+    """The sine source of pitch rows (B, PITCH_ROWS, F) (log(f0 / 100 Hz), voicing, cos and sin of the
+    fundamental's phase at each frame centre; `audio.pitch`): (B, 2 * SOURCE_HARMONICS, steps), channel 2(k-1)
+    cos(k phi_t) * v_t and 2(k-1)+1 sin(k phi_t) * v_t.
 
-    f0 and the voicing are interpolated linearly between frame centres (frame f on sample f * hop; held after
-    the last), the phase is phi_t = 2 pi sum_(s <= t) f0_s / sample_rate from the first sample of the frames
-    given (float64: no drift over long utterances), and v_t ramps from 0 at voicing 0.5 to 1 at 0.8. A
-    function of the frames only, computed whole before any sample: the audio's causality is untouched.
+    Frame f is centred on sample f * hop. Between centres f and f + 1 the phase starts at frame f's, turns at f0
+    rising linearly from f0_f to f0_(f+1), plus the smallest constant correction (within +-pi over the hop) that
+    lands on frame f + 1's phase: so the source keeps the recording's fundamental in step with the recording
+    (teacher forcing can then rely on it), not only at its frequency. After the last centre it runs on at the
+    last f0. The voicing is interpolated linearly and v_t ramps from 0 at voicing 0.5 to 1 at 0.8. A function
+    of the frames only, computed whole before any sample: the audio's causality is untouched.
     """
     rows = rows.double()
     frames = rows.shape[-1]
-    pos = torch.arange(steps, dtype=torch.float64, device=rows.device) / hop  # (steps,) in frames
-    lo = pos.floor().long().clamp(max=frames - 1)
-    hi = (lo + 1).clamp(max=frames - 1)
-    frac = (pos - lo).clamp(0.0, 1.0)
-    per_sample = rows[..., lo] * (1.0 - frac) + rows[..., hi] * frac  # (B, 2, steps)
-    f0 = AUDIO_PITCH_REF_HZ * per_sample[:, 0].exp()  # (B, steps)
-    phase = torch.remainder(2 * math.pi * torch.cumsum(f0 / sample_rate, dim=1), 2 * math.pi)
-    v = ((per_sample[:, 1] - VOICED[0]) / (VOICED[1] - VOICED[0])).clamp(0.0, 1.0)  # (B, steps)
+    t = torch.arange(steps, device=rows.device)
+    f = torch.div(t, hop, rounding_mode="floor").clamp(max=frames - 1)  # (steps,) the frame centre at or before
+    nxt = (f + 1).clamp(max=frames - 1)
+    j = (t - f * hop).double()  # samples since frame f's centre
+    f0 = AUDIO_PITCH_REF_HZ * rows[:, 0].exp()  # (B, F)
+    theta = torch.atan2(rows[:, 3], rows[:, 2])  # (B, F)
+    slope = (f0[:, 1:] - f0[:, :-1]) / hop  # (B, F - 1): Hz per sample, between centres
+    advance = 2 * math.pi / sample_rate * (f0[:, :-1] * hop + slope * hop * hop / 2)  # phase turned over the hop
+    correction = torch.remainder(theta[:, 1:] - theta[:, :-1] - advance + math.pi, 2 * math.pi) - math.pi
+    pad = torch.zeros_like(f0[:, :1])
+    slope, correction = torch.cat([slope, pad], 1), torch.cat([correction, pad], 1)  # none after the last
+    phase = theta[:, f] + 2 * math.pi / sample_rate * (f0[:, f] * j + slope[:, f] * j * j / 2) \
+        + correction[:, f] * j / hop  # (B, steps)
+    frac = (j / hop).clamp(max=1.0) * (f != nxt)
+    voicing = rows[:, 1, f] * (1.0 - frac) + rows[:, 1, nxt] * frac
+    v = ((voicing - VOICED[0]) / (VOICED[1] - VOICED[0])).clamp(0.0, 1.0)  # (B, steps)
     k = torch.arange(1, SOURCE_HARMONICS + 1, dtype=torch.float64, device=rows.device)[None, :, None]
     kp = k * phase[:, None]  # (B, H, steps)
-    source = torch.stack([torch.sin(kp), torch.cos(kp)], dim=2) * v[:, None, None]  # (B, H, 2, steps)
+    source = torch.stack([torch.cos(kp), torch.sin(kp)], dim=2) * v[:, None, None]  # (B, H, 2, steps)
     return source.flatten(1, 2)
 
 
