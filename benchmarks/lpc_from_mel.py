@@ -6,6 +6,10 @@ This script measures, on the held-out sentences of the embedded flite-sample (sl
 
 - prediction gain: 10 log10(var x / var e), e = x - prediction of x from its own 16 past samples
 - floor: the LPC filter driven by white noise at the true excitation's energy per frame (a whisper)
+- pulses: the LPC filter driven by a classical mixed excitation at the true excitation's energy per frame: one
+  pulse per period where the pitch frames' source (`--pitch`: `pitch_source`, f0 and the fundamental's phase
+  per frame) passes phase 0, weighted by its voicing v, plus white noise weighted by 1 - v (what a network shown
+  the source could at least learn; an LPC vocoder of the 1980s, with today's pitch features)
 - ceiling: the LPC filter driven by the true excitation after 8-bit mu-law quantisation (a perfect network)
 - the recording as plain 8-bit mu-law (what today's WaveNet models)
 
@@ -31,8 +35,9 @@ import torch
 from scipy.signal import lfilter
 
 from pixelwave import speech_eval as se
-from pixelwave.audio import log_mel, mel_filterbank, mu_law_decode, mu_law_encode
+from pixelwave.audio import log_mel, mel_filterbank, mu_law_decode, mu_law_encode, pitch
 from pixelwave.data.audio import FLITE_SAMPLE
+from pixelwave.models.wavenet.model import pitch_source
 
 RATE, HOP, N_FFT, N_MELS, ORDER = 16000, 200, 800, 80, 16
 
@@ -106,11 +111,22 @@ def main() -> None:
         energy = np.sqrt(np.bincount(which, e * e, len(coeffs)) / np.maximum(np.bincount(which, None, len(coeffs)), 1))
         floor = filter_frames(rng.standard_normal(len(x)) * energy[which], coeffs, inverse=False)
         floor *= 0.9 / max(np.abs(floor).max(), 1e-9)
+        src = pitch_source(pitch(x, RATE, HOP, N_FFT)[None].double(), len(x), HOP, RATE)[0].numpy()
+        v = np.hypot(src[0], src[1])  # the voicing ramp, 0..1
+        phase = np.arctan2(src[1], src[0])
+        pulse = ((phase[1:] >= 0) & (phase[:-1] < 0)).astype(np.float64)  # once a period, where phase crosses 0
+        pulse = np.concatenate([[0.0], pulse])
+        period_energy = np.bincount(which, pulse, len(coeffs))[which]  # pulses in the sample's frame
+        voiced = pulse * np.sqrt(HOP / np.maximum(period_energy, 1))  # unit power over the frame
+        mixed = np.sqrt(v) * voiced + np.sqrt(1 - v) * rng.standard_normal(len(x))
+        pulses = filter_frames(mixed * energy[which], coeffs, inverse=False)
+        pulses *= 0.9 / max(np.abs(pulses).max(), 1e-9)
         quantised = mu_law_decode(mu_law_encode(torch.from_numpy(np.clip(e, -1, 1)))).double().numpy()
         ceiling = np.clip(filter_frames(quantised, coeffs, inverse=False), -1, 1)
         plain = mu_law_decode(mu_law_encode(torch.from_numpy(x))).double().numpy()
         row = {"gain_db": 10 * np.log10(np.var(x) / np.var(e))}
-        for name, wave in (("recording", x), ("floor", floor), ("ceiling", ceiling), ("mu-law", plain)):
+        for name, wave in (("recording", x), ("floor", floor), ("pulses", pulses), ("ceiling", ceiling),
+                           ("mu-law", plain)):
             row[f"stoi {name}"] = se.stoi(x, wave, RATE) if name != "recording" else 1.0
             row[f"wer {name}"] = se.word_error_rate(u["text"], se.recognize(wave.astype(np.float32), RATE))
         rows[voice].append(row)
