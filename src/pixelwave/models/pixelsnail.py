@@ -6,9 +6,9 @@ instead of shifts so that R -> G -> B holds inside a pixel) and one attention bl
 categorical over `levels` per sub-pixel as in PixelCNN.
 
 The attention block removes the blind spot and any bound on the receptive field: every pixel j reads every
-earlier pixel i directly. Its keys and values at pixel i are built from the image there (all colours), the block's features and
-two background channels (the pixel's row and column, as in the paper); its queries from pixel j's features and
-background. Causality over colours comes from two rules:
+earlier pixel i directly. Its keys and values at pixel i are built from the image there (all colours), the block's
+features and two background channels (the pixel's row and column, as in the paper); its queries from pixel j's
+features and background. Causality over colours comes from two rules:
 - the attention mask is strictly causal over raster positions (j attends to i < j, never to itself), so a key or
   value may mix every colour of pixel i: they all come before any sub-pixel of j. The first pixel attends to
   nothing and its attention output is zero;
