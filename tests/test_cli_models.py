@@ -11,7 +11,7 @@ from pixelwave.cli import main
 TINY = ["--preset", "tiny", "--no-progress", "--eval-every", "0", "--samples", "0", "--steps", "2"]
 
 
-@pytest.mark.parametrize("model", ["pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag", "pixelvae"])
+@pytest.mark.parametrize("model", ["pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag", "pixelvae", "pixelsnail"])
 def test_every_image_model_trains_evaluates_and_samples(model, tmp_path, capsys):
     out = tmp_path / model
     extra = ["--latent-stride", "4"] if model == "pixelvae" else []
@@ -54,11 +54,12 @@ def test_flags_of_other_models_are_refused(tmp_path, capsys):
 
 def test_receptive_field_of_every_causal_model(tmp_path, capsys):
     out = tmp_path / "rf.png"
-    assert main(["receptive-field", "--model", "pixelcnn,gated_pixelcnn,pixelrnn_row,pixelrnn_diag,pixelcnn_pp",
-                 "--layers", "2", "--hidden", "8", "--size", "9", "--out", str(out)]) == 0
+    assert main(["receptive-field", "--model", "pixelcnn,gated_pixelcnn,pixelrnn_row,pixelrnn_diag,pixelcnn_pp,"
+                 "pixelsnail", "--layers", "2", "--hidden", "8", "--size", "9", "--out", str(out)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "blind spot" in line]
-    assert len(lines) == 5
+    assert len(lines) == 6
     assert lines[3].endswith("blind spot: 0")  # Diagonal BiLSTM: every earlier pixel
+    assert lines[5].endswith("sees 49 earlier pixels; blind spot: 0")  # PixelSNAIL: attention reads them all
 
 
 def test_compare_on_the_cli(tmp_path, capsys):

@@ -29,7 +29,7 @@ def args(*argv):
 
 def test_models_are_sized_to_the_same_parameter_count():
     data = load("mnist-sample-binary", "test")
-    for name in ("pixelcnn", "gated_pixelcnn", "pixelvae"):
+    for name in ("pixelcnn", "gated_pixelcnn", "pixelvae", "pixelsnail"):
         model = matched_model(name, data, 20_000)
         n = sum(p.numel() for p in model.parameters())
         assert 0.7 * 20_000 < n < 1.3 * 20_000, (name, n)

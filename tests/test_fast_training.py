@@ -57,7 +57,7 @@ def test_wavenet_time_major_pass_equals_conv1d(kw, steps):
 
 
 @pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag",
-                                  "pixelvae", "wavenet"])
+                                  "pixelvae", "pixelsnail", "wavenet"])
 def test_bf16_autocast_trains_every_model(name):
     """Under bf16 autocast the log-likelihood stays within 2% of float32's and every parameter gets a finite
     gradient; bf16 matrix products really ran (the result differs from float32's)."""
@@ -118,14 +118,15 @@ def _compile_case(name):
     if name == "wavenet, speaker + mel":
         model = WaveNet(**TINY, num_speakers=3, cond_channels=4, hop_length=5)
         return model, dict(a=torch.randint(0, 16, (2, 40)), speaker=torch.tensor([0, 2]), cond=torch.randn(2, 4, 8))
-    if name == "gated_pixelcnn, classes":
-        model = MODELS["gated_pixelcnn"](channels=1, levels=2, hidden=8, layers=2, num_classes=3)
+    if name in ("gated_pixelcnn, classes", "pixelsnail, classes"):
+        model = MODELS[name.split(",")[0]](channels=1, levels=2, hidden=8, layers=2, num_classes=3)
         return model, dict(x=torch.randint(0, 2, (2, 1, 8, 8)), y=torch.tensor([0, 2]))
     return MODELS[name](channels=1, levels=2, hidden=8, layers=2), dict(x=torch.randint(0, 2, (2, 1, 8, 8)))
 
 
 @pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn", "pixelcnn_pp", "pixelrnn_row", "pixelrnn_diag",
-                                  "pixelvae", "wavenet", "gated_pixelcnn, classes", "wavenet, speaker + mel"])
+                                  "pixelvae", "pixelsnail", "wavenet", "gated_pixelcnn, classes",
+                                  "pixelsnail, classes", "wavenet, speaker + mel"])
 def test_training_pass_compiles_to_one_graph(name):
     """`pixelwave train --compile`: the training pass traces as one graph (no graph break, which torch.compile
     reports at length), computes what the eager pass computes, and keeps its input check: out-of-range levels

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pixelwave as pw
-from pixelwave.models import GatedPixelCNN, PixelCNN
+from pixelwave.models import GatedPixelCNN, PixelCNN, PixelSNAIL
 from pixelwave.models.gated_pixelcnn import GatedPixelCNNConfig
 
 
@@ -50,7 +50,7 @@ def dependency_matrix(model, x, y=None):
     return moved
 
 
-MODELS = [PixelCNN, GatedPixelCNN]
+MODELS = [PixelCNN, GatedPixelCNN, PixelSNAIL]
 
 
 @pytest.mark.parametrize("model_cls", MODELS)

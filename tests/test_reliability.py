@@ -197,7 +197,7 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_never_runs(run_dir, tmp_p
 
 def test_checkpoint_of_another_version_or_model(run_dir, tmp_path):
     meta = json.loads((run_dir / "config.json").read_text())
-    for change, message in (({"format_version": 99}, "version"), ({"model": "pixelsnail"}, "unknown model"),
+    for change, message in (({"format_version": 99}, "version"), ({"model": "image_gpt"}, "unknown model"),
                             ({"config": {**meta["config"], "depth": 3}}, "unknown keys"),
                             ({"config": {**meta["config"], "levels": 1}}, "invalid")):
         ckpt = tmp_path / f"ckpt_{len(list(tmp_path.iterdir()))}"

@@ -1,11 +1,12 @@
 """Image sampling: n = 16 images naive vs cached from untrained models (the cost does not depend on the weights),
-and a float64 check that both samplers draw identical images from the same seed."""
+and a float64 check that both samplers draw identical images from the same seed. PixelSNAIL's rows sit next to
+the Gated PixelCNN's: its cached sampler adds a key/value cache to the conv caches."""
 
 from __future__ import annotations
 
 import torch
 
-from pixelwave.models import GatedPixelCNN, PixelCNN
+from pixelwave.models import GatedPixelCNN, PixelCNN, PixelSNAIL
 
 from harness import Options, Rows, fmt_s, med, num_threads, peak_mib, reset_peak, timed
 
@@ -40,10 +41,14 @@ def run(opts: Options) -> Rows:
     cases = [
         ("Gated PixelCNN 10 x 64, k5", "binary 28x28",
          lambda: GatedPixelCNN(1, 2, hidden=64, layers=10, kernel_size=5), 1, (28, 28), (2, 12), "goal >= 30x"),
+        ("PixelSNAIL 2 x (2 resnets + attention) x 64, k3", "binary 28x28",
+         lambda: PixelSNAIL(1, 2, hidden=64, layers=2, kernel_size=3, resnets=2), 1, (28, 28), (2, 12), ""),
         ("PixelCNN 8 x 64, k3", "binary 28x28",
          lambda: PixelCNN(1, 2, hidden=64, layers=8, kernel_size=3), 1, (28, 28), (8, 48), ""),
         ("Gated PixelCNN 10 x 64, k5", "RGB 32x32, 256 levels",
          lambda: GatedPixelCNN(3, 256, hidden=64, layers=10, kernel_size=5), 3, (32, 32), (1, 6), ""),
+        ("PixelSNAIL 2 x (2 resnets + attention) x 64, k3", "RGB 32x32, 256 levels",
+         lambda: PixelSNAIL(3, 256, hidden=64, layers=2, kernel_size=3, resnets=2), 3, (32, 32), (1, 6), ""),
         ("PixelCNN 8 x 64, k3", "RGB 32x32, 256 levels",
          lambda: PixelCNN(3, 256, hidden=64, layers=8, kernel_size=3), 3, (32, 32), (4, 24), ""),
     ]
@@ -52,9 +57,10 @@ def run(opts: Options) -> Rows:
             torch.manual_seed(0)
             model = make().eval()
             subpixels = channels * size[0] * size[1]
-            # --quick samples the first `rows` rows only: both cached samplers cost the same for every row
-            # (W pixel passes, and for the Gated PixelCNN one vertical-stack pass), so the time scales exactly.
-            image_rows = opts.q(4, size[0])
+            # --quick samples the first `rows` rows only: the conv samplers cost the same for every row (W pixel
+            # passes, and for the Gated PixelCNN one vertical-stack pass), so the time scales exactly. PixelSNAIL's
+            # pixel p attends over p cached keys: later rows cost more, so it always samples the whole image.
+            image_rows = size[0] if isinstance(model, PixelSNAIL) else opts.q(4, size[0])
             part = (image_rows, size[1])
             scale = size[0] / image_rows
 
@@ -102,6 +108,9 @@ def run(opts: Options) -> Rows:
                                                                                    kernel_size=3), (5, 5)),
             ("PixelCNN 3 x 16, k3, binary 7x6", lambda: PixelCNN(1, 2, hidden=16, layers=3, kernel_size=3), (7, 6)),
             ("PixelCNN 2 x 12, k3, RGB 16 levels 5x5", lambda: PixelCNN(3, 16, hidden=12, layers=2, kernel_size=3),
+             (5, 5)),
+            ("PixelSNAIL 2 x 16, k3, binary 7x6", lambda: PixelSNAIL(1, 2, hidden=16, layers=2, kernel_size=3), (7, 6)),
+            ("PixelSNAIL 2 x 12, k3, RGB 16 levels 5x5", lambda: PixelSNAIL(3, 16, hidden=12, layers=2, kernel_size=3),
              (5, 5)),
         ]
         total = sum(check_identical(make, size) for _, make, size in checks)

@@ -27,13 +27,14 @@ PUBLISHED = {
     "pixelcnn_pp": {"cifar10": 2.92},
     "pixelrnn_row": {"cifar10": 3.00, "binary_mnist_nats": 80.54},  # the 3.00 on CIFAR-10 is the Row LSTM's
     "pixelrnn_diag": {"binary_mnist_nats": 79.20},
+    "pixelsnail": {"cifar10": 2.85},
 }
 DEFAULT_LAYERS = {"pixelcnn": 6, "gated_pixelcnn": 6, "pixelcnn_pp": 1, "pixelrnn_row": 2, "pixelrnn_diag": 2,
-                  "pixelvae": 6}
+                  "pixelvae": 6, "pixelsnail": 2}
 
 
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="pixelcnn,gated_pixelcnn,pixelcnn_pp,pixelrnn_row,pixelrnn_diag",
+    p.add_argument("--models", default="pixelcnn,gated_pixelcnn,pixelcnn_pp,pixelrnn_row,pixelrnn_diag,pixelsnail",
                    help="comma-separated model names")
     p.add_argument("--data", default="mnist-sample-binary", help="an image data set (see `train --data`)")
     p.add_argument("--budget-minutes", type=float, default=2.0, help="CPU time per model (default 2)")

@@ -51,7 +51,7 @@ TRAIN_OPTIONS = {o.dest: o for o in [
            ("output", str, ("categorical", "logistic_mixture", "lpc_mixture"),
             "wavenet: softmax over the mu-law levels (default), a discretized logistic mixture, or with --mel "
             "lpc_mixture: a logistic mixture around the linear prediction from the mel frames (LPCNet-style)"),
-           ("dropout", float, None, "pixelcnn_pp: dropout in the gated ResNet blocks (default 0.5)"),
+           ("dropout", float, None, "pixelcnn_pp / pixelsnail: dropout in the gated ResNet blocks (default 0.5 / 0)"),
            ("input_noise", float, None, "wavenet: std in mu-law codes of noise on the past the network and the "
                                         "LPC prediction see, in training only (default 0)"),
            ("prediction_inputs", None, None, "wavenet --output lpc_mixture: the network also sees the prediction "

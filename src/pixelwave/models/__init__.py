@@ -4,6 +4,7 @@ from pixelwave.models.gated_pixelcnn import GatedPixelCNN
 from pixelwave.models.pixelcnn import PixelCNN
 from pixelwave.models.pixelcnn_pp import PixelCNNPP
 from pixelwave.models.pixelrnn import DiagonalBiLSTMPixelRNN, RowLSTMPixelRNN
+from pixelwave.models.pixelsnail import PixelSNAIL
 from pixelwave.models.pixelvae import PixelVAE
 from pixelwave.models.wavenet import WaveNet
 
@@ -15,7 +16,8 @@ MODELS = {
     PixelVAE.model_name: PixelVAE,
     RowLSTMPixelRNN.model_name: RowLSTMPixelRNN,
     DiagonalBiLSTMPixelRNN.model_name: DiagonalBiLSTMPixelRNN,
+    PixelSNAIL.model_name: PixelSNAIL,
 }
 
-__all__ = ["MODELS", "DiagonalBiLSTMPixelRNN", "GatedPixelCNN", "PixelCNN", "PixelCNNPP", "PixelVAE", "RowLSTMPixelRNN",
-           "WaveNet"]
+__all__ = ["MODELS", "DiagonalBiLSTMPixelRNN", "GatedPixelCNN", "PixelCNN", "PixelCNNPP", "PixelSNAIL", "PixelVAE",
+           "RowLSTMPixelRNN", "WaveNet"]
