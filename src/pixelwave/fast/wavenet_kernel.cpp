@@ -50,6 +50,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -75,18 +76,43 @@ static inline void cpu_relax() {}
 
 namespace {
 
-constexpr int64_t kAlign = 64;  // bytes: one SIMD vector and one cache line
+constexpr int64_t kAlign = 64;  // bytes: a cache line (and an AVX-512 vector)
+
+// The SIMD vector and register file of the target this file is compiled for (the compiler's target macros:
+// -march=native picks this machine's). A vector type wider than the target's registers compiles, but each
+// value then takes several registers and the microkernel's accumulators spill: the 64-byte vectors that suit
+// AVX-512 ran the standard model at batch 1 at 5.6k samples/s as an AVX2 build on a Zen 5 (22k as AVX-512).
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64, kVecRegs = 32;  // 16 floats in each of 32 zmm
+#define PW_ISA "avx512"
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kVecBytes = 32, kVecRegs = 16;  // 8 floats in each of 16 ymm
+#define PW_ISA "avx2"
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32, kVecRegs = 16;
+#define PW_ISA "avx"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+constexpr int kVecBytes = 16, kVecRegs = 32;  // 4 floats in each of 32 v registers
+#define PW_ISA "neon"
+#elif defined(__SSE2__)
+constexpr int kVecBytes = 16, kVecRegs = 16;  // 4 floats in each of 16 xmm (x86-64-v1, -v2)
+#define PW_ISA "sse"
+#else
+constexpr int kVecBytes = 16, kVecRegs = 16;  // the compiler's generic vectors (lowered to what the target has)
+#define PW_ISA "generic"
+#endif
 
 template <class T> struct VT;
 template <> struct VT<float> {
-    typedef float V __attribute__((vector_size(64)));
-    typedef int32_t I __attribute__((vector_size(64)));
-    static constexpr int N = 16;
+    typedef float V __attribute__((vector_size(kVecBytes)));
+    typedef int32_t I __attribute__((vector_size(kVecBytes)));
+    typedef int8_t Q __attribute__((vector_size(kVecBytes / 4)));  // N int8 weights
+    static constexpr int N = kVecBytes / 4;
 };
 template <> struct VT<double> {
-    typedef double V __attribute__((vector_size(64)));
-    typedef int64_t I __attribute__((vector_size(64)));
-    static constexpr int N = 8;
+    typedef double V __attribute__((vector_size(kVecBytes)));
+    typedef int64_t I __attribute__((vector_size(kVecBytes)));
+    static constexpr int N = kVecBytes / 8;
 };
 
 template <class T> static inline typename VT<T>::V vload(const T* p) {
@@ -176,6 +202,12 @@ static void mk(int64_t K, const T* __restrict W, const T* __restrict X, int64_t 
 constexpr int kMaxRows = 8;   // rows per microkernel call
 constexpr int kMaxTile = 16;  // SIMD vectors per tile at one row; kMaxTileRows with more rows
 constexpr int kMaxTileRows = 8;
+// Default shapes, in registers: one row: a tile of kTile1 vectors (AVX-512: 16 of 32 zmm, a layer's 256 conv
+// outputs in one pass; 16-register ISAs: 8, leaving room for the broadcast input and the weight loads); many
+// rows: 2 vectors by kRowBlock rows (16 accumulators with 32 registers, 8 with 16). Measured on Zen 5 (AVX-512
+// and x86-64-v3 builds).
+constexpr int kTile1 = kVecRegs >= 32 ? 16 : 8;
+constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 4;
 
 template <class T> using MkFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t);
 
@@ -223,6 +255,8 @@ template <class T> struct PMat {
     const T* data = nullptr;
     int64_t K = 0, M = 0, tile = 1;
     const uint32_t* pairs = nullptr;  // bf16: the same tiles as (K/2, width) bfloat16 pairs; data is then unused
+    const int8_t* q = nullptr;        // int8: the same tiles as int8 weights (data is then unused), and
+    const float* scale = nullptr;     // every output's scale (M): weight = q * scale
 };
 
 // ------------------------------------------------------------------------------------------ bf16 products
@@ -284,24 +318,28 @@ static void mkb(int64_t P, const uint32_t* __restrict W, const uint32_t* __restr
             for (int j = 1; j < U; ++j) acc[0][b][o] = _mm512_add_ps(acc[0][b][o], acc[j][b][o]);
             _mm512_storeu_ps(Y + b * ldy + o * N, acc[0][b][o]);
         }
-#else  // portable: widen the pairs to float32 and multiply-add as mk does
+#else  // portable: widen the pairs to float32 (a shift and a mask) and multiply-add as mk does
     using V = VT<float>::V;
     using I = VT<float>::I;
     const I hi_mask = I{} + (int32_t)0xffff0000u;
     auto widen = [](I bits) { V v; std::memcpy(&v, &bits, sizeof v); return v; };
     auto scalar = [](uint32_t bits) { float f; std::memcpy(&f, &bits, sizeof f); return f; };
     V acc[U][BB][OB];
+#pragma GCC unroll 16
     for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 16
         for (int o = 0; o < OB; ++o) {
             acc[0][b][o] = vload<float>(Y + b * ldy + o * N);
+#pragma GCC unroll 8
             for (int j = 1; j < U; ++j) acc[j][b][o] = V{};
         }
-    for (int64_t p = 0; p < P; ++p) {
-        const uint32_t* w = W + p * (OB * N);
-        const int j = (int)(p % U);
+    auto step = [&](int j, int64_t q) __attribute__((always_inline)) {
+        const uint32_t* w = W + q * (OB * N);
+#pragma GCC unroll 16
         for (int b = 0; b < BB; ++b) {
-            const uint32_t x = X[b * ldx + p];
+            const uint32_t x = X[b * ldx + q];
             const V xlo = vsplat<float>(scalar(x << 16)), xhi = vsplat<float>(scalar(x & 0xffff0000u));
+#pragma GCC unroll 16
             for (int o = 0; o < OB; ++o) {
                 I wb;
                 std::memcpy(&wb, w + o * N, sizeof wb);
@@ -309,9 +347,18 @@ static void mkb(int64_t P, const uint32_t* __restrict W, const uint32_t* __restr
                 acc[j][b][o] += xlo * widen(wb << 16);
             }
         }
+    };
+    int64_t p = 0;
+    for (; p + U <= P; p += U) {
+#pragma GCC unroll 8
+        for (int j = 0; j < U; ++j) step(j, p + j);
     }
+    for (; p < P; ++p) step(0, p);
+#pragma GCC unroll 16
     for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 16
         for (int o = 0; o < OB; ++o) {
+#pragma GCC unroll 8
             for (int j = 1; j < U; ++j) acc[0][b][o] += acc[j][b][o];
             vstore<float>(Y + b * ldy + o * N, acc[0][b][o]);
         }
@@ -335,6 +382,94 @@ static MkbFn pickb(int bb, int ob) {  // the shapes pick() has
         case 6: return pickb_row<6>(ob, Tile{});
         case 7: return pickb_row<7>(ob, Tile{});
         default: return pickb_row<8>(ob, Tile{});
+    }
+}
+
+// ------------------------------------------------------------------------------------------ int8 products
+// Weight-only quantisation: Y[b, 0 : OB*N] += scale[0 : OB*N] * sum_k X[b, k] * Q[k, 0 : OB*N], Q int8 (one
+// tile, (K, OB*N) row-major, as mk's W). Each weight is widened to float32 in registers (sign-extend, convert:
+// VPMOVSXBD + VCVTDQ2PS on x86); the products and sums are float32, and the scale is applied once at the end.
+template <int BB, int OB>
+static void mkq(int64_t K, const int8_t* __restrict W, const float* __restrict scale, const float* __restrict X,
+                int64_t ldx, float* __restrict Y, int64_t ldy) {
+    using V = VT<float>::V;
+    using I = VT<float>::I;
+    using Q = VT<float>::Q;
+    constexpr int N = VT<float>::N;
+    constexpr int U = BB * OB >= 8 ? 1 : 8 / (BB * OB);
+    V acc[U][BB][OB];
+#pragma GCC unroll 8
+    for (int j = 0; j < U; ++j)
+#pragma GCC unroll 16
+        for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 16
+            for (int o = 0; o < OB; ++o) acc[j][b][o] = V{};
+    auto step = [&](int j, int64_t k) __attribute__((always_inline)) {
+        const int8_t* w = W + k * (OB * N);
+        V wf[OB];
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+            Q q;
+            std::memcpy(&q, w + o * N, sizeof q);
+            wf[o] = __builtin_convertvector(__builtin_convertvector(q, I), V);
+        }
+#pragma GCC unroll 16
+        for (int b = 0; b < BB; ++b) {
+            const V xb = vsplat<float>(X[b * ldx + k]);
+#pragma GCC unroll 16
+            for (int o = 0; o < OB; ++o) acc[j][b][o] += xb * wf[o];
+        }
+    };
+    int64_t k = 0;
+    for (; k + U <= K; k += U) {
+#pragma GCC unroll 8
+        for (int j = 0; j < U; ++j) step(j, k + j);
+    }
+    for (; k < K; ++k) step(0, k);
+#pragma GCC unroll 16
+    for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+#pragma GCC unroll 8
+            for (int j = 1; j < U; ++j) acc[0][b][o] += acc[j][b][o];
+            vstore<float>(Y + b * ldy + o * N, vload<float>(Y + b * ldy + o * N) +
+                                                   acc[0][b][o] * vload<float>(scale + o * N));
+        }
+}
+
+using MkqFn = void (*)(int64_t, const int8_t*, const float*, const float*, int64_t, float*, int64_t);
+template <int BB, int... O> static MkqFn pickq_row(int ob, std::integer_sequence<int, O...>) {
+    static constexpr MkqFn table[] = {mkq<BB, O + 1>...};
+    return table[std::min<int>(ob, (int)sizeof...(O)) - 1];
+}
+static MkqFn pickq(int bb, int ob) {  // the shapes pick() has
+    using Wide = std::make_integer_sequence<int, kMaxTile>;
+    using Tile = std::make_integer_sequence<int, kMaxTileRows>;
+    switch (bb) {
+        case 1: return pickq_row<1>(ob, Wide{});
+        case 2: return pickq_row<2>(ob, Tile{});
+        case 3: return pickq_row<3>(ob, Tile{});
+        case 4: return pickq_row<4>(ob, Tile{});
+        case 5: return pickq_row<5>(ob, Tile{});
+        case 6: return pickq_row<6>(ob, Tile{});
+        case 7: return pickq_row<7>(ob, Tile{});
+        default: return pickq_row<8>(ob, Tile{});
+    }
+}
+
+// gemm_part on int8 weights.
+static void gemm_int8(const PMat<float>& W, int64_t k0, int64_t kn, int64_t rows, int row_block, const float* X,
+                      int64_t ldx, float* Y, int64_t ldy) {
+    constexpr int N = VT<float>::N;
+    const int64_t mv = W.M / N;
+    const int8_t* wq = W.q;
+    for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
+        const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
+        for (int64_t r = 0; r < rows; r += row_block) {
+            const int bb = (int)std::min<int64_t>(row_block, rows - r);
+            pickq(bb, ob)(kn, wq + k0 * ob * N, W.scale + v0 * N, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
+        }
+        wq += W.K * ob * N;
     }
 }
 
@@ -363,6 +498,7 @@ static void gemm_part(const PMat<T>& W, int64_t k0, int64_t kn, int64_t rows, in
     constexpr int N = VT<T>::N;
     if constexpr (std::is_same_v<T, float>) {
         if (W.pairs) return gemm_pairs(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
+        if (W.q) return gemm_int8(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
     }
     const int64_t mv = W.M / N;
     const T* wp = W.data;
@@ -632,8 +768,8 @@ struct PwDesc {
     int64_t cond_channels;     // mel conditioning: channels of the upsampled features (0: none)
     const void* cond_w;        // (L*2G, cond_channels): every layer's 1x1 projection, stacked
     const void* cond_b;        // (L*2G,)
-    int64_t bf16;              // float32 plans: 1 multiplies by bfloat16 weights (needs R, S and each part's
-                               // gate units even)
+    int64_t format;            // float32 plans' weights: 0 float32; 1 bfloat16 (needs R, S and each part's gate
+                               // units even); 2 int8 with a scale per output channel
     int64_t mixtures;          // 0: categorical output (C = levels logits); K: logistic mixture (C = 3K params)
     int64_t levels;            // the codes' range (the mixture's bins)
     int64_t lpc_order;         // "lpc_mixture" (with mixtures = K): p taps of linear prediction; 0: another output
@@ -654,6 +790,8 @@ template <class T> struct Part {  // the weights one thread multiplies by
     int64_t c0 = 0, cp = 0;          // logits [c0, c0 + cp)
     Buf<T> arena, cond_arena;
     Buf<uint32_t> pairs, cond_pairs;  // bf16: the arenas' matrices as pairs, same order (the arenas freed)
+    Buf<int8_t> qarena;               // int8: the arena's matrices as int8, same order (the arena freed),
+    Buf<float> scales;                // and every packed output's scale, matrix after matrix
     std::vector<PMat<T>> tap, res;
     PMat<T> skip, h1, h2;
     PMat<T> cond;  // (cond_channels, L * 2PG): the mel projections of this part's units, in h's layout
@@ -696,7 +834,8 @@ template <class T> struct Plan {
     double mu = 0, log1p_mu = 0;                // its mu-law: levels - 1 and log1p of it
     Buf<double> lpc, edges, centres;            // (B, F, p), (levels + 1,), (levels,)
     Buf<T> pemb, eemb;                          // (levels, R) each: the prediction's, the excitation's embeddings
-    bool bf16 = false;
+    bool bf16 = false, int8 = false;  // the weights' format (float32 plans): bfloat16 pairs, int8 + scales
+    Buf<float> conv_scale, res_scale, skip_scale, h1_scale, h2_scale;  // int8: per output channel
     bool split;  // batch 1 on two threads: contexts 0 and 1 split the units; context 2 runs alone
     bool peer_stale = false;  // context 1's copy of the state is behind context 0's (after a solo stretch)
     std::vector<int64_t> dil, span;  // span: (k-1)*d, a layer's queue length
@@ -728,6 +867,41 @@ static T* pack(T* dst, PMat<T>& out, int64_t K, int64_t Mp, int64_t tile, F get)
         for (int64_t kk = 0; kk < K; ++kk)
             for (int64_t j = 0; j < w; ++j) dst[kk * w + j] = get(kk, v0 * N + j);
         dst += K * w;
+    }
+    return dst;
+}
+
+// Point m at an int8 copy of its tiles, written at q, with output m's scale scale_of(m) (0: padding) written
+// at sc; q and sc advance past them. Each weight becomes nearbyint(w / scale), in [-127, 127].
+template <class F> static void quantize_up(int8_t*& q, float*& sc, PMat<float>& m, F scale_of) {
+    constexpr int N = VT<float>::N;
+    for (int64_t j = 0; j < m.M; ++j) sc[j] = scale_of(j);
+    const float* src = m.data;
+    const int64_t mv = m.M / N;
+    m.q = q;
+    m.scale = sc;
+    for (int64_t v0 = 0; v0 < mv; v0 += m.tile) {
+        const int64_t w = std::min<int64_t>(m.tile, mv - v0) * N;
+        for (int64_t kk = 0; kk < m.K; ++kk)
+            for (int64_t j = 0; j < w; ++j) {
+                const float s = sc[v0 * N + j];
+                const float v = s > 0.0f ? std::nearbyint(src[kk * w + j] / s) : 0.0f;
+                q[kk * w + j] = (int8_t)std::min(127.0f, std::max(-127.0f, v));
+            }
+        q += m.K * w;
+        src += m.K * w;
+    }
+    sc += m.M;
+    m.data = nullptr;
+}
+
+// The int8 scale of each of `outputs` channels: the largest |weight| of its n_in inputs, get(o, i), / 127.
+template <class F> static Buf<float> channel_scales(int64_t outputs, int64_t n_in, F get) {
+    Buf<float> dst(outputs);
+    for (int64_t o = 0; o < outputs; ++o) {
+        float m = 0.0f;
+        for (int64_t i = 0; i < n_in; ++i) m = std::max(m, std::fabs(get(o, i)));
+        dst[o] = m / 127.0f;
     }
     return dst;
 }
@@ -811,6 +985,24 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
         });
     }
     if constexpr (std::is_same_v<T, float>) {
+        if (P->int8) {  // the same matrices as int8, in the same order, with their outputs' scales
+            W.qarena = Buf<int8_t>(W.arena.n);
+            W.scales = Buf<float>(L * 2 * W.PG + (L - 1) * P->PR + P->PS + round_up(W.sp, N) + round_up(W.cp, N));
+            int8_t* q = W.qarena.p;
+            float* sc = W.scales.p;
+            for (int64_t i = 0; i < L; ++i) {
+                quantize_up(q, sc, W.tap[i], [&](int64_t m) {
+                    const int64_t o = unit_output(W, G, m);
+                    return o < 0 ? 0.0f : P->conv_scale[i * 2 * G + o];
+                });
+                if (i + 1 < L)
+                    quantize_up(q, sc, W.res[i], [&](int64_t m) { return m < R ? P->res_scale[i * R + m] : 0.0f; });
+            }
+            quantize_up(q, sc, W.skip, [&](int64_t m) { return m < S ? P->skip_scale[m] : 0.0f; });
+            quantize_up(q, sc, W.h1, [&](int64_t m) { return m < W.sp ? P->h1_scale[W.s0 + m] : 0.0f; });
+            quantize_up(q, sc, W.h2, [&](int64_t m) { return m < W.cp ? P->h2_scale[W.c0 + m] : 0.0f; });
+            W.arena = Buf<T>();
+        }
         if (P->bf16) {  // the same matrices as pairs, in the same order
             W.pairs = Buf<uint32_t>((W.arena.n + 1) / 2);
             uint32_t* q = W.pairs.p;
@@ -903,7 +1095,8 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     const int64_t L = P->L = d->layers, R = P->R = d->residual, G = P->G = d->gate, S = P->S = d->skip;
     const int64_t C = P->C = d->out_channels, k = P->k = d->kernel, B = P->B = d->batch;
     P->Cm = std::max<int64_t>(0, d->cond_channels);
-    P->bf16 = std::is_same_v<T, float> && d->bf16 != 0;
+    P->bf16 = std::is_same_v<T, float> && d->format == 1;
+    P->int8 = std::is_same_v<T, float> && d->format == 2;
     P->K = std::max<int64_t>(0, d->mixtures);
     P->levels = P->K ? d->levels : C;
     if (P->K && (C != 3 * P->K || P->levels < 2)) throw std::invalid_argument("mixture output: C = 3K, levels >= 2");
@@ -929,16 +1122,32 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     }
     P->threads = std::max<int64_t>(1, std::min<int64_t>(d->threads, B == 1 ? 2 : B));
     if (P->bf16 && (R % 2 || S % 2 || G % 2)) throw std::invalid_argument("bf16 needs even R, S and G");
+    if constexpr (std::is_same_v<T, float>) {
+        if (P->int8) {  // per output channel of each of the model's matrices (the same in every thread layout)
+            const float* cw = static_cast<const float*>(d->conv_w);  // (L, 2G, R, k): channel (i, o)
+            P->conv_scale = channel_scales(L * 2 * G, R * k, [&](int64_t o, int64_t j) { return cw[o * R * k + j]; });
+            const float* rw = static_cast<const float*>(d->res_w);  // (L-1, R, G): channel (i, r)
+            if (L > 1) P->res_scale = channel_scales((L - 1) * R, G, [&](int64_t o, int64_t j) { return rw[o * G + j]; });
+            const float* sw = static_cast<const float*>(d->skip_w);  // (L, S, G): channel s over every layer's G
+            P->skip_scale = channel_scales(S, L * G, [&](int64_t o, int64_t j) {
+                return sw[((j / G) * S + o) * G + j % G];
+            });
+            const float* w1 = static_cast<const float*>(d->h1_w);  // (S, S)
+            P->h1_scale = channel_scales(S, S, [&](int64_t o, int64_t j) { return w1[o * S + j]; });
+            const float* w2 = static_cast<const float*>(d->h2_w);  // (C, S)
+            P->h2_scale = channel_scales(C, S, [&](int64_t o, int64_t j) { return w2[o * S + j]; });
+        }
+    }
     P->split = B == 1 && P->threads == 2 && G >= 2 && (!P->bf16 || G % 4 == 0);  // bf16: even halves
     P->patience = d->patience == 0 ? kSlowWaits : d->patience < 0 ? INT64_MAX : d->patience;
     P->split_limit = std::max<int64_t>(0, d->split_limit);
     if (B == 1 && !P->split) P->threads = 1;
     const int64_t rows = P->split ? 1 : (B + P->threads - 1) / P->threads;  // most rows one thread runs
-    // One row per thread: the widest tiles (a layer's 256 conv outputs in one pass, 16 FMA chains); more
-    // rows: 2 vectors by up to 8 rows (16 accumulators; each weight load serves 8 rows). Measured on Zen 5.
-    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? 16 : 2),
+    // One row per thread: the widest tiles that stay in registers (kTile1); more rows: 2 vectors by kRowBlock
+    // rows (each weight load serves them all).
+    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? kTile1 : 2),
                                                                 rows == 1 ? kMaxTile : kMaxTileRows));
-    P->row_block = std::max<int64_t>(1, std::min<int64_t>(d->row_block ? d->row_block : 8, kMaxRows));
+    P->row_block = std::max<int64_t>(1, std::min<int64_t>(d->row_block ? d->row_block : kRowBlock, kMaxRows));
     P->dil.assign(d->dilations, d->dilations + L);
     P->span.resize(L);
     for (int64_t i = 0; i < L; ++i) P->span[i] = (k - 1) * P->dil[i];
@@ -1098,7 +1307,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                         for (int64_t c2 = 0; c2 < Cm; ++c2) xr[c2] = ur[c2 * a.up_c];
                         std::memcpy(X.cbias.p + (j * nb + b) * H, X.sbias.p + b * H, H * sizeof(T));
                     }
-                gemm<T>(W.cond, rows, kMaxRows, X.xcond.p, Cm, X.cbias.p, H);
+                gemm<T>(W.cond, rows, kRowBlock, X.xcond.p, Cm, X.cbias.p, H);
             }
             bias_s = X.cbias.p + (s - X.blk_start) * nb * H;
         }
@@ -1297,7 +1506,67 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ C interface
-PW_API int pw_abi_version() { return 8; }
+PW_API int pw_abi_version() { return 9; }
+PW_API const char* pw_isa() { return PW_ISA; }  // the vector code this build runs: avx512, avx2, avx, neon, sse, ..
+PW_API int pw_vector_bytes() { return kVecBytes; }
+
+// The roofline's denominator: how many times per second `threads` threads together read a buffer of `bytes`
+// bytes, each its own 1/threads of it, as split mode reads the weights (a sum of every float, vectorised,
+// so nothing but the reads limits it), for about `seconds`. Returns passes per second, or -1.
+PW_API double pw_stream_rate(int64_t bytes, int64_t threads, double seconds) {
+    using V = VT<float>::V;
+    constexpr int N = VT<float>::N;
+    try {
+        threads = std::max<int64_t>(1, threads);
+        const int64_t per = round_up(std::max<int64_t>(bytes / 4 / threads, 8 * N), 8 * N);  // floats per thread
+        std::vector<Buf<float>> bufs;  // one per thread, allocated (and first touched) here
+        for (int64_t t = 0; t < threads; ++t) {
+            bufs.emplace_back(per);
+            for (int64_t j = 0; j < per; ++j) bufs[t][j] = (float)(j % 7);
+        }
+        std::atomic<int64_t> ready{0};
+        std::atomic<bool> stop{false};
+        std::vector<int64_t> passes(threads, 0);
+        std::vector<float> sink(threads, 0.0f);
+        auto body = [&](int64_t t) {
+            ready.fetch_add(1);
+            while (ready.load() < threads) cpu_relax();
+            const float* p = bufs[t].p;
+            V acc[8] = {};
+            int64_t n = 0;
+            while (!stop.load(std::memory_order_relaxed)) {
+                for (int64_t j = 0; j < per; j += 8 * N)
+#pragma GCC unroll 8
+                    for (int u = 0; u < 8; ++u) acc[u] += vload<float>(p + j + u * N);
+                ++n;
+            }
+            for (int u = 1; u < 8; ++u) acc[0] += acc[u];
+            float s = 0.0f;
+            for (int j = 0; j < N; ++j) s += acc[0][j];
+            sink[t] = s;
+            passes[t] = n;
+        };
+        std::vector<std::thread> pool;
+        for (int64_t t = 1; t < threads; ++t) pool.emplace_back(body, t);
+        std::thread timer([&]() {
+            while (ready.load() < threads) cpu_relax();
+            std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+            stop.store(true);
+        });
+        const auto t0 = std::chrono::steady_clock::now();
+        body(0);
+        const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        timer.join();
+        for (auto& th : pool) th.join();
+        int64_t least = passes[0];
+        for (int64_t t = 1; t < threads; ++t) least = std::min(least, passes[t]);
+        volatile float keep = sink[0];  // the sums are used: the reads cannot be optimised away
+        (void)keep;
+        return (double)least / took;
+    } catch (...) {
+        return -1.0;
+    }
+}
 PW_API int pw_native_bf16() {  // whether bf16 products run as VDPBF16PS (else emulated in float32)
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
     return 1;
