@@ -387,6 +387,54 @@ def test_bf16_through_generate_and_its_errors():
         mid_model(layers=2, residual_channels=7).generate(5, weights="bf16")
 
 
+# ------------------------------------------------------------------------------------------ int8
+@needs_kernel
+def test_int8_through_generate_and_its_errors():
+    """weights="int8" runs through WaveNet.generate in every layout (batch 2 on rows, batch 1 split), is
+    reproducible, and is not float32 (the formats' arithmetic against a rounded reference: test_fast_isa.py)."""
+    m = mid_model(layers=4, stacks=1, num_speakers=2)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    a = m.generate(500, batch=2, speaker=1, generator=g(), weights="int8")
+    assert a.shape == (2, 500) and torch.equal(a, m.generate(500, batch=2, speaker=1, generator=g(), weights="int8"))
+    assert not torch.equal(a, m.generate(500, batch=2, speaker=1, generator=g()))
+    assert m.generate(300, speaker=0, generator=g(), weights="int8", backend="fused").shape == (1, 300)
+    with pytest.raises(ValueError, match="float32 model"):
+        tiny().generate(5, weights="int8")
+    with pytest.raises(ValueError, match="weights must be one of float32, bf16, int8"):
+        m.generate(5, weights="int4")
+    with pytest.raises(ValueError, match="fused step's precision"):
+        m.generate(5, weights="int8", backend="torch")
+
+
+@needs_kernel
+def test_weights_flag_on_the_cli(tmp_path, capsys):
+    """--weights int8 on resynthesize (the shipped vocoder); --bf16 is --weights bf16; conflicting and
+    --naive combinations are one-line errors."""
+    from pixelwave.cli import main
+    from pixelwave.data.audio import FLITE_SAMPLE
+
+    args = ["resynthesize", "pretrained:vocoder", "--input", str(FLITE_SAMPLE / "slt" / "000.flac"), "--seconds",
+            "0.05", "--force", "--out", str(tmp_path / "a.wav")]
+    assert main([*args, "--weights", "int8"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("samples/s, int8)")
+    assert main([*args, "--bf16"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("samples/s, bf16)")
+    for extra, message in ((["--bf16", "--weights", "int8"], "cannot be combined with --weights int8"),
+                           (["--weights", "int8", "--naive"], "--weights int8 runs in the fused CPU step")):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pixelwave: error:") and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+@needs_kernel
+def test_the_kernel_names_its_vector_code_and_streams():
+    """isa() is the compile target's vector code; stream_rate() is a positive rate that falls as the buffer
+    grows past the caches (the roofline's denominator)."""
+    assert ws.isa() in ("avx512", "avx2", "avx", "neon", "sse", "generic")
+    small, big = ws.stream_rate(64_000, 1, 0.05), ws.stream_rate(64_000_000, 1, 0.1)
+    assert small > 0 and big > 0 and small > 10 * big
+
+
 # ------------------------------------------------------------------------------------------ fallback
 def test_no_fast_env_runs_the_pytorch_path(monkeypatch):
     m = tiny(num_speakers=2)

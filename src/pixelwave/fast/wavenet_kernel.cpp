@@ -67,6 +67,7 @@
 #include <immintrin.h>
 static inline void cpu_relax() { _mm_pause(); }
 #elif defined(__aarch64__)
+#include <arm_neon.h>
 static inline void cpu_relax() { asm volatile("yield" ::: "memory"); }
 #else
 static inline void cpu_relax() {}
@@ -106,7 +107,6 @@ template <class T> struct VT;
 template <> struct VT<float> {
     typedef float V __attribute__((vector_size(kVecBytes)));
     typedef int32_t I __attribute__((vector_size(kVecBytes)));
-    typedef int8_t Q __attribute__((vector_size(kVecBytes / 4)));  // N int8 weights
     static constexpr int N = kVecBytes / 4;
 };
 template <> struct VT<double> {
@@ -207,6 +207,7 @@ constexpr int kMaxTileRows = 8;
 // rows: 2 vectors by kRowBlock rows (16 accumulators with 32 registers, 8 with 16). Measured on Zen 5 (AVX-512
 // and x86-64-v3 builds).
 constexpr int kTile1 = kVecRegs >= 32 ? 16 : 8;
+constexpr int kTile1Int8 = kVecRegs >= 32 ? 16 : 4;  // int8 also holds each widened weight vector in a register
 constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 4;
 
 template <class T> using MkFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t);
@@ -389,12 +390,38 @@ static MkbFn pickb(int bb, int ob) {  // the shapes pick() has
 // Weight-only quantisation: Y[b, 0 : OB*N] += scale[0 : OB*N] * sum_k X[b, k] * Q[k, 0 : OB*N], Q int8 (one
 // tile, (K, OB*N) row-major, as mk's W). Each weight is widened to float32 in registers (sign-extend, convert:
 // VPMOVSXBD + VCVTDQ2PS on x86); the products and sums are float32, and the scale is applied once at the end.
+// N int8 at p as float32 lanes. GCC 12 lowers __builtin_convertvector from a vector of 8 int8 lane by lane
+// (scalar sign extensions: 7x slower), hence the intrinsics where the target has them.
+static inline VT<float>::V widen_int8(const int8_t* p) {
+    using V = VT<float>::V;
+    V out;
+#if defined(__AVX512F__)
+    const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    std::memcpy(&out, &v, sizeof out);
+#elif defined(__AVX2__)
+    const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    std::memcpy(&out, &v, sizeof out);
+#elif defined(__SSE4_1__) && !defined(__AVX__)
+    int32_t bits;
+    std::memcpy(&bits, p, sizeof bits);
+    const __m128 v = _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(bits)));
+    std::memcpy(&out, &v, sizeof out);
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+    int32_t bits;
+    std::memcpy(&bits, p, sizeof bits);
+    const int8x8_t b = vreinterpret_s8_s32(vset_lane_s32(bits, vdup_n_s32(0), 0));
+    const float32x4_t v = vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(b))));
+    std::memcpy(&out, &v, sizeof out);
+#else
+    for (int j = 0; j < VT<float>::N; ++j) out[j] = (float)p[j];
+#endif
+    return out;
+}
+
 template <int BB, int OB>
 static void mkq(int64_t K, const int8_t* __restrict W, const float* __restrict scale, const float* __restrict X,
                 int64_t ldx, float* __restrict Y, int64_t ldy) {
     using V = VT<float>::V;
-    using I = VT<float>::I;
-    using Q = VT<float>::Q;
     constexpr int N = VT<float>::N;
     constexpr int U = BB * OB >= 8 ? 1 : 8 / (BB * OB);
     V acc[U][BB][OB];
@@ -408,11 +435,7 @@ static void mkq(int64_t K, const int8_t* __restrict W, const float* __restrict s
         const int8_t* w = W + k * (OB * N);
         V wf[OB];
 #pragma GCC unroll 16
-        for (int o = 0; o < OB; ++o) {
-            Q q;
-            std::memcpy(&q, w + o * N, sizeof q);
-            wf[o] = __builtin_convertvector(__builtin_convertvector(q, I), V);
-        }
+        for (int o = 0; o < OB; ++o) wf[o] = widen_int8(w + o * N);
 #pragma GCC unroll 16
         for (int b = 0; b < BB; ++b) {
             const V xb = vsplat<float>(X[b * ldx + k]);
@@ -1145,7 +1168,7 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     const int64_t rows = P->split ? 1 : (B + P->threads - 1) / P->threads;  // most rows one thread runs
     // One row per thread: the widest tiles that stay in registers (kTile1); more rows: 2 vectors by kRowBlock
     // rows (each weight load serves them all).
-    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? kTile1 : 2),
+    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? (P->int8 ? kTile1Int8 : kTile1) : 2),
                                                                 rows == 1 ? kMaxTile : kMaxTileRows));
     P->row_block = std::max<int64_t>(1, std::min<int64_t>(d->row_block ? d->row_block : kRowBlock, kMaxRows));
     P->dil.assign(d->dilations, d->dilations + L);
