@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
+from pathlib import Path
 
 import soundfile
 import torch
@@ -45,6 +47,7 @@ from pixelwave.audio import log_mel
 from pixelwave.data.audio import FLITE_SAMPLE
 from pixelwave.fast import wavenet_step
 from pixelwave.models import WaveNet
+from pixelwave.models.wavenet.generation import WEIGHT_FORMATS
 
 import harness
 from sections.wavenet import naive_sample, standard_wavenet
@@ -191,6 +194,93 @@ def measure_vocoder(quick: bool = False, repeats: int | None = None, log=print) 
             "load_before": load_before, "load_after": os.getloadavg(), "repeats": repeats, "rows": rows}
 
 
+def _kl_bits(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) in bits per position from log-probabilities (..., codes), float64."""
+    logp, logq = logp.double().log_softmax(-1), logq.double().log_softmax(-1)  # exact normalisation of each
+    return (logp.exp() * (logp - logq)).sum(-1) / math.log(2)
+
+
+def _log_tables(m: WaveNet, params: torch.Tensor, shift: torch.Tensor | None, chunk: int = 4096) -> torch.Tensor:
+    """Every code's log-probability (N, levels) from output parameters (N, C) (and, for "lpc_mixture", each
+    position's prediction shift (N,)), as the model's sampler computes them."""
+    if shift is None:
+        return params.double().log_softmax(-1)
+    from pixelwave.distributions import interval_mixture_table
+
+    edges = m.output.edges
+    out = []
+    for i in range(0, params.shape[0], chunk):  # (chunk, levels, K) at a time
+        lo, hi = m.output._intervals(edges[None, :-1], edges[None, 1:], shift[i: i + chunk, None])
+        out.append(interval_mixture_table(params[i: i + chunk].double(), lo, hi))
+    return torch.cat(out)
+
+
+def measure_kl(quick: bool = False, log=print) -> dict:
+    """The KL of each weight format's output distributions from the float32 model's, in bits per sample, on the
+    shipped trained models: pretrained:vocoder (re-speaking the first recording of each of flite-sample's four
+    voices from its log-mel frames) and pretrained:accents (one clip per accent). Each format generates with its
+    own weights (at the model card's temperature, as the CLI does) and records every step's distribution; the
+    float32 PyTorch pass, teacher-forced on that same sequence, gives the reference distributions; the mean of
+    KL(float32 || format) over every sample is the figure. The fused float32 step's own KL shows the floor (the
+    float32 rounding of two summation orders). Also: the model's mean entropy (bits per sample), for scale."""
+    import pixelwave as pw
+    from pixelwave import pretrained
+
+    steps = 1_000 if quick else 16_000
+    rows = []
+    for name in ("vocoder", "accents"):
+        m = pw.load(f"pretrained:{name}").float().eval()
+        temperature = pretrained.temperature(f"pretrained:{name}")
+        batch, cond, up, spk = 4, None, None, None
+        if m.cond_channels:  # the four voices' first sentences, to one length
+            waves = [soundfile.read(sorted((FLITE_SAMPLE / v).glob("*.flac"))[0], dtype="float32")[0] for v in
+                     ("slt", "rms", "awb", "kal16")]
+            n = min(steps, *(len(w) for w in waves))
+            steps = n // m.hop_length * m.hop_length
+            mel = json.loads((Path(pretrained.resolve(f"pretrained:{name}")) / "data.json").read_text())["mel"]
+            cond = torch.stack([log_mel(torch.from_numpy(w[:steps]), m.config.sample_rate, **mel) for w in waves])
+            with torch.no_grad():
+                up = m.upsampler(cond)[..., :steps]  # (B, C, steps)
+        if m.num_speakers:
+            spk = torch.arange(batch) % m.num_speakers
+        with torch.no_grad():
+            sb = m._speaker_bias(spk)
+        u = torch.rand(batch, steps, generator=torch.Generator().manual_seed(0))
+        for fmt in WEIGHT_FORMATS:
+            if m.fused_unsupported(fmt) is not None:
+                log(f"{name} {fmt}: {m.fused_unsupported(fmt)}")
+                continue
+            params = torch.empty(steps, batch, m.output.channels(m.levels))
+            codes = wavenet_step.run(m.generation_weights(sb, batch, fmt, cond), steps, up, u, temperature,
+                                     logits_out=params)
+            with torch.no_grad():
+                if m.output.needs_prediction:
+                    reference, shift = m._output_params(codes, spk, cond)  # (B, C, T), (B, T)
+                    shift = shift.reshape(-1)
+                else:
+                    reference, shift = m.logits(codes, spk, cond), None
+            ref = _log_tables(m, reference.permute(0, 2, 1).reshape(-1, reference.shape[1]), shift)
+            got = _log_tables(m, params.permute(1, 0, 2).reshape(-1, params.shape[2]), shift)
+            kl = _kl_bits(ref, got)
+            entropy = -(ref.exp() * ref).sum(-1).mean() / math.log(2)
+            rows.append({"model": name, "weights": fmt, "kl_bits": float(kl.mean()), "kl_p99_bits":
+                         float(kl.quantile(0.99)) if kl.numel() <= 16_000_000 else None,
+                         "entropy_bits": float(entropy), "samples": kl.numel(), "temperature": temperature})
+            log(f"  {name} {fmt}: KL {rows[-1]['kl_bits']:.2e} bits/sample")
+    return {"machine": harness.machine(), "isa": wavenet_step.isa(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "rows": rows}
+
+
+def kl_table(res: dict) -> str:
+    lines = [f"KL(float32 || format) of the output distributions, shipped models, teacher-forced on each format's "
+             f"own samples -- kernel {res['isa']}; {res['machine']}; {res['date']}", ""]
+    cells = [[r["model"], r["weights"], f"{r['kl_bits']:.2e}", f"{r['kl_p99_bits']:.2e}", f"{r['entropy_bits']:.2f}",
+              f"{r['samples']:,}"] for r in res["rows"]]
+    lines += harness.markdown_table(["model", "weights", "KL bits/sample (mean)", "99th percentile",
+                                     "entropy bits/sample", "samples"], cells, "llrrrr")
+    return "\n".join(lines)
+
+
 def vocoder_table(res: dict) -> str:
     base = res["rows"][0]["samples_per_s"]
     lines = [f"WaveNet lpc_mixture vocoder (10 layers, 32/32/64, 80 mels at hop 200, 10 logistics, LPC order 16), "
@@ -238,11 +328,16 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-conditioned", action="store_true", help="skip the speaker + mel rows")
     ap.add_argument("--vocoder", action="store_true", help="the lpc_mixture vocoder's rows instead (one thread)")
+    ap.add_argument("--kl", action="store_true", help="the KL of each weight format from float32 on the shipped "
+                                                       "models instead")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.threads:  # else torch's default, as before the flag existed
         torch.set_num_threads(args.threads)
-    if args.vocoder:
+    if args.kl:
+        res = measure_kl(quick=args.quick)
+        text = kl_table(res)
+    elif args.vocoder:
         res = measure_vocoder(quick=args.quick, repeats=args.repeats)
         text = vocoder_table(res)
     else:

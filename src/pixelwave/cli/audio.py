@@ -95,9 +95,6 @@ def prepare_generation(args, model) -> str:
     why = model.fused_unsupported(weights, param.dtype, param.device)
     if why:
         raise UserError(f"{flag} cannot run here: {why}")
-    if weights == "bf16" and not wavenet_step.native_bf16():
-        print("note: this CPU has no AVX512-BF16: bfloat16 weights are widened to float32 in registers (half the "
-              "bytes of float32, the same products)")
     return weights
 
 

@@ -28,11 +28,16 @@
 // kSlowWaits waits that outlast the spin budget in one run call (a busy machine), thread 0 goes on alone
 // with the whole network (its own copy of it) for the rest of that call; the next call tries two again.
 //
-// bf16 (float32 plans only, opt-in): every matrix is stored as bfloat16 pairs (two consecutive inputs of one
-// output in 32 bits), the inputs of each product are rounded to bfloat16 (nearest even) once per call, and the
-// sums are float32: on CPUs with AVX512-BF16 one VDPBF16PS does 32 multiply-adds, twice the float32 rate, and
-// the weights a batch-1 step streams halve (~3.3 MB). Without AVX512-BF16 the same arithmetic runs in plain
-// float32 vectors (the same products, not faster). Everything else (gates, residual sums, draw) stays float32.
+// Weight formats (float32 plans only, opt-in), smaller weights for a step bound by the bytes it streams; the
+// inputs, products and sums stay float32, and so does everything else (gates, residual sums, draw):
+// - bf16: every matrix stored as bfloat16 pairs (two consecutive inputs of one output in 32 bits), widened to
+//   float32 in registers by a mask and a shift (~3.3 MB per sample for the standard model).
+// - int8: every matrix but the output layer (h2) stored as int8 with a scale per output channel of the model's
+//   matrix (weight-only quantisation), widened in registers (sign-extend + convert) and scaled once per output
+//   (~1.9 MB per sample). The output layer stays float32: its errors move the output distribution directly
+//   (int8 there alone cost pretrained:vocoder 0.18 bits per sample of KL from float32, the rest 2e-4).
+//
+// Vector width: the compile target's (kVecBytes, below); the tiles are sized to its register file.
 //
 // The "lpc_mixture" output (an LPCNet-style vocoder): each row keeps its decoded past s (the mu-law centres of
 // its codes, 0 before t = 0) and the last excitation e_(t-1) = s_(t-1) - p_(t-1), in float64 as PyTorch keeps
@@ -261,70 +266,27 @@ template <class T> struct PMat {
 };
 
 // ------------------------------------------------------------------------------------------ bf16 products
-// A pair packs bfloat16(a) in its low 16 bits and bfloat16(b) in its high 16 bits (a: the even input).
+// Weight-only: a pair packs bfloat16(w_a) in its low 16 bits and bfloat16(w_b) in its high 16 bits (w_a: the
+// weight of the even input), widened to float32 in registers (a mask and a shift); the inputs stay float32, so
+// each product is exact in float32 and only the weights are rounded. (VDPBF16PS would also round the inputs to
+// bfloat16: measured on pretrained:vocoder, that took the KL from float32 from 6e-5 to 1.2e-3 bits per sample,
+// while widening cost ~6% at batch 1 on a Zen 5, where the step is bound by the weights' bytes.)
 static inline uint32_t bf16_bits(float x) {  // round to nearest even (no NaNs reach here)
     uint32_t u;
     std::memcpy(&u, &x, sizeof u);
     return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
 
-// dst[j] = the pair (src[2j], src[2j+1]) for j < n / 2; n is even.
-static void to_pairs(const float* src, int64_t n, uint32_t* dst) {
-    int64_t j = 0;
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-    for (; j + 16 <= n; j += 16)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j / 2),
-                            (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + j)));
-#endif
-    for (; j < n; j += 2) dst[j / 2] = bf16_bits(src[j]) | (bf16_bits(src[j + 1]) << 16);
-}
-
-// As mk, on pairs: Y[b, 0 : OB*N] += sum_p X[b, p] . W[p, 0 : OB*N] (each a two-term dot product), P pairs.
+// As mk, on pairs: Y[b, 0 : OB*N] += sum_p X[b, 2p] W_lo[p, :] + X[b, 2p + 1] W_hi[p, :], P pairs.
 template <int BB, int OB>
-static void mkb(int64_t P, const uint32_t* __restrict W, const uint32_t* __restrict X, int64_t ldx,
+static void mkb(int64_t P, const uint32_t* __restrict W, const float* __restrict X, int64_t ldx,
                 float* __restrict Y, int64_t ldy) {
     constexpr int N = VT<float>::N;
     constexpr int U = BB * OB >= 8 ? 1 : 8 / (BB * OB);
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-    __m512 acc[U][BB][OB];
-#pragma GCC unroll 16
-    for (int b = 0; b < BB; ++b)
-#pragma GCC unroll 16
-        for (int o = 0; o < OB; ++o) {
-            acc[0][b][o] = _mm512_loadu_ps(Y + b * ldy + o * N);
-#pragma GCC unroll 8
-            for (int j = 1; j < U; ++j) acc[j][b][o] = _mm512_setzero_ps();
-        }
-#define PW_MKB_STEP(J, Q)                                                                                   \
-    {                                                                                                       \
-        const uint32_t* w = W + (Q) * (OB * N);                                                             \
-        _Pragma("GCC unroll 16") for (int b = 0; b < BB; ++b) {                                             \
-            const __m512bh xb = (__m512bh)_mm512_set1_epi32((int)X[b * ldx + (Q)]);                         \
-            _Pragma("GCC unroll 16") for (int o = 0; o < OB; ++o) acc[J][b][o] =                             \
-                _mm512_dpbf16_ps(acc[J][b][o], xb, (__m512bh)_mm512_loadu_si512(w + o * N));                \
-        }                                                                                                   \
-    }
-    int64_t p = 0;
-    for (; p + U <= P; p += U) {
-#pragma GCC unroll 8
-        for (int j = 0; j < U; ++j) PW_MKB_STEP(j, p + j)
-    }
-    for (; p < P; ++p) PW_MKB_STEP(0, p)
-#undef PW_MKB_STEP
-#pragma GCC unroll 16
-    for (int b = 0; b < BB; ++b)
-#pragma GCC unroll 16
-        for (int o = 0; o < OB; ++o) {
-#pragma GCC unroll 8
-            for (int j = 1; j < U; ++j) acc[0][b][o] = _mm512_add_ps(acc[0][b][o], acc[j][b][o]);
-            _mm512_storeu_ps(Y + b * ldy + o * N, acc[0][b][o]);
-        }
-#else  // portable: widen the pairs to float32 (a shift and a mask) and multiply-add as mk does
     using V = VT<float>::V;
     using I = VT<float>::I;
     const I hi_mask = I{} + (int32_t)0xffff0000u;
     auto widen = [](I bits) { V v; std::memcpy(&v, &bits, sizeof v); return v; };
-    auto scalar = [](uint32_t bits) { float f; std::memcpy(&f, &bits, sizeof f); return f; };
     V acc[U][BB][OB];
 #pragma GCC unroll 16
     for (int b = 0; b < BB; ++b)
@@ -336,16 +298,21 @@ static void mkb(int64_t P, const uint32_t* __restrict W, const uint32_t* __restr
         }
     auto step = [&](int j, int64_t q) __attribute__((always_inline)) {
         const uint32_t* w = W + q * (OB * N);
+        V lo[OB], hi[OB];
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+            I wb;
+            std::memcpy(&wb, w + o * N, sizeof wb);
+            hi[o] = widen(wb & hi_mask);
+            lo[o] = widen(wb << 16);
+        }
 #pragma GCC unroll 16
         for (int b = 0; b < BB; ++b) {
-            const uint32_t x = X[b * ldx + q];
-            const V xlo = vsplat<float>(scalar(x << 16)), xhi = vsplat<float>(scalar(x & 0xffff0000u));
+            const V xlo = vsplat<float>(X[b * ldx + 2 * q]), xhi = vsplat<float>(X[b * ldx + 2 * q + 1]);
 #pragma GCC unroll 16
             for (int o = 0; o < OB; ++o) {
-                I wb;
-                std::memcpy(&wb, w + o * N, sizeof wb);
-                acc[j][b][o] += xhi * widen(wb & hi_mask);  // the odd input first, as VDPBF16PS
-                acc[j][b][o] += xlo * widen(wb << 16);
+                acc[j][b][o] += xlo * lo[o];
+                acc[j][b][o] += xhi * hi[o];
             }
         }
     };
@@ -363,10 +330,9 @@ static void mkb(int64_t P, const uint32_t* __restrict W, const uint32_t* __restr
             for (int j = 1; j < U; ++j) acc[0][b][o] += acc[j][b][o];
             vstore<float>(Y + b * ldy + o * N, acc[0][b][o]);
         }
-#endif
 }
 
-using MkbFn = void (*)(int64_t, const uint32_t*, const uint32_t*, int64_t, float*, int64_t);
+using MkbFn = void (*)(int64_t, const uint32_t*, const float*, int64_t, float*, int64_t);
 template <int BB, int... O> static MkbFn pickb_row(int ob, std::integer_sequence<int, O...>) {
     static constexpr MkbFn table[] = {mkb<BB, O + 1>...};
     return table[std::min<int>(ob, (int)sizeof...(O)) - 1];
@@ -496,20 +462,17 @@ static void gemm_int8(const PMat<float>& W, int64_t k0, int64_t kn, int64_t rows
     }
 }
 
-// gemm_part on bf16 pairs: the rows of X (inputs [k0, k0 + kn), both even) rounded to pairs first.
+// gemm_part on bf16 pairs: inputs [k0, k0 + kn), both even.
 static void gemm_pairs(const PMat<float>& W, int64_t k0, int64_t kn, int64_t rows, int row_block, const float* X,
                        int64_t ldx, float* Y, int64_t ldy) {
     constexpr int N = VT<float>::N;
-    thread_local std::vector<uint32_t> xp;  // the rounded rows, (rows, kn / 2)
     const int64_t np = kn / 2, mv = W.M / N;
-    if ((int64_t)xp.size() < rows * np) xp.resize(rows * np);
-    for (int64_t r = 0; r < rows; ++r) to_pairs(X + r * ldx, kn, xp.data() + r * np);
     const uint32_t* wp = W.pairs;
     for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
         const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
         for (int64_t r = 0; r < rows; r += row_block) {
             const int bb = (int)std::min<int64_t>(row_block, rows - r);
-            pickb(bb, ob)(np, wp + k0 / 2 * ob * N, xp.data() + r * np, np, Y + r * ldy + v0 * N, ldy);
+            pickb(bb, ob)(np, wp + k0 / 2 * ob * N, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
         }
         wp += W.K / 2 * ob * N;
     }
@@ -814,7 +777,8 @@ template <class T> struct Part {  // the weights one thread multiplies by
     Buf<T> arena, cond_arena;
     Buf<uint32_t> pairs, cond_pairs;  // bf16: the arenas' matrices as pairs, same order (the arenas freed)
     Buf<int8_t> qarena;               // int8: the arena's matrices as int8, same order (the arena freed),
-    Buf<float> scales;                // and every packed output's scale, matrix after matrix
+    Buf<float> scales;                // and every packed output's scale, matrix after matrix;
+    Buf<float> h2_keep;               // the output layer, which stays float32
     std::vector<PMat<T>> tap, res;
     PMat<T> skip, h1, h2;
     PMat<T> cond;  // (cond_channels, L * 2PG): the mel projections of this part's units, in h's layout
@@ -858,7 +822,7 @@ template <class T> struct Plan {
     Buf<double> lpc, edges, centres;            // (B, F, p), (levels + 1,), (levels,)
     Buf<T> pemb, eemb;                          // (levels, R) each: the prediction's, the excitation's embeddings
     bool bf16 = false, int8 = false;  // the weights' format (float32 plans): bfloat16 pairs, int8 + scales
-    Buf<float> conv_scale, res_scale, skip_scale, h1_scale, h2_scale;  // int8: per output channel
+    Buf<float> conv_scale, res_scale, skip_scale, h1_scale;  // int8: per output channel
     bool split;  // batch 1 on two threads: contexts 0 and 1 split the units; context 2 runs alone
     bool peer_stale = false;  // context 1's copy of the state is behind context 0's (after a solo stretch)
     std::vector<int64_t> dil, span;  // span: (k-1)*d, a layer's queue length
@@ -1010,7 +974,7 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
     if constexpr (std::is_same_v<T, float>) {
         if (P->int8) {  // the same matrices as int8, in the same order, with their outputs' scales
             W.qarena = Buf<int8_t>(W.arena.n);
-            W.scales = Buf<float>(L * 2 * W.PG + (L - 1) * P->PR + P->PS + round_up(W.sp, N) + round_up(W.cp, N));
+            W.scales = Buf<float>(L * 2 * W.PG + (L - 1) * P->PR + P->PS + round_up(W.sp, N));
             int8_t* q = W.qarena.p;
             float* sc = W.scales.p;
             for (int64_t i = 0; i < L; ++i) {
@@ -1023,7 +987,9 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
             }
             quantize_up(q, sc, W.skip, [&](int64_t m) { return m < S ? P->skip_scale[m] : 0.0f; });
             quantize_up(q, sc, W.h1, [&](int64_t m) { return m < W.sp ? P->h1_scale[W.s0 + m] : 0.0f; });
-            quantize_up(q, sc, W.h2, [&](int64_t m) { return m < W.cp ? P->h2_scale[W.c0 + m] : 0.0f; });
+            W.h2_keep = Buf<float>(W.h2.K * W.h2.M);  // the output layer stays float32
+            std::memcpy(W.h2_keep.p, W.h2.data, W.h2.K * W.h2.M * sizeof(float));
+            W.h2.data = W.h2_keep.p;
             W.arena = Buf<T>();
         }
         if (P->bf16) {  // the same matrices as pairs, in the same order
@@ -1157,8 +1123,6 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
             });
             const float* w1 = static_cast<const float*>(d->h1_w);  // (S, S)
             P->h1_scale = channel_scales(S, S, [&](int64_t o, int64_t j) { return w1[o * S + j]; });
-            const float* w2 = static_cast<const float*>(d->h2_w);  // (C, S)
-            P->h2_scale = channel_scales(C, S, [&](int64_t o, int64_t j) { return w2[o * S + j]; });
         }
     }
     P->split = B == 1 && P->threads == 2 && G >= 2 && (!P->bf16 || G % 4 == 0);  // bf16: even halves
@@ -1589,13 +1553,6 @@ PW_API double pw_stream_rate(int64_t bytes, int64_t threads, double seconds) {
     } catch (...) {
         return -1.0;
     }
-}
-PW_API int pw_native_bf16() {  // whether bf16 products run as VDPBF16PS (else emulated in float32)
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-    return 1;
-#else
-    return 0;
-#endif
 }
 PW_API int64_t pw_desc_size() { return (int64_t)sizeof(PwDesc); }
 PW_API int64_t pw_runargs_size() { return (int64_t)sizeof(RunArgs); }

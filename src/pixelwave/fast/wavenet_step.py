@@ -160,13 +160,6 @@ def stream_rate(nbytes: int, threads: int = 2, seconds: float = 0.3) -> float | 
     return None if rate is None or rate < 0 else rate
 
 
-def native_bf16() -> bool:
-    """Whether the kernel built here multiplies bfloat16 natively (AVX512-BF16), i.e. bf16 generation is faster
-    than float32; without it the same products are emulated in float32."""
-    lib = kernel()
-    return bool(lib is not None and lib.pw_native_bf16())
-
-
 def default_threads(batch: int) -> int:
     """$PIXELWAVE_FAST_THREADS, else the CPUs this process may use, at most 2 for batch 1 and `batch` else."""
     env = os.environ.get("PIXELWAVE_FAST_THREADS")
@@ -211,10 +204,11 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
     patience: at batch 1 on 2 threads, the slow waits per chunk after which one thread goes on alone (0: the
     kernel's default, -1: never, so that tests exercise the two-thread path); split_limit: if > 0, split mode
     hands over to one thread after this many steps of every chunk (tests: the hand-over and back).
-    w.format "bf16": multiply by bfloat16 copies of the weights, the inputs of each product rounded to bfloat16
-    and the sums in float32; the codes then follow the model to about bfloat16's precision. "int8": int8 copies
-    with a scale per output channel (weight-only quantisation: round(w / scale), scale = max |w| / 127 over the
-    channel's inputs), widened to float32 in registers; inputs, products and sums float32.
+    w.format "bf16": multiply by bfloat16 copies of the weights (nearest even), widened to float32 in registers;
+    "int8": by int8 copies with a scale per output channel (weight-only quantisation: q = round(w / scale),
+    scale = max |w| over the channel's inputs / 127; the summed skips are one matrix of every layer's gates; the
+    output layer stays float32). Inputs, products and sums are float32 in every format; the codes then follow
+    the model to the weights' precision (docs/benchmarks.md has the KL of each from float32).
     """
     dtype = w.conv_w.dtype
     channels = (w.residual_channels, w.gate_channels, w.skip_channels)
