@@ -60,16 +60,12 @@ def why_not(level: str) -> str | None:
 
 @pytest.fixture(scope="module", params=list(LEVELS))
 def level(request):
-    """The kernel built with -march=LEVEL (after -march=native, so it wins) for the tests of one level."""
+    """The kernel built with -march=LEVEL (after -march=native, which it overrides) for the tests of one level."""
     why = why_not(request.param)
     if why:
         pytest.skip(why)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(build, "_LOADED", {})
-        mp.setattr(build, "_ERRORS", {})
-        mp.setattr(ws, "_lib_checked", {})
-        mp.setenv("PIXELWAVE_FAST_CXXFLAGS", f"-march={request.param}")
-        assert ws.kernel() is not None, build.build_error(ws.SOURCE)
+    with ws.target(request.param):
+        assert ws.kernel() is not None, build.build_error(ws.SOURCE, (f"-march={request.param}",))
         yield request.param
 
 

@@ -30,6 +30,7 @@ taking a WaveNet; they ask the model for its weights and reasons (`WaveNet.gener
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 
@@ -80,9 +81,28 @@ def disabled() -> bool:
     return os.environ.get("PIXELWAVE_NO_FAST", "") not in ("", "0")
 
 
+_target: list[str] = []  # -march=... of the build `kernel()` loads (see `target`); empty: this machine's
+
+
+@contextlib.contextmanager
+def target(march: str):
+    """Within it, the fused step runs the kernel built with -march=`march` (after -march=native, which it
+    overrides: e.g. "x86-64-v3" is the AVX2 build on any x86-64 CPU that can run it); the benchmark times the
+    builds side by side this way. Builds are cached per flags, like the default one."""
+    _target.append(march)
+    try:
+        yield
+    finally:
+        _target.pop()
+
+
+def _flags() -> tuple[str, ...]:
+    return (f"-march={_target[-1]}",) if _target else ()
+
+
 def kernel() -> ctypes.CDLL | None:
     """The compiled kernel library, built at first use; None if it cannot be built or loaded here."""
-    lib = _build.load(SOURCE)
+    lib = _build.load(SOURCE, _flags())
     if lib is None:
         return None
     if id(lib) not in _lib_checked:
@@ -121,7 +141,7 @@ def cannot_run(dtype: torch.dtype, device: torch.device, weights: str = "float32
     if dtype not in _SUFFIX:
         return f"the fast path computes in float32 or float64, not {dtype}"
     if kernel() is None:
-        return f"the kernel could not be built: {_build.build_error(SOURCE)}"
+        return f"the kernel could not be built: {_build.build_error(SOURCE, _flags())}"
     if weights not in FORMATS:
         return f"the fused step multiplies by {', '.join(FORMATS)} weights, not {weights!r}"
     if weights != "float32" and dtype != torch.float32:
