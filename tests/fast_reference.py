@@ -21,16 +21,13 @@ def int8_round(t: torch.Tensor, dims) -> torch.Tensor:
 
 def rounded(w, fmt: str):
     """GenerationWeights w with the matrices rounded as weight format `fmt` defines (the biases, embedding,
-    speaker biases and silence states stay float32; the mel projection too, except that bf16 rounds it when
-    its band count is even)."""
+    speaker biases, silence states and the mel projection stay float32)."""
     if fmt == "int8":  # per output channel of each matrix (the summed skips are one map of every layer's gates);
         # the output layer stays float32
         return dataclasses.replace(w, conv_w=int8_round(w.conv_w, (2, 3)), res_w=int8_round(w.res_w, (2,)),
                                    skip_w=int8_round(w.skip_w, (0, 2)), h1_w=int8_round(w.h1_w, (1,)))
-    even_mel = w.cond_w is not None and w.cond_w.shape[1] % 2 == 0
     return dataclasses.replace(w, conv_w=bf16_round(w.conv_w), res_w=bf16_round(w.res_w),
-                               skip_w=bf16_round(w.skip_w), h1_w=bf16_round(w.h1_w), h2_w=bf16_round(w.h2_w),
-                               cond_w=bf16_round(w.cond_w) if even_mel else w.cond_w)
+                               skip_w=bf16_round(w.skip_w), h1_w=bf16_round(w.h1_w), h2_w=bf16_round(w.h2_w))
 
 
 def reference_logits(w, codes, up):

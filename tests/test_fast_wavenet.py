@@ -287,10 +287,10 @@ def bf16_logits(m, steps, batch, threads, seed=11):
 @pytest.mark.parametrize("batch,threads,mels", [(1, 1, 6), (1, 2, 5), (5, 2, 6), (9, 1, 5)])
 def test_bf16_logits_follow_the_float32_model_to_bfloat16_precision(batch, threads, mels):
     """bf16 generation, teacher-forced: every step's log-probabilities are within bfloat16's reach of the
-    float32 model's on the same sequence (bfloat16 keeps 8 significant bits: ~0.4% per weight and input),
-    and measurably not equal to them (the products really are rounded). Batch 9 on one thread runs the
-    8-row and 1-row microkernels; batch 1 on two threads the split layout. The mel projection is in bf16 for
-    an even band count, float32 for an odd one."""
+    float32 model's on the same sequence (bfloat16 keeps 8 significant bits: ~0.4% per weight), and
+    measurably not equal to them (the weights really are rounded; tests/test_fast_isa.py checks the rounding
+    itself). Batch 9 on one thread runs the 8-row and 1-row microkernels; batch 1 on two threads the split
+    layout; even and odd mel band counts."""
     m = mid_model(num_speakers=2, cond_channels=mels, hop_length=8)
     codes, logits, parallel = bf16_logits(m, m.receptive_field + 60, batch, threads)
     err = (logits.log_softmax(-1) - parallel.log_softmax(-1)).abs()

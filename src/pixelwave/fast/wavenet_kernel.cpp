@@ -29,7 +29,8 @@
 // with the whole network (its own copy of it) for the rest of that call; the next call tries two again.
 //
 // Weight formats (float32 plans only, opt-in), smaller weights for a step bound by the bytes it streams; the
-// inputs, products and sums stay float32, and so does everything else (gates, residual sums, draw):
+// inputs, products and sums stay float32, and so does everything else (gates, residual sums, draw, and the mel
+// projection: a product over a block of steps, bound by its multiply-adds, which widening would only slow):
 // - bf16: every matrix stored as bfloat16 pairs (two consecutive inputs of one output in 32 bits), widened to
 //   float32 in registers by a mask and a shift (~3.3 MB per sample for the standard model).
 // - int8: every matrix but the output layer (h2) stored as int8 with a scale per output channel of the model's
@@ -775,7 +776,7 @@ template <class T> struct Part {  // the weights one thread multiplies by
     int64_t s0 = 0, sp = 0;          // head-1 outputs [s0, s0 + sp)
     int64_t c0 = 0, cp = 0;          // logits [c0, c0 + cp)
     Buf<T> arena, cond_arena;
-    Buf<uint32_t> pairs, cond_pairs;  // bf16: the arenas' matrices as pairs, same order (the arenas freed)
+    Buf<uint32_t> pairs;              // bf16: the arena's matrices as pairs, same order (the arena freed)
     Buf<int8_t> qarena;               // int8: the arena's matrices as int8, same order (the arena freed),
     Buf<float> scales;                // and every packed output's scale, matrix after matrix;
     Buf<float> h2_keep;               // the output layer, which stays float32
@@ -1001,11 +1002,6 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
             }
             for (PMat<T>* m : {&W.skip, &W.h1, &W.h2}) q = pair_up(q, *m);
             W.arena = Buf<T>();
-            if (P->Cm % 2 == 0 && P->Cm) {  // an odd mel band count keeps its projection in float32
-                W.cond_pairs = Buf<uint32_t>((W.cond_arena.n + 1) / 2);
-                pair_up(W.cond_pairs.p, W.cond);
-                W.cond_arena = Buf<T>();
-            }
         }
     }
 }
