@@ -59,8 +59,18 @@ def why_not(level: str) -> str | None:
     return None
 
 
+@pytest.fixture(scope="module")
+def prebuilt():
+    """Every level this machine can run, compiled at once (each build is one compiler process: ~25 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    runnable = [lv for lv in LEVELS if why_not(lv) is None]
+    with ThreadPoolExecutor(len(runnable) or 1) as pool:
+        list(pool.map(lambda lv: build.load(ws.SOURCE, (f"-march={lv}",)), runnable))
+
+
 @pytest.fixture(scope="module", params=list(LEVELS))
-def level(request):
+def level(request, prebuilt):
     """The kernel built with -march=LEVEL (after -march=native, which it overrides) for the tests of one level."""
     why = why_not(request.param)
     if why:

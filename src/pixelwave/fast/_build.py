@@ -26,7 +26,8 @@ import warnings
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # guards _LOCKS
+_LOCKS: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}  # one per build: builds of other flags run at once
 _LOADED: dict[tuple[str, tuple[str, ...]], ctypes.CDLL | None] = {}  # (source, flags) -> library
 _ERRORS: dict[tuple[str, tuple[str, ...]], str] = {}
 
@@ -93,6 +94,8 @@ def load(source: str, flags: tuple[str, ...] = ()) -> ctypes.CDLL | None:
     """
     key = (source, tuple(flags))
     with _LOCK:
+        lock = _LOCKS.setdefault(key, threading.Lock())
+    with lock:
         if key in _LOADED:
             return _LOADED[key]
         lib, err = _build_and_load(source, key[1])
