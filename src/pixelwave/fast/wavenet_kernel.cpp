@@ -213,7 +213,7 @@ constexpr int kMaxTileRows = 8;
 // rows: 2 vectors by kRowBlock rows (16 accumulators with 32 registers, 8 with 16). Measured on Zen 5 (AVX-512
 // and x86-64-v3 builds).
 constexpr int kTile1 = kVecRegs >= 32 ? 16 : 8;
-constexpr int kTile1Int8 = kVecRegs >= 32 ? 16 : 4;  // int8 also holds each widened weight vector in a register
+constexpr int kTile1Int8 = kVecRegs >= 32 ? 8 : 4;  // int8 also holds each widened weight vector in a register
 constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 4;
 
 template <class T> using MkFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t);

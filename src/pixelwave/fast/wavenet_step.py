@@ -19,9 +19,14 @@ weights' `prediction`: the kernel keeps each row's decoded past, predicts every 
 PyTorch paths do, adds the prediction's and the last excitation's embeddings to the input, and draws from the
 mixture around the prediction; at temperature 1 by bisection over the codes, see wavenet_kernel.cpp).
 
+Weights (`FORMATS`, `GenerationWeights.format`): float32 (the model's dtype), or for float32 models bf16 or
+int8 copies (a scale per output channel) made by the kernel and widened to float32 in registers: fewer bytes per
+sample, which is what bounds the batch-1 step (`stream_rate` measures that bound); see `run`.
+
 The kernel is skipped when $PIXELWAVE_NO_FAST is set to anything but "" or "0", for models off the CPU, and in
 dtypes other than float32/float64 (`cannot_run`). The C++ source (wavenet_kernel.cpp, next to this file) is
-compiled at first use (see _build.py); without a compiler the PyTorch path runs, after one warning.
+compiled at first use (see _build.py) for this CPU (-march=native: its vector width and registers, `isa()`;
+`target(march)` loads another build beside it); without a compiler the PyTorch path runs, after one warning.
 
 `generate(model, ...)`, `unsupported(model, ...)` and `bf16_unsupported(model, ...)` are the 0.1.0 entry points
 taking a WaveNet; they ask the model for its weights and reasons (`WaveNet.generation_weights`,
@@ -162,6 +167,12 @@ def unsupported(model, dtype: torch.dtype, device: torch.device) -> str | None:
 def bf16_unsupported(model, dtype: torch.dtype, device: torch.device) -> str | None:
     """Why the fused step cannot generate from `model` with bfloat16 weights (None if it can)."""
     return model.fused_unsupported("bf16", dtype, device)
+
+
+def native_bf16() -> bool:
+    """False: bf16 weights are widened to float32 in registers on every CPU (no VDPBF16PS, which also rounds the
+    inputs). Kept for code written against 0.1.0, where True meant AVX512-BF16 products."""
+    return False
 
 
 def isa() -> str | None:
