@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean speech-tools pretrained
+.PHONY: demo test lint bench clean speech-tools arm-tools arm-test pretrained
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,10 +26,24 @@ speech-tools:
 		|| echo "note: could not apt-get install flite espeak-ng: the tests that synthesise speech will skip"; \
 	else echo "note: flite/espeak-ng missing (apt-get install flite espeak-ng): the tests that need them will skip"; fi
 
+# g++-aarch64-linux-gnu and qemu-user (Debian packages): tests/test_fast_arm.py cross-compiles the fused WaveNet
+# kernel for aarch64 (NEON) and runs it under qemu-aarch64 (~15 s); without them it skips, saying why. Best
+# effort, as speech-tools.
+arm-tools:
+	@if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq \
+			g++-aarch64-linux-gnu qemu-user; } >/dev/null 2>&1 \
+		|| echo "note: could not apt-get install g++-aarch64-linux-gnu qemu-user: the ARM kernel tests will skip"; \
+	else echo "note: g++-aarch64-linux-gnu/qemu-user missing: the ARM kernel tests will skip"; fi
+
+arm-test: $(STAMP) arm-tools
+	$(BIN)/python -m pytest -o addopts= -v tests/test_fast_arm.py
+
 demo: $(STAMP)
 	$(BIN)/python -m pixelwave.demo --out demo-out
 
-test: $(STAMP) speech-tools
+test: $(STAMP) speech-tools arm-tools
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -287,10 +287,10 @@ def bf16_logits(m, steps, batch, threads, seed=11):
 @pytest.mark.parametrize("batch,threads,mels", [(1, 1, 6), (1, 2, 5), (5, 2, 6), (9, 1, 5)])
 def test_bf16_logits_follow_the_float32_model_to_bfloat16_precision(batch, threads, mels):
     """bf16 generation, teacher-forced: every step's log-probabilities are within bfloat16's reach of the
-    float32 model's on the same sequence (bfloat16 keeps 8 significant bits: ~0.4% per weight and input),
-    and measurably not equal to them (the products really are rounded). Batch 9 on one thread runs the
-    8-row and 1-row microkernels; batch 1 on two threads the split layout. The mel projection is in bf16 for
-    an even band count, float32 for an odd one."""
+    float32 model's on the same sequence (bfloat16 keeps 8 significant bits: ~0.4% per weight), and
+    measurably not equal to them (the weights really are rounded; tests/test_fast_isa.py checks the rounding
+    itself). Batch 9 on one thread runs the 8-row and 1-row microkernels; batch 1 on two threads the split
+    layout; even and odd mel band counts."""
     m = mid_model(num_speakers=2, cond_channels=mels, hop_length=8)
     codes, logits, parallel = bf16_logits(m, m.receptive_field + 60, batch, threads)
     err = (logits.log_softmax(-1) - parallel.log_softmax(-1)).abs()
@@ -351,26 +351,6 @@ def test_bf16_generation_is_reproducible_and_draws_from_its_own_logits():
 
 
 @needs_kernel
-@pytest.mark.skipif(not ws.native_bf16(), reason="this CPU has no AVX512-BF16: the portable products already ran")
-def test_portable_bf16_products_equal_the_native_ones(monkeypatch, tmp_path):
-    """A kernel built without AVX512-BF16 computes the same bfloat16 products in float32 vectors: the same
-    logits to float32 rounding (VDPBF16PS flushes denormals; nothing here is that small)."""
-    m = mid_model()
-    steps = 200
-    native = bf16_logits(m, steps, 3, 1)[1]
-    monkeypatch.setattr(build, "_LOADED", {})
-    monkeypatch.setattr(ws, "_lib_checked", {})
-    monkeypatch.setenv("PIXELWAVE_CACHE", str(tmp_path))
-    monkeypatch.setenv("PIXELWAVE_FAST_CXXFLAGS", "-mno-avx512bf16")
-    assert not ws.native_bf16()
-    spk, cond = conditions(m, 3, steps)
-    sb, up, u = prepared(m, steps, 3, spk, cond, seed=11)
-    portable = torch.empty(steps, 3, m.levels)
-    ws.generate(m, steps, sb, up, u, 1.0, threads=1, logits_out=portable, bf16=True)
-    assert (portable - native).abs().max() < 1e-5
-
-
-@needs_kernel
 def test_bf16_through_generate_and_its_errors():
     m = mid_model(layers=4, stacks=1)
     g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
@@ -385,6 +365,58 @@ def test_bf16_through_generate_and_its_errors():
         tiny().generate(5, weights="bf16")
     with pytest.raises(ValueError, match="even channel counts; residual_channels"):
         mid_model(layers=2, residual_channels=7).generate(5, weights="bf16")
+
+
+# ------------------------------------------------------------------------------------------ int8
+@needs_kernel
+def test_int8_through_generate_and_its_errors():
+    """weights="int8" runs through WaveNet.generate in every layout (batch 2 on rows, batch 1 split), is
+    reproducible, and is not float32 (the formats' arithmetic against a rounded reference: test_fast_isa.py)."""
+    m = mid_model(layers=4, stacks=1, num_speakers=2)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    a = m.generate(500, batch=2, speaker=1, generator=g(), weights="int8")
+    assert a.shape == (2, 500) and torch.equal(a, m.generate(500, batch=2, speaker=1, generator=g(), weights="int8"))
+    assert m.generate(300, speaker=0, generator=g(), weights="int8", backend="fused").shape == (1, 300)
+    sb, up, u = prepared(m, 100, 1, torch.tensor([0]), None, seed=1)
+    logits = {fmt: torch.empty(100, 1, m.levels) for fmt in ("int8", "float32")}
+    for fmt, out in logits.items():
+        ws.generate(m, 100, sb, up, u, 1.0, logits_out=out, weights=fmt)
+    assert 1e-6 < (logits["int8"] - logits["float32"]).abs().max() < 0.05  # rounded weights, not float32's
+    with pytest.raises(ValueError, match="float32 model"):
+        tiny().generate(5, weights="int8")
+    with pytest.raises(ValueError, match="weights must be one of float32, bf16, int8"):
+        m.generate(5, weights="int4")
+    with pytest.raises(ValueError, match="fused step's precision"):
+        m.generate(5, weights="int8", backend="torch")
+
+
+@needs_kernel
+def test_weights_flag_on_the_cli(tmp_path, capsys):
+    """--weights int8 on resynthesize (the shipped vocoder); --bf16 is --weights bf16; conflicting and
+    --naive combinations are one-line errors."""
+    from pixelwave.cli import main
+    from pixelwave.data.audio import FLITE_SAMPLE
+
+    args = ["resynthesize", "pretrained:vocoder", "--input", str(FLITE_SAMPLE / "slt" / "000.flac"), "--seconds",
+            "0.05", "--force", "--out", str(tmp_path / "a.wav")]
+    assert main([*args, "--weights", "int8"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("samples/s, int8)")
+    assert main([*args, "--bf16"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("samples/s, bf16)")
+    for extra, message in ((["--bf16", "--weights", "int8"], "cannot be combined with --weights int8"),
+                           (["--weights", "int8", "--naive"], "--weights int8 runs in the fused CPU step")):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pixelwave: error:") and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+@needs_kernel
+def test_the_kernel_names_its_vector_code_and_streams():
+    """isa() is the compile target's vector code; stream_rate() is a positive rate that falls as the buffer
+    grows past the caches (the roofline's denominator)."""
+    assert ws.isa() in ("avx512", "avx2", "avx", "neon", "sse", "generic")
+    small, big = ws.stream_rate(64_000, 1, 0.05), ws.stream_rate(64_000_000, 1, 0.1)
+    assert small > 0 and big > 0 and small > 10 * big
 
 
 # ------------------------------------------------------------------------------------------ fallback

@@ -67,7 +67,7 @@ def run(opts: Options) -> Rows:
                 from pixelwave.fast import wavenet_step
 
                 rates[("bf16", batch, gate)] = rate
-                how = "VDPBF16PS" if wavenet_step.native_bf16() else "emulated: no AVX512-BF16 here"
+                how = f"widened to float32 in registers, kernel {wavenet_step.isa()}"
                 detail = f"{rtf}; bfloat16 weights ({how}); {rate / rates[('cached', batch, gate)]:.2f}x float32"
                 if batch != 1 and ("bf16", 1, gate) in rates:
                     detail += f"; {rate / rates[('bf16', 1, gate)]:.1f}x the bf16 batch-1 aggregate"

@@ -70,29 +70,32 @@ def write_audio(outs: list[Path], png: Path, codes: torch.Tensor, model, rate: i
     return waves.shape[1] / rate
 
 
-def prepare_generation(args, model) -> bool:
-    """Ready the fused step before the command starts its clock, and return whether --bf16 asks for bfloat16
-    generation (after checking it can run, else UserError). The kernel is built now if generation will use it,
-    saying so when it compiles (once per CPU, ~10 s), so that the compile is not in the samples/s reported."""
+def prepare_generation(args, model) -> str:
+    """Ready the fused step before the command starts its clock, and return the weight format that --weights
+    (or its alias --bf16) asks for, after checking it can run (else UserError). The kernel is built now if
+    generation will use it, saying so when it compiles (once per CPU, ~20 s), so that the compile is not in the
+    samples/s reported."""
     from pixelwave.fast import _build, wavenet_step
 
+    if args.bf16 and args.weights not in (None, "bf16"):
+        raise UserError(f"--bf16 is --weights bf16; it cannot be combined with --weights {args.weights}")
+    weights = "bf16" if args.bf16 else args.weights or "float32"
+    flag = "--bf16" if args.bf16 else f"--weights {weights}"
     if args.naive:
-        if args.bf16:
-            raise UserError("--bf16 runs in the fused CPU step; it cannot be combined with --naive")
-        return False
+        if weights != "float32":
+            raise UserError(f"{flag} runs in the fused CPU step; it cannot be combined with --naive")
+        return weights
     if next(model.parameters()).device.type == "cpu" and not wavenet_step.disabled():
         if not _build.built(wavenet_step.SOURCE):
             print("compiling the fast WaveNet kernel for this CPU (once; later runs reuse it)", flush=True)
         wavenet_step.kernel()  # a failure warns once; generation then takes the PyTorch path
-    if not args.bf16:
-        return False
+    if weights == "float32":
+        return weights
     param = next(model.parameters())
-    why = model.fused_unsupported("bf16", param.dtype, param.device)
+    why = model.fused_unsupported(weights, param.dtype, param.device)
     if why:
-        raise UserError(f"--bf16 cannot run here: {why}")
-    if not wavenet_step.native_bf16():
-        print("note: this CPU has no AVX512-BF16: --bf16 computes the same bfloat16 products emulated, not faster")
-    return True
+        raise UserError(f"{flag} cannot run here: {why}")
+    return weights
 
 
 def cmd_generate(args, parser) -> int:
@@ -104,12 +107,12 @@ def cmd_generate(args, parser) -> int:
     speaker, name = speaker_id(model, info, args.speaker)
     rate = info["sample_rate"]
     steps = max(1, round(args.seconds * rate))
-    bf16 = prepare_generation(args, model)
+    weights = prepare_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     n = args.num
     codes = model.generate(steps, batch=n, speaker=speaker, generator=gen,
-                           backend="naive" if args.naive else "auto", weights="bf16" if bf16 else "float32",
+                           backend="naive" if args.naive else "auto", weights=weights,
                            temperature=temperature(args, args.checkpoint))  # (n, steps), one batch
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
@@ -119,7 +122,7 @@ def cmd_generate(args, parser) -> int:
     wrote = str(outs[0]) if n == 1 else f"{outs[0]} .. {outs[-1].name}"
     clips = f"{seconds:.2f} s" if n == 1 else f"{n} clips of {seconds:.2f} s"
     print(f"wrote {wrote} and {png} ({clips} at {rate} Hz{who}; generated {n * steps:,} samples in {took:.1f} s, "
-          f"{n * steps / took:,.0f} samples/s, {'naive' if args.naive else 'cached'}{', bf16' * bf16})")
+          f"{n * steps / took:,.0f} samples/s, {'naive' if args.naive else 'cached'}{_weights_note(weights)})")
     return 0
 
 
@@ -185,17 +188,21 @@ def vocode(args, checkpoint: str, model, info: dict, device, wave, speaker, name
     pitch = bool(mel.pop("pitch", False))
     cond = features(torch.from_numpy(wave), rate, **mel, pitch_rows=pitch)[None]  # (1, C, ceil(T / hop))
     steps = cond.shape[-1] * mel["hop_length"]
-    bf16 = prepare_generation(args, model)
+    weights = prepare_generation(args, model)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen,
-                           backend="naive" if args.naive else "auto", weights="bf16" if bf16 else "float32",
+                           backend="naive" if args.naive else "auto", weights=weights,
                            temperature=temperature(args, checkpoint))  # (1, steps)
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     seconds = write_audio(outs, png, codes, model, rate, [f"WaveNet{who}"], reference=(reference, wave))
     print(f"wrote {outs[0]} and {png} ({seconds:.2f} s at {rate} Hz from {source}{who}; "
-          f"{steps:,} samples in {took:.1f} s, {steps / took:,.0f} samples/s{', bf16' * bf16})")
+          f"{steps:,} samples in {took:.1f} s, {steps / took:,.0f} samples/s{_weights_note(weights)})")
+
+
+def _weights_note(weights: str) -> str:
+    return "" if weights == "float32" else f", {weights}"
 
 
 def cmd_data_speech(args, parser) -> int:
@@ -302,6 +309,12 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_data_speech)
 
 
+def weight_formats() -> tuple[str, ...]:
+    from pixelwave.models.wavenet.generation import WEIGHT_FORMATS
+
+    return WEIGHT_FORMATS
+
+
 def speech_engines() -> tuple[str, ...]:
     from pixelwave.data.speech import ENGINES
 
@@ -313,8 +326,10 @@ def _generation_flags(p) -> None:
     p.add_argument("--temperature", type=positive(float),
                    help="sampling temperature (default 1, or what a pretrained model's card recommends)")
     p.add_argument("--naive", action="store_true", help="use the reference generator (same audio, much slower)")
-    p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 weights in the fused CPU step: faster on CPUs with AVX512-BF16; the audio then "
-                        "differs slightly from the float32 path's")
+    p.add_argument("--weights", choices=weight_formats(),
+                   help="the fused CPU step's weights: float32 (default), bf16 (half the bytes: faster) or int8 "
+                        "(a scale per output channel: a quarter); products and sums stay float32, the audio "
+                        "differs slightly from float32's (docs/benchmarks.md: speed and KL of each)")
+    p.add_argument("--bf16", action="store_true", help="--weights bf16")
     p.add_argument("--force", action="store_true", help="replace --out and its .png if they exist")
     p.add_argument("--device", default="auto")

@@ -15,8 +15,8 @@ def main() -> int:
         print(f"pixelwave: the fast WaveNet kernel is unavailable; generation will take the PyTorch path "
               f"({_build.build_error(wavenet_step.SOURCE)})", file=sys.stderr)
         return 0
-    products = "AVX512-BF16" if wavenet_step.native_bf16() else "bf16 products emulated (no AVX512-BF16)"
-    print(f"pixelwave: fast WaveNet kernel ready in {_build.cache_dir()} ({time.perf_counter() - t:.1f} s; {products})")
+    print(f"pixelwave: fast WaveNet kernel ready in {_build.cache_dir()} ({time.perf_counter() - t:.1f} s; "
+          f"{wavenet_step.isa()} vectors)")
     return 0
 
 

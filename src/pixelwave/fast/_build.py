@@ -5,8 +5,9 @@ The shared library goes to a cache folder ($PIXELWAVE_CACHE, else $XDG_CACHE_HOM
 command and this CPU's feature flags: a change to any of them builds afresh, and machines sharing a home folder
 never load each other's -march=native builds. Builds are written to a temporary name and renamed into place,
 so concurrent first uses (pytest-xdist, several workers) are safe. The compiler is $CXX, else c++ / g++ /
-clang++ from PATH; $PIXELWAVE_FAST_CXXFLAGS adds flags to its command (e.g. -mno-avx512bf16: the tests build
-the portable bf16 products with it). Nothing needs Python or torch headers.
+clang++ from PATH; $PIXELWAVE_FAST_CXXFLAGS adds flags to its command, and so does `load(source, flags)` (e.g.
+-march=x86-64-v3 after -march=native builds for AVX2 on any x86-64 machine: the tests and the benchmark build
+every level this way). Nothing needs Python or torch headers.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import warnings
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-_LOCK = threading.Lock()
-_LOADED: dict[str, ctypes.CDLL | None] = {}
-_ERRORS: dict[str, str] = {}
+_LOCK = threading.Lock()  # guards _LOCKS
+_LOCKS: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}  # one per build: builds of other flags run at once
+_LOADED: dict[tuple[str, tuple[str, ...]], ctypes.CDLL | None] = {}  # (source, flags) -> library
+_ERRORS: dict[tuple[str, tuple[str, ...]], str] = {}
 
 # -O3 with FMA contraction on (the ISO default is off); -march=native: this machine's SIMD (AVX-512 here).
 _FLAGS = ["-O3", "-std=gnu++17", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden"]
@@ -66,13 +68,13 @@ def _compiler() -> str | None:
     return None
 
 
-def _extra_flags() -> list[str]:
-    return shlex.split(os.environ.get("PIXELWAVE_FAST_CXXFLAGS", ""))
+def _extra_flags(flags: tuple[str, ...] = ()) -> list[str]:
+    return shlex.split(os.environ.get("PIXELWAVE_FAST_CXXFLAGS", "")) + list(flags)
 
 
-def _compile(cxx: str, src: Path, out: Path, native: bool) -> tuple[bool, str]:
+def _compile(cxx: str, src: Path, out: Path, native: bool, flags: tuple[str, ...]) -> tuple[bool, str]:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    cmd = [cxx, *_FLAGS, *(_NATIVE if native else []), *_extra_flags(), str(src), "-o", str(tmp)]
+    cmd = [cxx, *_FLAGS, *(_NATIVE if native else []), *_extra_flags(flags), str(src), "-o", str(tmp)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as e:
@@ -84,29 +86,33 @@ def _compile(cxx: str, src: Path, out: Path, native: bool) -> tuple[bool, str]:
     return True, ""
 
 
-def load(source: str) -> ctypes.CDLL | None:
+def load(source: str, flags: tuple[str, ...] = ()) -> ctypes.CDLL | None:
     """The compiled library for `source` (a file name in this folder), building it if needed; None if it can't.
+    flags: compiler flags after the others (e.g. ("-march=x86-64-v3",)): another build, loaded beside this one.
 
-    The reason for a None is in `build_error(source)`; the first failure in a process also warns once.
+    The reason for a None is in `build_error(source, flags)`; the first failure in a process also warns once.
     """
+    key = (source, tuple(flags))
     with _LOCK:
-        if source in _LOADED:
-            return _LOADED[source]
-        lib, err = _build_and_load(source)
-        _LOADED[source] = lib
+        lock = _LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        if key in _LOADED:
+            return _LOADED[key]
+        lib, err = _build_and_load(source, key[1])
+        _LOADED[key] = lib
         if lib is None:
-            _ERRORS[source] = err
+            _ERRORS[key] = err
             warnings.warn(f"pixelwave: the fast kernel {source} is unavailable, using the PyTorch path ({err})",
                           RuntimeWarning, stacklevel=3)
         return lib
 
 
-def build_error(source: str) -> str | None:
-    return _ERRORS.get(source)
+def build_error(source: str, flags: tuple[str, ...] = ()) -> str | None:
+    return _ERRORS.get((source, tuple(flags)))
 
 
-def _library_name(src: Path, code: bytes, cxx: str, native: bool) -> str:
-    flags = " ".join(_FLAGS + _extra_flags())
+def _library_name(src: Path, code: bytes, cxx: str, native: bool, extra: tuple[str, ...] = ()) -> str:
+    flags = " ".join(_FLAGS + _extra_flags(extra))
     key = hashlib.sha256(b"\0".join([code, cxx.encode(), flags.encode(), str(native).encode(),
                                      _cpu_signature().encode(), sys.platform.encode()])).hexdigest()[:16]
     return f"{src.stem}-{key}.so"
@@ -120,7 +126,7 @@ def _folders() -> tuple[Path, Path]:
 def built(source: str) -> bool:
     """Whether `load(source)` will find a library (loaded in this process, or built earlier for this source,
     compiler and CPU) rather than compile one. A missing source or compiler also counts: nothing to build."""
-    if source in _LOADED:
+    if (source, ()) in _LOADED:
         return True
     src, cxx = _HERE / source, _compiler()
     try:
@@ -133,7 +139,7 @@ def built(source: str) -> bool:
     return any((folder / name).exists() for folder in _folders())
 
 
-def _build_and_load(source: str) -> tuple[ctypes.CDLL | None, str]:
+def _build_and_load(source: str, flags: tuple[str, ...]) -> tuple[ctypes.CDLL | None, str]:
     src = _HERE / source
     try:
         code = src.read_bytes()
@@ -144,13 +150,13 @@ def _build_and_load(source: str) -> tuple[ctypes.CDLL | None, str]:
         return None, "no C++ compiler found (set CXX, or install g++)"
     errors = []
     for native in (True, False):  # -march=native first; a compiler that lacks it still gets a portable build
-        name = _library_name(src, code, cxx, native)
+        name = _library_name(src, code, cxx, native, flags)
         for folder in _folders():
             out = folder / name
             try:
                 if not out.exists():
                     folder.mkdir(parents=True, exist_ok=True)
-                    ok, err = _compile(cxx, src, out, native)
+                    ok, err = _compile(cxx, src, out, native, flags)
                     if not ok:
                         errors.append(err)
                         break  # the compiler failed: another folder will not help

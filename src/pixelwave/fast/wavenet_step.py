@@ -19,9 +19,14 @@ weights' `prediction`: the kernel keeps each row's decoded past, predicts every 
 PyTorch paths do, adds the prediction's and the last excitation's embeddings to the input, and draws from the
 mixture around the prediction; at temperature 1 by bisection over the codes, see wavenet_kernel.cpp).
 
+Weights (`FORMATS`, `GenerationWeights.format`): float32 (the model's dtype), or for float32 models bf16 or
+int8 copies (a scale per output channel) made by the kernel and widened to float32 in registers: fewer bytes per
+sample, which is what bounds the batch-1 step (`stream_rate` measures that bound); see `run`.
+
 The kernel is skipped when $PIXELWAVE_NO_FAST is set to anything but "" or "0", for models off the CPU, and in
 dtypes other than float32/float64 (`cannot_run`). The C++ source (wavenet_kernel.cpp, next to this file) is
-compiled at first use (see _build.py); without a compiler the PyTorch path runs, after one warning.
+compiled at first use (see _build.py) for this CPU (-march=native: its vector width and registers, `isa()`;
+`target(march)` loads another build beside it); without a compiler the PyTorch path runs, after one warning.
 
 `generate(model, ...)`, `unsupported(model, ...)` and `bf16_unsupported(model, ...)` are the 0.1.0 entry points
 taking a WaveNet; they ask the model for its weights and reasons (`WaveNet.generation_weights`,
@@ -30,6 +35,7 @@ taking a WaveNet; they ask the model for its weights and reasons (`WaveNet.gener
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 
@@ -38,7 +44,7 @@ import torch
 from pixelwave.fast import _build
 
 SOURCE = "wavenet_kernel.cpp"
-_ABI = 8
+_ABI = 9
 _MAX_CHUNK = 4096  # steps per kernel call (between calls Python can be interrupted)
 
 _i64, _vp, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
@@ -50,7 +56,7 @@ class _Desc(ctypes.Structure):
                [("dilations", _vp)] + \
                [(n, _vp) for n in ("emb", "conv_w", "res_w", "res_b", "skip_w", "skip_b", "h1_w", "h1_b",
                                    "h2_w", "h2_b", "init_states", "static_bias")] + \
-               [("cond_channels", _i64), ("cond_w", _vp), ("cond_b", _vp), ("bf16", _i64), ("mixtures", _i64),
+               [("cond_channels", _i64), ("cond_w", _vp), ("cond_b", _vp), ("format", _i64), ("mixtures", _i64),
                 ("levels", _i64)] + \
                [(n, _i64) for n in ("lpc_order", "lpc_frames", "lpc_hop")] + \
                [(n, _vp) for n in ("lpc", "prediction_emb", "excitation_emb", "edges", "centres")]
@@ -62,6 +68,10 @@ class _RunArgs(ctypes.Structure):
 
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+# The weight formats of the fused step's products (GenerationWeights.format) and their codes in the kernel:
+# float32 (the model's own dtype: float32 or float64), bfloat16, int8 with a scale per output channel.
+FORMATS = {"float32": 0, "bf16": 1, "int8": 2}
+BYTES_PER_WEIGHT = {"float32": 4, "bf16": 2, "int8": 1}  # float32 plans
 _lib_checked: dict[int, bool] = {}
 
 # How the last fast generation in this process ran: threads (2 at batch 1 = split), and how many steps ran
@@ -76,15 +86,37 @@ def disabled() -> bool:
     return os.environ.get("PIXELWAVE_NO_FAST", "") not in ("", "0")
 
 
+_target: list[str] = []  # -march=... of the build `kernel()` loads (see `target`); empty: this machine's
+
+
+@contextlib.contextmanager
+def target(march: str):
+    """Within it, the fused step runs the kernel built with -march=`march` (after -march=native, which it
+    overrides: e.g. "x86-64-v3" is the AVX2 build on any x86-64 CPU that can run it); the benchmark times the
+    builds side by side this way. Builds are cached per flags, like the default one."""
+    _target.append(march)
+    try:
+        yield
+    finally:
+        _target.pop()
+
+
+def _flags() -> tuple[str, ...]:
+    return (f"-march={_target[-1]}",) if _target else ()
+
+
 def kernel() -> ctypes.CDLL | None:
     """The compiled kernel library, built at first use; None if it cannot be built or loaded here."""
-    lib = _build.load(SOURCE)
+    lib = _build.load(SOURCE, _flags())
     if lib is None:
         return None
     if id(lib) not in _lib_checked:
         ok = (lib.pw_abi_version() == _ABI and lib.pw_desc_size() == ctypes.sizeof(_Desc)
               and lib.pw_runargs_size() == ctypes.sizeof(_RunArgs))
         if ok:
+            lib.pw_isa.restype = ctypes.c_char_p
+            lib.pw_stream_rate.restype = ctypes.c_double
+            lib.pw_stream_rate.argtypes = [_i64, _i64, ctypes.c_double]
             for sfx in _SUFFIX.values():
                 getattr(lib, f"pw_wn_create_{sfx}").restype = _vp
                 getattr(lib, f"pw_wn_create_{sfx}").argtypes = [ctypes.POINTER(_Desc)]
@@ -105,8 +137,8 @@ def available() -> bool:
 
 def cannot_run(dtype: torch.dtype, device: torch.device, weights: str = "float32",
                channels: tuple[int, ...] = ()) -> str | None:
-    """Why the kernel cannot generate here in `dtype` on `device` with `weights` products (None if it can).
-    `channels`: the residual, gate and skip widths, which bf16 products take in pairs."""
+    """Why the kernel cannot generate here in `dtype` on `device` with `weights` (one of FORMATS) products (None
+    if it can). `channels`: the residual, gate and skip widths, which bf16 products take in pairs."""
     if disabled():
         return "disabled by PIXELWAVE_NO_FAST"
     if device.type != "cpu":
@@ -114,16 +146,16 @@ def cannot_run(dtype: torch.dtype, device: torch.device, weights: str = "float32
     if dtype not in _SUFFIX:
         return f"the fast path computes in float32 or float64, not {dtype}"
     if kernel() is None:
-        return f"the kernel could not be built: {_build.build_error(SOURCE)}"
+        return f"the kernel could not be built: {_build.build_error(SOURCE, _flags())}"
+    if weights not in FORMATS:
+        return f"the fused step multiplies by {', '.join(FORMATS)} weights, not {weights!r}"
+    if weights != "float32" and dtype != torch.float32:
+        return f"{weights} generation needs a float32 model, not {dtype}"
     if weights == "bf16":
-        if dtype != torch.float32:
-            return f"bf16 generation needs a float32 model, not {dtype}"
         names = ("residual_channels", "gate_channels", "skip_channels")
         odd = [n for n, c in zip(names, channels, strict=False) if c % 2]
         if odd:
             return f"bf16 generation needs even channel counts; {', '.join(odd)} odd"
-    elif weights != "float32":
-        return f"the fused step multiplies in float32 or bf16, not {weights!r}"
     return None
 
 
@@ -138,10 +170,25 @@ def bf16_unsupported(model, dtype: torch.dtype, device: torch.device) -> str | N
 
 
 def native_bf16() -> bool:
-    """Whether the kernel built here multiplies bfloat16 natively (AVX512-BF16), i.e. bf16 generation is faster
-    than float32; without it the same products are emulated in float32."""
+    """False: bf16 weights are widened to float32 in registers on every CPU (no VDPBF16PS, which also rounds the
+    inputs). Kept for code written against 0.1.0, where True meant AVX512-BF16 products."""
+    return False
+
+
+def isa() -> str | None:
+    """The vector code of the kernel built here ("avx512", "avx2", "avx", "neon", "sse" or "generic": the
+    compile target's, chosen by the compiler's target macros), or None without a kernel."""
     lib = kernel()
-    return bool(lib is not None and lib.pw_native_bf16())
+    return None if lib is None else lib.pw_isa().decode()
+
+
+def stream_rate(nbytes: int, threads: int = 2, seconds: float = 0.3) -> float | None:
+    """How many times per second `threads` threads together read a buffer of `nbytes` (each its share, as the
+    split step reads its half of the weights): at batch 1 every sample reads every weight once, so this is the
+    samples/s a step whose weights take `nbytes` cannot beat (the roofline). None without a kernel."""
+    lib = kernel()
+    rate = None if lib is None else lib.pw_stream_rate(int(nbytes), int(threads), float(seconds))
+    return None if rate is None or rate < 0 else rate
 
 
 def default_threads(batch: int) -> int:
@@ -164,11 +211,12 @@ def _c(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
 def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | None, u: torch.Tensor,
              temperature: float, threads: int | None = None, logits_out: torch.Tensor | None = None,
              tile: int = 0, row_block: int = 0, patience: int = 0, split_limit: int = 0,
-             bf16: bool = False, cond: torch.Tensor | None = None) -> torch.Tensor | None:
+             bf16: bool = False, cond: torch.Tensor | None = None, weights: str | None = None) -> torch.Tensor | None:
     """The codes (B, steps) for WaveNet `model` (in eval mode) from what `WaveNet.generate` prepares (spk:
     (B, L, 2G) speaker biases or None), or None if the fused step cannot run here. The other arguments: `run`'s;
-    bf16: `weights="bf16"`; cond: the mel frames (B, C, F), which an "lpc_mixture" model needs."""
-    weights = "bf16" if bf16 else "float32"
+    weights: one of FORMATS (bf16=True: "bf16"); cond: the mel frames (B, C, F), which an "lpc_mixture" model
+    needs."""
+    weights = weights or ("bf16" if bf16 else "float32")
     if model.fused_unsupported(weights) is not None:
         return None
     codes = run(model.generation_weights(spk, u.shape[0], weights, cond), steps, up, u, temperature, threads=threads,
@@ -187,8 +235,11 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
     patience: at batch 1 on 2 threads, the slow waits per chunk after which one thread goes on alone (0: the
     kernel's default, -1: never, so that tests exercise the two-thread path); split_limit: if > 0, split mode
     hands over to one thread after this many steps of every chunk (tests: the hand-over and back).
-    w.format "bf16": multiply by bfloat16 copies of the weights, the inputs of each product rounded to bfloat16
-    and the sums in float32; the codes then follow the model to about bfloat16's precision.
+    w.format "bf16": multiply by bfloat16 copies of the weights (nearest even), widened to float32 in registers;
+    "int8": by int8 copies with a scale per output channel (weight-only quantisation: q = round(w / scale),
+    scale = max |w| over the channel's inputs / 127; the summed skips are one matrix of every layer's gates; the
+    output layer stays float32). Inputs, products and sums are float32 in every format; the codes then follow
+    the model to the weights' precision (docs/benchmarks.md has the KL of each from float32).
     """
     dtype = w.conv_w.dtype
     channels = (w.residual_channels, w.gate_channels, w.skip_channels)
@@ -224,7 +275,7 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
     ptr = {n: (t.data_ptr() if t is not None else None) for n, t in keep.items()}
     desc = _Desc(layers=L, residual=R, gate=G, skip=S, out_channels=C, kernel=k, batch=B, threads=threads,
                  tile=tile, row_block=row_block, initial_code=w.initial_code, patience=patience,
-                 split_limit=split_limit, cond_channels=0 if up is None else up.shape[1], bf16=int(w.format == "bf16"),
+                 split_limit=split_limit, cond_channels=0 if up is None else up.shape[1], format=FORMATS[w.format],
                  mixtures=w.mixtures, levels=w.levels, lpc_order=0 if lpc is None else lpc.order,
                  lpc_frames=0 if lpc is None else lpc.coefficients.shape[1],
                  lpc_hop=0 if lpc is None else lpc.hop_length,

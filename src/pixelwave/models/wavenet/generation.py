@@ -5,9 +5,10 @@
 (`pixelwave.fast.wavenet_step.run`) both consume it, so the weights are laid out in one place. Its tensors keep
 PyTorch's (out, in) orientation of every 1x1 conv and the dilated convs' own (2G, R, k) layout; each consumer
 takes the views it needs. `format` is the precision the fused step multiplies in: "float32" (the model's own
-dtype: float32 or float64) or "bf16" (bfloat16 copies made by the kernel from these float32 tensors). A format
-that needs other tensors (e.g. int8 with per-channel scales) adds them as optional fields here, set only for it;
-so does an output: the "lpc_mixture" output's are in `PredictionWeights`.
+dtype: float32 or float64), "bf16" (bfloat16 copies made by the kernel from these float32 tensors) or "int8"
+(int8 copies with a scale per output channel, also made by the kernel: see `pixelwave.fast.wavenet_step.run`).
+An output that needs other tensors adds them as optional fields here, set only for it: the "lpc_mixture"
+output's are in `PredictionWeights`.
 
 All randomness comes from `u` (one uniform per sample, drawn up front) and every sample is drawn by inverse CDF,
 so every backend draws the same codes from the same seed (see the model's docstring on float32 vs float64).
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
+from pixelwave.fast.wavenet_step import FORMATS
+
 _COND_CHUNK = 1024  # the queue loop projects local conditioning for this many samples at a time
 
-# The precisions of the fused step's products (`WaveNet.generate(weights=...)`).
-WEIGHT_FORMATS = ("float32", "bf16")
+# The precisions of the fused step's products (`WaveNet.generate(weights=...)`): the kernel's formats.
+WEIGHT_FORMATS = tuple(FORMATS)
 
 
 @dataclass
