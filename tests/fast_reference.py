@@ -1,9 +1,21 @@
-"""References for the fused WaveNet step's tests (test_fast_isa.py, test_fast_arm.py): the weight formats'
-rounding as they are defined, and a teacher-forced float64 pass over GenerationWeights."""
+"""References for the fused WaveNet step's tests (test_fast_isa.py, test_fast_arm.py): the inputs a generator
+gets, the weight formats' rounding as they are defined, and a teacher-forced float64 pass over
+GenerationWeights."""
 
 import dataclasses
 
 import torch
+
+
+def generation_inputs(m, batch, steps, seed=3):
+    """Speaker biases, local (upsampled mel) features, uniforms: what WaveNet.generate hands to a generator."""
+    dtype = next(m.parameters()).dtype
+    g = torch.Generator().manual_seed(seed)
+    spk = torch.arange(batch) % m.num_speakers
+    cond = torch.randn(batch, m.cond_channels, -(-steps // m.hop_length), generator=g).to(dtype)
+    u = torch.rand(batch, steps, generator=g)
+    with torch.no_grad():
+        return m._speaker_bias(spk), m._local(cond, steps), u
 
 
 def bf16_round(t: torch.Tensor) -> torch.Tensor:

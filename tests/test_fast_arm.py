@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fast_reference import reference_logits, rounded
+from fast_reference import generation_inputs, reference_logits, rounded
 
 import pixelwave.fast._build as build
 from pixelwave.models.wavenet import WaveNet
@@ -77,16 +77,6 @@ def run_arm(driver: Path, tmp_path: Path, w, steps: int, up, u, threads: int):
             stats.tolist(), proc.stdout.strip())
 
 
-def prepared(m, batch, steps, seed=3):
-    dtype = next(m.parameters()).dtype
-    g = torch.Generator().manual_seed(seed)
-    spk = torch.arange(batch) % m.num_speakers
-    cond = torch.randn(batch, m.cond_channels, -(-steps // m.hop_length), generator=g).to(dtype)
-    u = torch.rand(batch, steps, generator=g)
-    with torch.no_grad():
-        return m._speaker_bias(spk), m.upsampler(cond)[..., :steps], u
-
-
 @pytest.mark.parametrize("output", [dict(), dict(output="logistic_mixture", mixtures=3)])
 @pytest.mark.parametrize("batch,threads", [(1, 1), (1, 2), (3, 2)])
 def test_neon_float64_codes_equal_the_pytorch_generators(driver, tmp_path, output, batch, threads):
@@ -94,7 +84,7 @@ def test_neon_float64_codes_equal_the_pytorch_generators(driver, tmp_path, outpu
     m = WaveNet(layers=6, stacks=2, residual_channels=8, gate_channels=8, skip_channels=16, levels=16,
                 num_speakers=2, cond_channels=3, hop_length=4, **output).double().eval()
     steps = 2 * m.receptive_field + 7
-    sb, up, u = prepared(m, batch, steps)
+    sb, up, u = generation_inputs(m, batch, steps)
     codes, _, stats, isa = run_arm(driver, tmp_path, m.generation_weights(sb, batch), steps, up, u, threads)
     assert isa == "neon"
     with torch.no_grad():
@@ -112,7 +102,7 @@ def test_neon_weight_formats_equal_a_reference_rounded_the_same_way(driver, tmp_
     m = WaveNet(layers=6, stacks=2, residual_channels=16, gate_channels=32, skip_channels=32, levels=64,
                 num_speakers=2, cond_channels=6, hop_length=8).eval()
     steps = m.receptive_field + 40
-    sb, up, u = prepared(m, batch, steps)
+    sb, up, u = generation_inputs(m, batch, steps)
     w = m.generation_weights(sb, batch, fmt)
     codes, logits, _, _ = run_arm(driver, tmp_path, w, steps, up, u, threads)
     err = (logits - reference_logits(rounded(w, fmt) if fmt != "float32" else w, codes, up)).abs()

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 import torch
-from fast_reference import reference_logits, rounded
+from fast_reference import generation_inputs, reference_logits, rounded
 
 import pixelwave.fast._build as build
 import pixelwave.fast.wavenet_step as ws
@@ -88,17 +88,6 @@ def model(dtype=torch.float32, **kw):
     return WaveNet(**args).to(dtype).eval()
 
 
-def inputs(m, batch, steps, seed=3):
-    """Speaker biases, upsampled mel features, uniforms: what WaveNet.generate hands to a generator."""
-    dtype = next(m.parameters()).dtype
-    g = torch.Generator().manual_seed(seed)
-    spk = torch.arange(batch) % m.num_speakers
-    cond = torch.randn(batch, m.cond_channels, -(-steps // m.hop_length), generator=g).to(dtype)
-    u = torch.rand(batch, steps, generator=g)
-    with torch.no_grad():
-        return m._speaker_bias(spk), m.upsampler(cond)[..., :steps], u
-
-
 def test_the_vector_code_is_the_levels(level):
     assert ws.isa() == LEVELS[level][0]
 
@@ -111,7 +100,7 @@ def test_float64_codes_equal_the_pytorch_generators(level, batch, threads, outpu
     m = model(torch.float64, layers=6, residual_channels=8, gate_channels=8, skip_channels=16, levels=16,
               cond_channels=3, hop_length=4, **output)
     steps = 2 * m.receptive_field + 7
-    sb, up, u = inputs(m, batch, steps)
+    sb, up, u = generation_inputs(m, batch, steps)
     with torch.no_grad():
         reference = m._generate_cached(steps, sb, up, u, 1.0)
     assert torch.equal(ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1), reference)
@@ -127,7 +116,7 @@ def test_float32_codes_equal_the_pytorch_generators(level, threads):
     of a CDF boundary, so the codes must equal the PyTorch loop's, and do."""
     m = model()
     steps = 300
-    sb, up, u = inputs(m, 1, steps, seed=31)
+    sb, up, u = generation_inputs(m, 1, steps, seed=31)
     logits = torch.empty(steps, 1, m.levels)
     a = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, logits_out=logits)
     exact = reference_logits(m.generation_weights(sb, 1), a, up)[:, 0]  # (T, levels)
@@ -148,7 +137,7 @@ def test_weight_formats_equal_a_reference_rounded_the_same_way(level, fmt, batch
     defined one (inputs, products and sums float32)."""
     m = model()
     steps = m.receptive_field + 80
-    sb, up, u = inputs(m, batch, steps)
+    sb, up, u = generation_inputs(m, batch, steps)
     logits = torch.empty(steps, batch, m.levels)
     codes = ws.generate(m, steps, sb, up, u, 1.0, threads=threads, patience=-1, logits_out=logits, weights=fmt)
     if batch == 1 and threads == 2:

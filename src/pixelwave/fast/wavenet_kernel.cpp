@@ -333,25 +333,32 @@ static void mkb(int64_t P, const uint32_t* __restrict W, const float* __restrict
         }
 }
 
-using MkbFn = void (*)(int64_t, const uint32_t*, const float*, int64_t, float*, int64_t);
-template <int BB, int... O> static MkbFn pickb_row(int ob, std::integer_sequence<int, O...>) {
-    static constexpr MkbFn table[] = {mkb<BB, O + 1>...};
+// The microkernel of a family (Fam::fn<BB, OB>) for bb rows and ob vectors, the shapes pick() has: one row up
+// to kMaxTile vectors, more rows up to kMaxTileRows.
+template <class Fam, int BB, int... O> static typename Fam::Fn pick_row(int ob, std::integer_sequence<int, O...>) {
+    static constexpr typename Fam::Fn table[] = {Fam::template fn<BB, O + 1>...};
     return table[std::min<int>(ob, (int)sizeof...(O)) - 1];
 }
-static MkbFn pickb(int bb, int ob) {  // the shapes pick() has
+template <class Fam> static typename Fam::Fn pick_shape(int bb, int ob) {
     using Wide = std::make_integer_sequence<int, kMaxTile>;
     using Tile = std::make_integer_sequence<int, kMaxTileRows>;
     switch (bb) {
-        case 1: return pickb_row<1>(ob, Wide{});
-        case 2: return pickb_row<2>(ob, Tile{});
-        case 3: return pickb_row<3>(ob, Tile{});
-        case 4: return pickb_row<4>(ob, Tile{});
-        case 5: return pickb_row<5>(ob, Tile{});
-        case 6: return pickb_row<6>(ob, Tile{});
-        case 7: return pickb_row<7>(ob, Tile{});
-        default: return pickb_row<8>(ob, Tile{});
+        case 1: return pick_row<Fam, 1>(ob, Wide{});
+        case 2: return pick_row<Fam, 2>(ob, Tile{});
+        case 3: return pick_row<Fam, 3>(ob, Tile{});
+        case 4: return pick_row<Fam, 4>(ob, Tile{});
+        case 5: return pick_row<Fam, 5>(ob, Tile{});
+        case 6: return pick_row<Fam, 6>(ob, Tile{});
+        case 7: return pick_row<Fam, 7>(ob, Tile{});
+        default: return pick_row<Fam, 8>(ob, Tile{});
     }
 }
+
+struct PairKernels {  // mkb
+    using Fn = void (*)(int64_t, const uint32_t*, const float*, int64_t, float*, int64_t);
+    template <int BB, int OB> static constexpr Fn fn = mkb<BB, OB>;
+};
+static PairKernels::Fn pickb(int bb, int ob) { return pick_shape<PairKernels>(bb, ob); }
 
 // ------------------------------------------------------------------------------------------ int8 products
 // Weight-only quantisation: Y[b, 0 : OB*N] += scale[0 : OB*N] * sum_k X[b, k] * Q[k, 0 : OB*N], Q int8 (one
@@ -427,25 +434,11 @@ static void mkq(int64_t K, const int8_t* __restrict W, const float* __restrict s
         }
 }
 
-using MkqFn = void (*)(int64_t, const int8_t*, const float*, const float*, int64_t, float*, int64_t);
-template <int BB, int... O> static MkqFn pickq_row(int ob, std::integer_sequence<int, O...>) {
-    static constexpr MkqFn table[] = {mkq<BB, O + 1>...};
-    return table[std::min<int>(ob, (int)sizeof...(O)) - 1];
-}
-static MkqFn pickq(int bb, int ob) {  // the shapes pick() has
-    using Wide = std::make_integer_sequence<int, kMaxTile>;
-    using Tile = std::make_integer_sequence<int, kMaxTileRows>;
-    switch (bb) {
-        case 1: return pickq_row<1>(ob, Wide{});
-        case 2: return pickq_row<2>(ob, Tile{});
-        case 3: return pickq_row<3>(ob, Tile{});
-        case 4: return pickq_row<4>(ob, Tile{});
-        case 5: return pickq_row<5>(ob, Tile{});
-        case 6: return pickq_row<6>(ob, Tile{});
-        case 7: return pickq_row<7>(ob, Tile{});
-        default: return pickq_row<8>(ob, Tile{});
-    }
-}
+struct Int8Kernels {  // mkq
+    using Fn = void (*)(int64_t, const int8_t*, const float*, const float*, int64_t, float*, int64_t);
+    template <int BB, int OB> static constexpr Fn fn = mkq<BB, OB>;
+};
+static Int8Kernels::Fn pickq(int bb, int ob) { return pick_shape<Int8Kernels>(bb, ob); }
 
 // gemm_part on int8 weights.
 static void gemm_int8(const PMat<float>& W, int64_t k0, int64_t kn, int64_t rows, int row_block, const float* X,
