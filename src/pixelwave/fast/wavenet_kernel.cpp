@@ -52,6 +52,7 @@
 #include <time.h>
 #if defined(__linux__)
 #include <sched.h>
+#include <sys/mman.h>
 #endif
 
 #include <algorithm>
@@ -84,6 +85,11 @@ static inline void cpu_relax() {}
 namespace {
 
 constexpr int64_t kAlign = 64;  // bytes: a cache line (and an AVX-512 vector)
+// Buffers of kHugeFrom bytes or more (the weight arenas) are aligned to kHuge and, on Linux, advised into
+// transparent huge pages: a step streams megabytes of weights, and with 4 KB pages that is ~800 TLB entries per
+// thread and a page boundary, where the hardware prefetchers stop, every 4 KB (measured on a Zen 3, AVX2, batch
+// 1 split over two threads: +11% bf16, +21% float32).
+constexpr int64_t kHuge = 2 << 20, kHugeFrom = 1 << 20;
 
 // The SIMD vector and register file of the target this file is compiled for (the compiler's target macros:
 // -march=native picks this machine's). A vector type wider than the target's registers compiles, but each
@@ -148,8 +154,13 @@ template <class T> struct Buf {  // a 64-byte aligned, zeroed array
         std::free(p);
         n = count;
         size_t bytes = (size_t)round_up(std::max<int64_t>(count, 1) * (int64_t)sizeof(T), kAlign);
-        p = static_cast<T*>(std::aligned_alloc(kAlign, bytes));
+        const bool huge = (int64_t)bytes >= kHugeFrom;
+        if (huge) bytes = (size_t)round_up((int64_t)bytes, kHuge);
+        p = static_cast<T*>(std::aligned_alloc(huge ? kHuge : kAlign, bytes));
         if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (huge) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without it, 4 KB pages
+#endif
         std::memset(p, 0, bytes);
     }
     T& operator[](int64_t i) { return p[i]; }
@@ -214,7 +225,11 @@ constexpr int kMaxTileRows = 8;
 // and x86-64-v3 builds).
 constexpr int kTile1 = kVecRegs >= 32 ? 16 : 8;
 constexpr int kTile1Int8 = kVecRegs >= 32 ? 8 : 4;  // int8 also holds each widened weight vector in a register
-constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 4;
+// 16-register ISAs: float32 weights take 6 rows (12 accumulators, 2 weight vectors and a broadcast: 15 of 16;
+// measured on a Zen 3, AVX2, 2 threads: batch 16 25.3k samples/s against 17.9k with 4 rows, batch 32 30.1k
+// against 20.7k); bf16 and int8 keep 4 (each widened weight vector holds a register too; 6 was no faster).
+constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 6;
+constexpr int kRowBlockNarrow = kVecRegs >= 32 ? 8 : 4;  // bf16, int8
 
 template <class T> using MkFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t);
 
@@ -775,6 +790,11 @@ template <class T> struct Part {  // the weights one thread multiplies by
     Buf<float> h2_keep;               // the output layer, which stays float32
     std::vector<PMat<T>> tap, res;
     PMat<T> skip, h1, h2;
+    // split parts (two threads, one sample): each product the step runs is a matrix of its own, laid out in the
+    // order the step reads them (tap_past[0]; per layer tap_now[i], res[i], skip_of[i], tap_past[i + 1]; h1, h2),
+    // so that the thread streams its arena front to back as the one-thread layout does; tap and skip are unused.
+    std::vector<PMat<T>> tap_past, tap_now, skip_of;
+    std::vector<PMat<T>*> order;  // every matrix, in the arena's order
     PMat<T> cond;  // (cond_channels, L * 2PG): the mel projections of this part's units, in h's layout
 };
 
@@ -801,10 +821,14 @@ struct alignas(64) Seq {
     char pad[64 - sizeof(std::atomic<int64_t>)];
 };
 
-// Split mode stops (for the rest of a run call) after this many waits that outlasted the spin budget (~40 us):
-// the two threads are not running at the same time (a busy machine), and one thread alone is then faster.
-// A preemption now and then (a few ms) costs one such wait; sustained contention costs one per exchange.
+// Split mode stops (for the rest of a run call) after this many waits that outlasted the spin budget (~40 us)
+// within one window of kSlowWindow steps: the two threads are not running at the same time (a busy machine),
+// and one thread alone is then faster. A preemption now and then (a few ms) costs one such wait; sustained
+// contention costs one per exchange (L + 2 per step). Counted per window, not per run call: on a quiet 2-vCPU
+// VM (Zen 3) the host preempts a vCPU every ~16 ms, which used to end split mode ~1,700 steps into every
+// 4,096-step call (float32 batch 1: 8.9k samples/s instead of 12.4k), while those waits cost ~0.3% of the time.
 constexpr int kSlowWaits = 8;
+constexpr int kSlowWindow = 128;
 constexpr int kWarmSteps = 16;  // not counted: the second thread starting, its weights coming into its caches
 constexpr int kSpins = 2000;
 
@@ -930,33 +954,53 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
     const int64_t PSp = round_up(W.sp, N), PCp = round_up(W.cp, N);
     W.arena = Buf<T>(L * (k * R) * 2 * W.PG + (L - 1) * W.gp * P->PR + L * W.gp * P->PS + S * PSp + S * PCp);
     T* dst = W.arena.p;  // in the order a step reads them
+    const bool split = nparts == 2;
     W.tap.resize(L);
     W.res.resize(L > 1 ? L - 1 : 0);
-    for (int64_t i = 0; i < L; ++i) {
-        // tap inputs: kk = j*R + c is tap j (the input (k-1-j)*d steps back), channel c
+    W.tap_past.resize(split ? L : 0);
+    W.tap_now.resize(split ? L : 0);
+    W.skip_of.resize(split ? L : 0);
+    W.order.clear();
+    auto add = [&](PMat<T>& m, int64_t K, int64_t M, auto get) {
+        dst = pack<T>(dst, m, K, M, tile, get);
+        W.order.push_back(&m);
+    };
+    // layer i's tap inputs from kk0 on: kk = j*R + c is tap j (the input (k-1-j)*d steps back), channel c
+    auto taps = [&](int64_t i, int64_t kk0) {
         const T* cw = conv_w + i * (2 * G) * R * k;
-        dst = pack<T>(dst, W.tap[i], k * R, 2 * W.PG, tile, [&](int64_t kk, int64_t m) -> T {
-            const int64_t j = kk / R, c = kk % R, o = unit_output(W, G, m);
+        return [&W, cw, kk0, R, k, G](int64_t kk, int64_t m) -> T {
+            const int64_t j = (kk0 + kk) / R, c = (kk0 + kk) % R, o = unit_output(W, G, m);
             return o < 0 ? T(0) : cw[(o * R + c) * k + j];
-        });
-        if (i + 1 < L) {
-            const T* rw = res_w + i * R * G;  // (R, G)
-            dst = pack<T>(dst, W.res[i], W.gp, P->PR, tile, [&](int64_t kk, int64_t m) -> T {
-                return m < R ? rw[m * G + W.g0 + kk] : T(0);
-            });
+        };
+    };
+    auto residual = [&](int64_t i) {
+        const T* rw = res_w + i * R * G;  // (R, G)
+        return [&W, rw, R, G](int64_t kk, int64_t m) -> T { return m < R ? rw[m * G + W.g0 + kk] : T(0); };
+    };
+    // skip inputs from layer i0 on: kk = i*gp + u is layer i0 + i's gate unit g0 + u
+    auto skips = [&](int64_t i0) {
+        return [&W, skip_w, i0, S, G](int64_t kk, int64_t m) -> T {
+            const int64_t i = i0 + kk / W.gp, u = kk % W.gp;
+            return m < S ? skip_w[(i * S + m) * G + W.g0 + u] : T(0);
+        };
+    };
+    if (split) {
+        add(W.tap_past[0], (k - 1) * R, 2 * W.PG, taps(0, 0));
+        for (int64_t i = 0; i < L; ++i) {
+            add(W.tap_now[i], R, 2 * W.PG, taps(i, (k - 1) * R));
+            if (i + 1 < L) add(W.res[i], W.gp, P->PR, residual(i));
+            add(W.skip_of[i], W.gp, P->PS, skips(i));
+            if (i + 1 < L) add(W.tap_past[i + 1], (k - 1) * R, 2 * W.PG, taps(i + 1, 0));
         }
+    } else {
+        for (int64_t i = 0; i < L; ++i) {
+            add(W.tap[i], k * R, 2 * W.PG, taps(i, 0));
+            if (i + 1 < L) add(W.res[i], W.gp, P->PR, residual(i));
+        }
+        add(W.skip, L * W.gp, P->PS, skips(0));
     }
-    // skip inputs: kk = i*gp + u is layer i's gate unit g0 + u
-    dst = pack<T>(dst, W.skip, L * W.gp, P->PS, tile, [&](int64_t kk, int64_t m) -> T {
-        const int64_t i = kk / W.gp, u = kk % W.gp;
-        return m < S ? skip_w[(i * S + m) * G + W.g0 + u] : T(0);
-    });
-    dst = pack<T>(dst, W.h1, S, PSp, tile, [&](int64_t kk, int64_t m) -> T {
-        return m < W.sp ? h1_w[(W.s0 + m) * S + kk] : T(0);
-    });
-    pack<T>(dst, W.h2, S, PCp, tile, [&](int64_t kk, int64_t m) -> T {
-        return m < W.cp ? h2_w[(W.c0 + m) * S + kk] : T(0);
-    });
+    add(W.h1, S, PSp, [&](int64_t kk, int64_t m) -> T { return m < W.sp ? h1_w[(W.s0 + m) * S + kk] : T(0); });
+    add(W.h2, S, PCp, [&](int64_t kk, int64_t m) -> T { return m < W.cp ? h2_w[(W.c0 + m) * S + kk] : T(0); });
     if (P->Cm) {  // many rows (a block of steps): narrow tiles, as for batches
         const T* cw = static_cast<const T*>(d->cond_w);
         W.cond_arena = Buf<T>(P->Cm * L * 2 * W.PG);
@@ -968,19 +1012,27 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
     if constexpr (std::is_same_v<T, float>) {
         if (P->int8) {  // the same matrices as int8, in the same order, with their outputs' scales
             W.qarena = Buf<int8_t>(W.arena.n);
-            W.scales = Buf<float>(L * 2 * W.PG + (L - 1) * P->PR + P->PS + round_up(W.sp, N));
+            int64_t nscales = 0;
+            for (PMat<T>* m : W.order) nscales += m->M;
+            W.scales = Buf<float>(nscales);
             int8_t* q = W.qarena.p;
             float* sc = W.scales.p;
-            for (int64_t i = 0; i < L; ++i) {
-                quantize_up(q, sc, W.tap[i], [&](int64_t m) {
-                    const int64_t o = unit_output(W, G, m);
-                    return o < 0 ? 0.0f : P->conv_scale[i * 2 * G + o];
+            for (PMat<T>* m : W.order) {  // every matrix but the output layer; its outputs' scales
+                if (m == &W.h2) continue;
+                int64_t i = -1;  // the layer of a tap or residual matrix
+                for (const auto* v : {&W.tap, &W.tap_past, &W.tap_now, &W.res})
+                    if (m >= v->data() && m < v->data() + v->size()) i = m - v->data();
+                const bool is_res = i >= 0 && m >= W.res.data() && m < W.res.data() + W.res.size();
+                quantize_up(q, sc, *m, [&](int64_t j) {
+                    if (m == &W.h1) return j < W.sp ? P->h1_scale[W.s0 + j] : 0.0f;
+                    if (is_res) return j < R ? P->res_scale[i * R + j] : 0.0f;
+                    if (i >= 0) {
+                        const int64_t o = unit_output(W, G, j);
+                        return o < 0 ? 0.0f : P->conv_scale[i * 2 * G + o];
+                    }
+                    return j < S ? P->skip_scale[j] : 0.0f;  // the skips (every layer's, or one layer's)
                 });
-                if (i + 1 < L)
-                    quantize_up(q, sc, W.res[i], [&](int64_t m) { return m < R ? P->res_scale[i * R + m] : 0.0f; });
             }
-            quantize_up(q, sc, W.skip, [&](int64_t m) { return m < S ? P->skip_scale[m] : 0.0f; });
-            quantize_up(q, sc, W.h1, [&](int64_t m) { return m < W.sp ? P->h1_scale[W.s0 + m] : 0.0f; });
             W.h2_keep = Buf<float>(W.h2.K * W.h2.M);  // the output layer stays float32
             std::memcpy(W.h2_keep.p, W.h2.data, W.h2.K * W.h2.M * sizeof(float));
             W.h2.data = W.h2_keep.p;
@@ -989,11 +1041,7 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
         if (P->bf16) {  // the same matrices as pairs, in the same order
             W.pairs = Buf<uint32_t>((W.arena.n + 1) / 2);
             uint32_t* q = W.pairs.p;
-            for (int64_t i = 0; i < L; ++i) {
-                q = pair_up(q, W.tap[i]);
-                if (i + 1 < L) q = pair_up(q, W.res[i]);
-            }
-            for (PMat<T>* m : {&W.skip, &W.h1, &W.h2}) q = pair_up(q, *m);
+            for (PMat<T>* m : W.order) q = pair_up(q, *m);
             W.arena = Buf<T>();
         }
     }
@@ -1123,7 +1171,8 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     // rows (each weight load serves them all).
     const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? (P->int8 ? kTile1Int8 : kTile1) : 2),
                                                                 rows == 1 ? kMaxTile : kMaxTileRows));
-    P->row_block = std::max<int64_t>(1, std::min<int64_t>(d->row_block ? d->row_block : kRowBlock, kMaxRows));
+    P->row_block = std::max<int64_t>(
+        1, std::min<int64_t>(d->row_block ? d->row_block : (P->bf16 || P->int8 ? kRowBlockNarrow : kRowBlock), kMaxRows));
     P->dil.assign(d->dilations, d->dilations + L);
     P->span.resize(L);
     for (int64_t i = 0; i < L; ++i) P->span[i] = (k - 1) * P->dil[i];
@@ -1301,7 +1350,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
         };
         if (SPLIT) {  // the products with the queued inputs are done early, while the other thread catches up
             conv_past(0);
-            gemm_part<T>(W.tap[0], 0, (k - 1) * R, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+            gemm<T>(W.tap_past[0], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
         }
         for (int64_t i = 0; i < L; ++i) {
             const int64_t span = P->span[i];
@@ -1310,7 +1359,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                 conv_past(i);
                 gemm<T>(W.tap[i], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
             } else {  // + the tap on this step's input
-                gemm_part<T>(W.tap[i], (k - 1) * R, R, nb, rb, xcur, X.ldx, X.h.p, X.ldh);
+                gemm<T>(W.tap_now[i], nb, rb, xcur, X.ldx, X.h.p, X.ldh);
             }
             const int64_t slot = pos_mod(t, span);
             for (int64_t b = 0; b < nb; ++b) {
@@ -1334,9 +1383,9 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                 post();
                 // while the other half arrives: this layer's skip contribution, the next layer's queued taps
                 if (i == 0) std::memset(X.sk.p, 0, PS * sizeof(T));
-                gemm_part<T>(W.skip, i * gp, gp, 1, 1, X.z.p + i * gp, 0, X.sk.p, 0);
+                gemm<T>(W.skip_of[i], 1, 1, X.z.p + i * gp, 0, X.sk.p, 0);
                 conv_past(i + 1);
-                gemm_part<T>(W.tap[i + 1], 0, (k - 1) * R, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+                gemm<T>(W.tap_past[i + 1], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
                 wait();
                 const T* r0 = P->ex_r.p + (nex % 2 * 2 + 0) * PR;
                 const T* r1 = P->ex_r.p + (nex % 2 * 2 + 1) * PR;
@@ -1361,7 +1410,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
             gemm<T>(W.h2, nb, rb, X.hid.p, X.lds, X.logits.p, X.ldc);
         } else {
             if (L == 1) std::memset(X.sk.p, 0, PS * sizeof(T));
-            gemm_part<T>(W.skip, (L - 1) * gp, gp, 1, 1, X.z.p + (L - 1) * gp, 0, X.sk.p, 0);  // the last layer's
+            gemm<T>(W.skip_of[L - 1], 1, 1, X.z.p + (L - 1) * gp, 0, X.sk.p, 0);  // the last layer's
             T* mine = P->ex_sk.p + ((nex + 1) % 2 * 2 + c) * PS;
             std::memcpy(mine, X.sk.p, PS * sizeof(T));
             post();
@@ -1389,7 +1438,8 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
             std::memset(X.tmp.p + W.cp, 0, (round_up(W.cp, N) - W.cp) * sizeof(T));
             gemm<T>(W.h2, 1, 1, hid, 0, X.tmp.p, 0);
             std::memcpy(P->ex_log.p + (nex + 1) % 2 * PC + W.c0, X.tmp.p, W.cp * sizeof(T));
-            if (c == 0 && s < s_begin + kWarmSteps) P->slow.store(0, std::memory_order_relaxed);  // start-up
+            if (c == 0 && (s < s_begin + kWarmSteps || (s - s_begin) % kSlowWindow == 0))  // start-up; a new window
+                P->slow.store(0, std::memory_order_relaxed);
             if (c == 0 && (P->slow.load(std::memory_order_relaxed) >= P->patience ||
                            (P->split_limit && s + 1 - s_begin >= P->split_limit))) {
                 P->stop_at.store(t, std::memory_order_relaxed);  // published by the post below
