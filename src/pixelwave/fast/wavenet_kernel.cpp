@@ -25,7 +25,7 @@
 // slots with a sequence counter each: L + 2 exchanges per sample (~0.2-0.4 us each between two cores), and
 // while one waits for the other's residual half it does the work that does not need it (its skip rows, the
 // next layer's taps on queued inputs). Spin-waiting only pays while both threads hold a core: after
-// kSlowWaits waits that outlast the spin budget in one run call (a busy machine), thread 0 goes on alone
+// kSlowWaits waits that outlast the spin budget within 128 steps (a busy machine), thread 0 goes on alone
 // with the whole network (its own copy of it) for the rest of that call; the next call tries two again.
 //
 // Weight formats (float32 plans only, opt-in), smaller weights for a step bound by the bytes it streams; the
@@ -52,7 +52,6 @@
 #include <time.h>
 #if defined(__linux__)
 #include <sched.h>
-#include <sys/mman.h>
 #endif
 
 #include <algorithm>
@@ -85,11 +84,6 @@ static inline void cpu_relax() {}
 namespace {
 
 constexpr int64_t kAlign = 64;  // bytes: a cache line (and an AVX-512 vector)
-// Buffers of kHugeFrom bytes or more (the weight arenas) are aligned to kHuge and, on Linux, advised into
-// transparent huge pages: a step streams megabytes of weights, and with 4 KB pages that is ~800 TLB entries per
-// thread and a page boundary, where the hardware prefetchers stop, every 4 KB (measured on a Zen 3, AVX2, batch
-// 1 split over two threads: +11% bf16, +21% float32).
-constexpr int64_t kHuge = 2 << 20, kHugeFrom = 1 << 20;
 
 // The SIMD vector and register file of the target this file is compiled for (the compiler's target macros:
 // -march=native picks this machine's). A vector type wider than the target's registers compiles, but each
@@ -154,13 +148,8 @@ template <class T> struct Buf {  // a 64-byte aligned, zeroed array
         std::free(p);
         n = count;
         size_t bytes = (size_t)round_up(std::max<int64_t>(count, 1) * (int64_t)sizeof(T), kAlign);
-        const bool huge = (int64_t)bytes >= kHugeFrom;
-        if (huge) bytes = (size_t)round_up((int64_t)bytes, kHuge);
-        p = static_cast<T*>(std::aligned_alloc(huge ? kHuge : kAlign, bytes));
+        p = static_cast<T*>(std::aligned_alloc(kAlign, bytes));
         if (!p) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-        if (huge) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without it, 4 KB pages
-#endif
         std::memset(p, 0, bytes);
     }
     T& operator[](int64_t i) { return p[i]; }
@@ -221,13 +210,14 @@ constexpr int kMaxTile = 16;  // SIMD vectors per tile at one row; kMaxTileRows 
 constexpr int kMaxTileRows = 8;
 // Default shapes, in registers: one row: a tile of kTile1 vectors (AVX-512: 16 of 32 zmm, a layer's 256 conv
 // outputs in one pass; 16-register ISAs: 8, leaving room for the broadcast input and the weight loads); many
-// rows: 2 vectors by kRowBlock rows (16 accumulators with 32 registers, 8 with 16). Measured on Zen 5 (AVX-512
-// and x86-64-v3 builds).
+// rows: 2 vectors by kRowBlock rows (16 accumulators with 32 registers, 12 with 16). Measured on Zen 5 (AVX-512
+// and x86-64-v3 builds) and Zen 3 (AVX2).
 constexpr int kTile1 = kVecRegs >= 32 ? 16 : 8;
 constexpr int kTile1Int8 = kVecRegs >= 32 ? 8 : 4;  // int8 also holds each widened weight vector in a register
-// 16-register ISAs: float32 weights take 6 rows (12 accumulators, 2 weight vectors and a broadcast: 15 of 16;
-// measured on a Zen 3, AVX2, 2 threads: batch 16 25.3k samples/s against 17.9k with 4 rows, batch 32 30.1k
-// against 20.7k); bf16 and int8 keep 4 (each widened weight vector holds a register too; 6 was no faster).
+// 16-register ISAs: float32 weights take 6 rows (12 accumulators, 2 weight vectors and a broadcast: 15 of 16
+// registers; paired A/B on a Zen 3, AVX2, standard model, batch 16 on 2 threads: 1.32x the 4 rows of before,
+// 10 pairs between 1.26x and 1.36x); bf16 and int8 keep 4 (each widened weight vector holds a register too:
+// bf16 with 6 rows was no faster).
 constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 6;
 constexpr int kRowBlockNarrow = kVecRegs >= 32 ? 8 : 4;  // bf16, int8
 
@@ -744,7 +734,8 @@ struct PwDesc {
     int64_t layers, residual, gate, skip, out_channels, kernel, batch, threads;
     int64_t tile, row_block;  // SIMD vectors per weight tile, rows per microkernel call (0: defaults)
     int64_t initial_code;      // the code before t = 0 (silence)
-    int64_t patience;          // split mode: slow waits per run before one thread goes on alone (0: default,
+    int64_t patience;          // split mode: slow waits in a window of kSlowWindow steps before one thread goes
+                               // on alone for the rest of the run call (0: default,
                                // < 0: never; for tests)
     int64_t split_limit;       // split mode: steps per run before one thread goes on alone (0: no limit; tests)
     const int64_t* dilations;  // (L,)
@@ -790,11 +781,6 @@ template <class T> struct Part {  // the weights one thread multiplies by
     Buf<float> h2_keep;               // the output layer, which stays float32
     std::vector<PMat<T>> tap, res;
     PMat<T> skip, h1, h2;
-    // split parts (two threads, one sample): each product the step runs is a matrix of its own, laid out in the
-    // order the step reads them (tap_past[0]; per layer tap_now[i], res[i], skip_of[i], tap_past[i + 1]; h1, h2),
-    // so that the thread streams its arena front to back as the one-thread layout does; tap and skip are unused.
-    std::vector<PMat<T>> tap_past, tap_now, skip_of;
-    std::vector<PMat<T>*> order;  // every matrix, in the arena's order
     PMat<T> cond;  // (cond_channels, L * 2PG): the mel projections of this part's units, in h's layout
 };
 
@@ -825,8 +811,9 @@ struct alignas(64) Seq {
 // within one window of kSlowWindow steps: the two threads are not running at the same time (a busy machine),
 // and one thread alone is then faster. A preemption now and then (a few ms) costs one such wait; sustained
 // contention costs one per exchange (L + 2 per step). Counted per window, not per run call: on a quiet 2-vCPU
-// VM (Zen 3) the host preempts a vCPU every ~16 ms, which used to end split mode ~1,700 steps into every
-// 4,096-step call (float32 batch 1: 8.9k samples/s instead of 12.4k), while those waits cost ~0.3% of the time.
+// VM (AMD EPYC Zen 3) the host preempts a vCPU every ~16 ms or so, which ended split mode ~1,700 steps into the
+// average 4,096-step call (split share 42% for float32), while those waits cost ~0.3% of the time. Paired A/B
+// there, standard model, batch 1, default settings: float32 1.23x, bf16 1.11x (medians of 6 pairs).
 constexpr int kSlowWaits = 8;
 constexpr int kSlowWindow = 128;
 constexpr int kWarmSteps = 16;  // not counted: the second thread starting, its weights coming into its caches
@@ -954,53 +941,33 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
     const int64_t PSp = round_up(W.sp, N), PCp = round_up(W.cp, N);
     W.arena = Buf<T>(L * (k * R) * 2 * W.PG + (L - 1) * W.gp * P->PR + L * W.gp * P->PS + S * PSp + S * PCp);
     T* dst = W.arena.p;  // in the order a step reads them
-    const bool split = nparts == 2;
     W.tap.resize(L);
     W.res.resize(L > 1 ? L - 1 : 0);
-    W.tap_past.resize(split ? L : 0);
-    W.tap_now.resize(split ? L : 0);
-    W.skip_of.resize(split ? L : 0);
-    W.order.clear();
-    auto add = [&](PMat<T>& m, int64_t K, int64_t M, auto get) {
-        dst = pack<T>(dst, m, K, M, tile, get);
-        W.order.push_back(&m);
-    };
-    // layer i's tap inputs from kk0 on: kk = j*R + c is tap j (the input (k-1-j)*d steps back), channel c
-    auto taps = [&](int64_t i, int64_t kk0) {
+    for (int64_t i = 0; i < L; ++i) {
+        // tap inputs: kk = j*R + c is tap j (the input (k-1-j)*d steps back), channel c
         const T* cw = conv_w + i * (2 * G) * R * k;
-        return [&W, cw, kk0, R, k, G](int64_t kk, int64_t m) -> T {
-            const int64_t j = (kk0 + kk) / R, c = (kk0 + kk) % R, o = unit_output(W, G, m);
+        dst = pack<T>(dst, W.tap[i], k * R, 2 * W.PG, tile, [&](int64_t kk, int64_t m) -> T {
+            const int64_t j = kk / R, c = kk % R, o = unit_output(W, G, m);
             return o < 0 ? T(0) : cw[(o * R + c) * k + j];
-        };
-    };
-    auto residual = [&](int64_t i) {
-        const T* rw = res_w + i * R * G;  // (R, G)
-        return [&W, rw, R, G](int64_t kk, int64_t m) -> T { return m < R ? rw[m * G + W.g0 + kk] : T(0); };
-    };
-    // skip inputs from layer i0 on: kk = i*gp + u is layer i0 + i's gate unit g0 + u
-    auto skips = [&](int64_t i0) {
-        return [&W, skip_w, i0, S, G](int64_t kk, int64_t m) -> T {
-            const int64_t i = i0 + kk / W.gp, u = kk % W.gp;
-            return m < S ? skip_w[(i * S + m) * G + W.g0 + u] : T(0);
-        };
-    };
-    if (split) {
-        add(W.tap_past[0], (k - 1) * R, 2 * W.PG, taps(0, 0));
-        for (int64_t i = 0; i < L; ++i) {
-            add(W.tap_now[i], R, 2 * W.PG, taps(i, (k - 1) * R));
-            if (i + 1 < L) add(W.res[i], W.gp, P->PR, residual(i));
-            add(W.skip_of[i], W.gp, P->PS, skips(i));
-            if (i + 1 < L) add(W.tap_past[i + 1], (k - 1) * R, 2 * W.PG, taps(i + 1, 0));
+        });
+        if (i + 1 < L) {
+            const T* rw = res_w + i * R * G;  // (R, G)
+            dst = pack<T>(dst, W.res[i], W.gp, P->PR, tile, [&](int64_t kk, int64_t m) -> T {
+                return m < R ? rw[m * G + W.g0 + kk] : T(0);
+            });
         }
-    } else {
-        for (int64_t i = 0; i < L; ++i) {
-            add(W.tap[i], k * R, 2 * W.PG, taps(i, 0));
-            if (i + 1 < L) add(W.res[i], W.gp, P->PR, residual(i));
-        }
-        add(W.skip, L * W.gp, P->PS, skips(0));
     }
-    add(W.h1, S, PSp, [&](int64_t kk, int64_t m) -> T { return m < W.sp ? h1_w[(W.s0 + m) * S + kk] : T(0); });
-    add(W.h2, S, PCp, [&](int64_t kk, int64_t m) -> T { return m < W.cp ? h2_w[(W.c0 + m) * S + kk] : T(0); });
+    // skip inputs: kk = i*gp + u is layer i's gate unit g0 + u
+    dst = pack<T>(dst, W.skip, L * W.gp, P->PS, tile, [&](int64_t kk, int64_t m) -> T {
+        const int64_t i = kk / W.gp, u = kk % W.gp;
+        return m < S ? skip_w[(i * S + m) * G + W.g0 + u] : T(0);
+    });
+    dst = pack<T>(dst, W.h1, S, PSp, tile, [&](int64_t kk, int64_t m) -> T {
+        return m < W.sp ? h1_w[(W.s0 + m) * S + kk] : T(0);
+    });
+    pack<T>(dst, W.h2, S, PCp, tile, [&](int64_t kk, int64_t m) -> T {
+        return m < W.cp ? h2_w[(W.c0 + m) * S + kk] : T(0);
+    });
     if (P->Cm) {  // many rows (a block of steps): narrow tiles, as for batches
         const T* cw = static_cast<const T*>(d->cond_w);
         W.cond_arena = Buf<T>(P->Cm * L * 2 * W.PG);
@@ -1012,27 +979,19 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
     if constexpr (std::is_same_v<T, float>) {
         if (P->int8) {  // the same matrices as int8, in the same order, with their outputs' scales
             W.qarena = Buf<int8_t>(W.arena.n);
-            int64_t nscales = 0;
-            for (PMat<T>* m : W.order) nscales += m->M;
-            W.scales = Buf<float>(nscales);
+            W.scales = Buf<float>(L * 2 * W.PG + (L - 1) * P->PR + P->PS + round_up(W.sp, N));
             int8_t* q = W.qarena.p;
             float* sc = W.scales.p;
-            for (PMat<T>* m : W.order) {  // every matrix but the output layer; its outputs' scales
-                if (m == &W.h2) continue;
-                int64_t i = -1;  // the layer of a tap or residual matrix
-                for (const auto* v : {&W.tap, &W.tap_past, &W.tap_now, &W.res})
-                    if (m >= v->data() && m < v->data() + v->size()) i = m - v->data();
-                const bool is_res = i >= 0 && m >= W.res.data() && m < W.res.data() + W.res.size();
-                quantize_up(q, sc, *m, [&](int64_t j) {
-                    if (m == &W.h1) return j < W.sp ? P->h1_scale[W.s0 + j] : 0.0f;
-                    if (is_res) return j < R ? P->res_scale[i * R + j] : 0.0f;
-                    if (i >= 0) {
-                        const int64_t o = unit_output(W, G, j);
-                        return o < 0 ? 0.0f : P->conv_scale[i * 2 * G + o];
-                    }
-                    return j < S ? P->skip_scale[j] : 0.0f;  // the skips (every layer's, or one layer's)
+            for (int64_t i = 0; i < L; ++i) {
+                quantize_up(q, sc, W.tap[i], [&](int64_t m) {
+                    const int64_t o = unit_output(W, G, m);
+                    return o < 0 ? 0.0f : P->conv_scale[i * 2 * G + o];
                 });
+                if (i + 1 < L)
+                    quantize_up(q, sc, W.res[i], [&](int64_t m) { return m < R ? P->res_scale[i * R + m] : 0.0f; });
             }
+            quantize_up(q, sc, W.skip, [&](int64_t m) { return m < S ? P->skip_scale[m] : 0.0f; });
+            quantize_up(q, sc, W.h1, [&](int64_t m) { return m < W.sp ? P->h1_scale[W.s0 + m] : 0.0f; });
             W.h2_keep = Buf<float>(W.h2.K * W.h2.M);  // the output layer stays float32
             std::memcpy(W.h2_keep.p, W.h2.data, W.h2.K * W.h2.M * sizeof(float));
             W.h2.data = W.h2_keep.p;
@@ -1041,7 +1000,11 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
         if (P->bf16) {  // the same matrices as pairs, in the same order
             W.pairs = Buf<uint32_t>((W.arena.n + 1) / 2);
             uint32_t* q = W.pairs.p;
-            for (PMat<T>* m : W.order) q = pair_up(q, *m);
+            for (int64_t i = 0; i < L; ++i) {
+                q = pair_up(q, W.tap[i]);
+                if (i + 1 < L) q = pair_up(q, W.res[i]);
+            }
+            for (PMat<T>* m : {&W.skip, &W.h1, &W.h2}) q = pair_up(q, *m);
             W.arena = Buf<T>();
         }
     }
@@ -1350,7 +1313,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
         };
         if (SPLIT) {  // the products with the queued inputs are done early, while the other thread catches up
             conv_past(0);
-            gemm<T>(W.tap_past[0], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+            gemm_part<T>(W.tap[0], 0, (k - 1) * R, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
         }
         for (int64_t i = 0; i < L; ++i) {
             const int64_t span = P->span[i];
@@ -1359,7 +1322,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                 conv_past(i);
                 gemm<T>(W.tap[i], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
             } else {  // + the tap on this step's input
-                gemm<T>(W.tap_now[i], nb, rb, xcur, X.ldx, X.h.p, X.ldh);
+                gemm_part<T>(W.tap[i], (k - 1) * R, R, nb, rb, xcur, X.ldx, X.h.p, X.ldh);
             }
             const int64_t slot = pos_mod(t, span);
             for (int64_t b = 0; b < nb; ++b) {
@@ -1383,9 +1346,9 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                 post();
                 // while the other half arrives: this layer's skip contribution, the next layer's queued taps
                 if (i == 0) std::memset(X.sk.p, 0, PS * sizeof(T));
-                gemm<T>(W.skip_of[i], 1, 1, X.z.p + i * gp, 0, X.sk.p, 0);
+                gemm_part<T>(W.skip, i * gp, gp, 1, 1, X.z.p + i * gp, 0, X.sk.p, 0);
                 conv_past(i + 1);
-                gemm<T>(W.tap_past[i + 1], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+                gemm_part<T>(W.tap[i + 1], 0, (k - 1) * R, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
                 wait();
                 const T* r0 = P->ex_r.p + (nex % 2 * 2 + 0) * PR;
                 const T* r1 = P->ex_r.p + (nex % 2 * 2 + 1) * PR;
@@ -1410,7 +1373,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
             gemm<T>(W.h2, nb, rb, X.hid.p, X.lds, X.logits.p, X.ldc);
         } else {
             if (L == 1) std::memset(X.sk.p, 0, PS * sizeof(T));
-            gemm<T>(W.skip_of[L - 1], 1, 1, X.z.p + (L - 1) * gp, 0, X.sk.p, 0);  // the last layer's
+            gemm_part<T>(W.skip, (L - 1) * gp, gp, 1, 1, X.z.p + (L - 1) * gp, 0, X.sk.p, 0);  // the last layer's
             T* mine = P->ex_sk.p + ((nex + 1) % 2 * 2 + c) * PS;
             std::memcpy(mine, X.sk.p, PS * sizeof(T));
             post();

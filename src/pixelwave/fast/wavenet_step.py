@@ -232,8 +232,8 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
     run here. up: (B, C, steps) upsampled mel features or None; u: (B, steps) uniforms. logits_out, if given,
     is filled with every step's network output (steps, B, C_out): the logits, or the mixture's parameters.
     threads: 1 or more (default `default_threads`); tile, row_block: kernel tuning (0: its defaults);
-    patience: at batch 1 on 2 threads, the slow waits per chunk after which one thread goes on alone (0: the
-    kernel's default, -1: never, so that tests exercise the two-thread path); split_limit: if > 0, split mode
+    patience: at batch 1 on 2 threads, the slow waits within 128 steps after which one thread goes on alone for
+    the rest of the chunk (0: the kernel's default, 8; -1: never, so that tests exercise the two-thread path); split_limit: if > 0, split mode
     hands over to one thread after this many steps of every chunk (tests: the hand-over and back).
     w.format "bf16": multiply by bfloat16 copies of the weights (nearest even), widened to float32 in registers;
     "int8": by int8 copies with a scale per output channel (weight-only quantisation: q = round(w / scale),
