@@ -16,7 +16,7 @@ measured in the same run, and the load average, since these figures move with wh
 naive: every sample runs the parallel pass over the last receptive_field = 2,047 inputs (its steady state; the
 first 2,047 samples of an utterance are cheaper), timed as that pass. cached: WaveNet.generate(backend="torch"),
 the PyTorch queue loop. fast FORMAT [BUILD]: WaveNet.generate(backend="fused", weights=FORMAT), the fused step
-(pixelwave.fast.wavenet_step) with float32, bf16 or int8 weights (products and sums float32), as built for this
+(pixelwave.fast.wavenet_step) with float32, bf16, fp16 or int8 weights (products and sums float32), as built for this
 CPU (-march=native: its vector code, e.g. avx512) and, on an x86-64 CPU whose own build is not AVX2, also as the
 AVX2 build (-march=x86-64-v3, wavenet_step.target): what an AVX2-only CPU of the same speed would run. At batch
 1 it splits each sample over two threads while both get a core, else runs on one ("split share" says how many

@@ -23,6 +23,11 @@ def bf16_round(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.bfloat16).to(t.dtype)
 
 
+def fp16_round(t: torch.Tensor) -> torch.Tensor:
+    """IEEE half float's nearest-even rounding, back in t's dtype: what the kernel does to fp16 weights."""
+    return t.to(torch.float16).to(t.dtype)
+
+
 def int8_round(t: torch.Tensor, dims) -> torch.Tensor:
     """int8 weight-only quantisation with a scale per output channel: scale = max |w| over the channel's inputs
     (dims) / 127 in float32, q = round(w / scale) (half to even), the weight q * scale."""
@@ -38,8 +43,9 @@ def rounded(w, fmt: str):
         # the output layer stays float32
         return dataclasses.replace(w, conv_w=int8_round(w.conv_w, (2, 3)), res_w=int8_round(w.res_w, (2,)),
                                    skip_w=int8_round(w.skip_w, (0, 2)), h1_w=int8_round(w.h1_w, (1,)))
-    return dataclasses.replace(w, conv_w=bf16_round(w.conv_w), res_w=bf16_round(w.res_w),
-                               skip_w=bf16_round(w.skip_w), h1_w=bf16_round(w.h1_w), h2_w=bf16_round(w.h2_w))
+    r = {"bf16": bf16_round, "fp16": fp16_round}[fmt]
+    return dataclasses.replace(w, conv_w=r(w.conv_w), res_w=r(w.res_w), skip_w=r(w.skip_w), h1_w=r(w.h1_w),
+                               h2_w=r(w.h2_w))
 
 
 def reference_logits(w, codes, up):

@@ -327,7 +327,8 @@ def _generation_flags(p) -> None:
                    help="sampling temperature (default 1, or what a pretrained model's card recommends)")
     p.add_argument("--naive", action="store_true", help="use the reference generator (same audio, much slower)")
     p.add_argument("--weights", choices=weight_formats(),
-                   help="the fused CPU step's weights: float32 (default), bf16 (half the bytes: faster) or int8 "
+                   help="the fused CPU step's weights: float32 (default), bf16 or fp16 (half the bytes: faster; fp16 "
+                        "closer to float32, on CPUs that convert half floats: x86 F16C, ARM NEON) or int8 "
                         "(a scale per output channel: a quarter); products and sums stay float32, the audio "
                         "differs slightly from float32's (docs/benchmarks.md: speed and KL of each)")
     p.add_argument("--bf16", action="store_true", help="--weights bf16")

@@ -33,6 +33,9 @@
 // projection: a product over a block of steps, bound by its multiply-adds, which widening would only slow):
 // - bf16: every matrix stored as bfloat16 pairs (two consecutive inputs of one output in 32 bits), widened to
 //   float32 in registers by a mask and a shift (~3.3 MB per sample for the standard model).
+// - fp16: every matrix stored as IEEE half floats (nearest even), widened to float32 in registers by the CPU's
+//   own conversion (x86 F16C: VCVTPH2PS; ARM NEON: FCVTL); builds without one refuse fp16 (pw_f16() == 0).
+//   The same bytes as bf16 with 3 more mantissa bits, and one conversion per vector instead of a mask or shift.
 // - int8: every matrix but the output layer (h2) stored as int8 with a scale per output channel of the model's
 //   matrix (weight-only quantisation), widened in registers (sign-extend + convert) and scaled once per output
 //   (~1.9 MB per sample). The output layer stays float32: its errors move the output distribution directly
@@ -219,7 +222,7 @@ constexpr int kTile1Int8 = kVecRegs >= 32 ? 8 : 4;  // int8 also holds each wide
 // 10 pairs between 1.26x and 1.36x); bf16 and int8 keep 4 (each widened weight vector holds a register too:
 // bf16 with 6 rows was no faster).
 constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 6;
-constexpr int kRowBlockNarrow = kVecRegs >= 32 ? 8 : 4;  // bf16, int8
+constexpr int kRowBlockNarrow = kVecRegs >= 32 ? 8 : 4;  // bf16, int8, fp16
 
 template <class T> using MkFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t);
 
@@ -267,6 +270,7 @@ template <class T> struct PMat {
     const T* data = nullptr;
     int64_t K = 0, M = 0, tile = 1;
     const uint32_t* pairs = nullptr;  // bf16: the same tiles as (K/2, width) bfloat16 pairs; data is then unused
+    const uint16_t* half = nullptr;   // fp16: the same tiles as (K, width) half floats; data is then unused
     const int8_t* q = nullptr;        // int8: the same tiles as int8 weights (data is then unused), and
     const float* scale = nullptr;     // every output's scale (M): weight = q * scale
 };
@@ -364,6 +368,121 @@ struct PairKernels {  // mkb
     template <int BB, int OB> static constexpr Fn fn = mkb<BB, OB>;
 };
 static PairKernels::Fn pickb(int bb, int ob) { return pick_shape<PairKernels>(bb, ob); }
+
+// ------------------------------------------------------------------------------------------ fp16 products
+// IEEE half float of x, nearest even (as torch's float -> float16): overflow to infinity, subnormals kept.
+// (F. Giesen's float_to_half_fast3_rtne; no NaNs reach here.)
+static inline uint16_t fp16_bits(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    u &= 0x7fffffffu;
+    if (u >= 0x47800000u) return (uint16_t)(sign | 0x7c00u);  // >= 65536: infinity
+    if (u < 0x38800000u) {  // below half's smallest normal (2^-14): a subnormal, rounded by a float addition
+        float f;
+        std::memcpy(&f, &u, sizeof f);
+        f += 0.5f;  // 0.5's unit in the last place is half's subnormal step, 2^-24
+        uint32_t r;
+        std::memcpy(&r, &f, sizeof r);
+        return (uint16_t)(sign | (r - 0x3f000000u));
+    }
+    const uint32_t odd = (u >> 13) & 1u;
+    u += 0xc8000fffu + odd;  // rebias the exponent (15 - 127), round the 13 dropped bits to nearest even
+    return (uint16_t)(sign | (u >> 13));
+}
+
+#if defined(__AVX512F__) || (defined(__AVX__) && defined(__F16C__)) || (defined(__aarch64__) && defined(__ARM_NEON))
+#define PW_F16 1
+// N half floats at p as float32 lanes, converted by the CPU.
+static inline VT<float>::V widen_fp16(const uint16_t* p) {
+    VT<float>::V out;
+#if defined(__AVX512F__)
+    const __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(__AVX__)
+    const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+    const float32x4_t v = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+#endif
+    std::memcpy(&out, &v, sizeof out);
+    return out;
+}
+
+// As mk, on half floats: Y[b, 0 : OB*N] += sum_k X[b, k] * W[k, 0 : OB*N], W one packed tile of halves.
+template <int BB, int OB>
+static void mkh(int64_t K, const uint16_t* __restrict W, const float* __restrict X, int64_t ldx,
+                float* __restrict Y, int64_t ldy) {
+    using V = VT<float>::V;
+    constexpr int N = VT<float>::N;
+    constexpr int U = BB * OB >= 8 ? 1 : 8 / (BB * OB);
+    V acc[U][BB][OB];
+#pragma GCC unroll 16
+    for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+            acc[0][b][o] = vload<float>(Y + b * ldy + o * N);
+#pragma GCC unroll 8
+            for (int j = 1; j < U; ++j) acc[j][b][o] = V{};
+        }
+    auto step = [&](int j, int64_t k) __attribute__((always_inline)) {
+        const uint16_t* w = W + k * (OB * N);
+        if constexpr (BB == 1) {  // each widened vector used once: convert it where it is used (a register)
+            const V xb = vsplat<float>(X[k]);
+#pragma GCC unroll 16
+            for (int o = 0; o < OB; ++o) acc[j][0][o] += xb * widen_fp16(w + o * N);
+        } else {
+            V wf[OB];
+#pragma GCC unroll 16
+            for (int o = 0; o < OB; ++o) wf[o] = widen_fp16(w + o * N);
+#pragma GCC unroll 16
+            for (int b = 0; b < BB; ++b) {
+                const V xb = vsplat<float>(X[b * ldx + k]);
+#pragma GCC unroll 16
+                for (int o = 0; o < OB; ++o) acc[j][b][o] += xb * wf[o];
+            }
+        }
+    };
+    int64_t k = 0;
+    for (; k + U <= K; k += U) {
+#pragma GCC unroll 8
+        for (int j = 0; j < U; ++j) step(j, k + j);
+    }
+    for (; k < K; ++k) step(0, k);
+#pragma GCC unroll 16
+    for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+#pragma GCC unroll 8
+            for (int j = 1; j < U; ++j) acc[0][b][o] += acc[j][b][o];
+            vstore<float>(Y + b * ldy + o * N, acc[0][b][o]);
+        }
+}
+
+struct HalfKernels {  // mkh
+    using Fn = void (*)(int64_t, const uint16_t*, const float*, int64_t, float*, int64_t);
+    template <int BB, int OB> static constexpr Fn fn = mkh<BB, OB>;
+};
+
+// gemm_part on half floats: inputs [k0, k0 + kn).
+static void gemm_half(const PMat<float>& W, int64_t k0, int64_t kn, int64_t rows, int row_block, const float* X,
+                      int64_t ldx, float* Y, int64_t ldy) {
+    constexpr int N = VT<float>::N;
+    const int64_t mv = W.M / N;
+    const uint16_t* wh = W.half;
+    for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
+        const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
+        for (int64_t r = 0; r < rows; r += row_block) {
+            const int bb = (int)std::min<int64_t>(row_block, rows - r);
+            pick_shape<HalfKernels>(bb, ob)(kn, wh + k0 * ob * N, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
+        }
+        wh += W.K * ob * N;
+    }
+}
+#else
+#define PW_F16 0
+static void gemm_half(const PMat<float>&, int64_t, int64_t, int64_t, int, const float*, int64_t, float*, int64_t) {
+    throw std::logic_error("fp16 weights need hardware conversion");  // create() refuses them first
+}
+#endif
 
 // ------------------------------------------------------------------------------------------ int8 products
 // Weight-only quantisation: Y[b, 0 : OB*N] += scale[0 : OB*N] * sum_k X[b, k] * Q[k, 0 : OB*N], Q int8 (one
@@ -483,6 +602,7 @@ static void gemm_part(const PMat<T>& W, int64_t k0, int64_t kn, int64_t rows, in
     constexpr int N = VT<T>::N;
     if constexpr (std::is_same_v<T, float>) {
         if (W.pairs) return gemm_pairs(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
+        if (W.half) return gemm_half(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
         if (W.q) return gemm_int8(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
     }
     const int64_t mv = W.M / N;
@@ -755,7 +875,8 @@ struct PwDesc {
     const void* cond_w;        // (L*2G, cond_channels): every layer's 1x1 projection, stacked
     const void* cond_b;        // (L*2G,)
     int64_t format;            // float32 plans' weights: 0 float32; 1 bfloat16 (needs R, S and each part's gate
-                               // units even); 2 int8 with a scale per output channel
+                               // units even); 2 int8 with a scale per output channel; 3 IEEE half floats
+                               // (builds with hardware conversion only: pw_f16())
     int64_t mixtures;          // 0: categorical output (C = levels logits); K: logistic mixture (C = 3K params)
     int64_t levels;            // the codes' range (the mixture's bins)
     int64_t lpc_order;         // "lpc_mixture" (with mixtures = K): p taps of linear prediction; 0: another output
@@ -776,6 +897,7 @@ template <class T> struct Part {  // the weights one thread multiplies by
     int64_t c0 = 0, cp = 0;          // logits [c0, c0 + cp)
     Buf<T> arena, cond_arena;
     Buf<uint32_t> pairs;              // bf16: the arena's matrices as pairs, same order (the arena freed)
+    Buf<uint16_t> halves;             // fp16: the arena's matrices as half floats, same order (the arena freed)
     Buf<int8_t> qarena;               // int8: the arena's matrices as int8, same order (the arena freed),
     Buf<float> scales;                // and every packed output's scale, matrix after matrix;
     Buf<float> h2_keep;               // the output layer, which stays float32
@@ -826,7 +948,8 @@ template <class T> struct Plan {
     double mu = 0, log1p_mu = 0;                // its mu-law: levels - 1 and log1p of it
     Buf<double> lpc, edges, centres;            // (B, F, p), (levels + 1,), (levels,)
     Buf<T> pemb, eemb;                          // (levels, R) each: the prediction's, the excitation's embeddings
-    bool bf16 = false, int8 = false;  // the weights' format (float32 plans): bfloat16 pairs, int8 + scales
+    bool bf16 = false, int8 = false, fp16 = false;  // the weights' format (float32 plans): bfloat16 pairs, int8
+                                                   // + scales, half floats
     Buf<float> conv_scale, res_scale, skip_scale, h1_scale;  // int8: per output channel
     bool split;  // batch 1 on two threads: contexts 0 and 1 split the units; context 2 runs alone
     bool peer_stale = false;  // context 1's copy of the state is behind context 0's (after a solo stretch)
@@ -916,6 +1039,15 @@ static uint32_t* pair_up(uint32_t* dst, PMat<float>& m) {
     return dst;
 }
 
+// Point m at a half-float copy of its tiles (the same layout), written at dst; returns the end.
+static uint16_t* half_up(uint16_t* dst, PMat<float>& m) {
+    const int64_t n = m.K * m.M;  // every tile's (K, width) block, one after another
+    for (int64_t j = 0; j < n; ++j) dst[j] = fp16_bits(m.data[j]);
+    m.half = dst;
+    m.data = nullptr;
+    return dst + n;
+}
+
 // Column m of a part's h row ([filter PG | gate PG]) is conv output unit_output(m) of 2G, or -1 (padding).
 template <class T> static inline int64_t unit_output(const Part<T>& W, int64_t G, int64_t m) {
     const bool gate_half = m >= W.PG;
@@ -995,6 +1127,16 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
             W.h2_keep = Buf<float>(W.h2.K * W.h2.M);  // the output layer stays float32
             std::memcpy(W.h2_keep.p, W.h2.data, W.h2.K * W.h2.M * sizeof(float));
             W.h2.data = W.h2_keep.p;
+            W.arena = Buf<T>();
+        }
+        if (P->fp16) {  // the same matrices as half floats, in the same order
+            W.halves = Buf<uint16_t>(W.arena.n);
+            uint16_t* q = W.halves.p;
+            for (int64_t i = 0; i < L; ++i) {
+                q = half_up(q, W.tap[i]);
+                if (i + 1 < L) q = half_up(q, W.res[i]);
+            }
+            for (PMat<T>* m : {&W.skip, &W.h1, &W.h2}) q = half_up(q, *m);
             W.arena = Buf<T>();
         }
         if (P->bf16) {  // the same matrices as pairs, in the same order
@@ -1086,6 +1228,10 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     P->Cm = std::max<int64_t>(0, d->cond_channels);
     P->bf16 = std::is_same_v<T, float> && d->format == 1;
     P->int8 = std::is_same_v<T, float> && d->format == 2;
+    P->fp16 = std::is_same_v<T, float> && d->format == 3;
+    if (P->fp16 && !PW_F16) throw std::invalid_argument("fp16 weights need hardware conversion (F16C, NEON)");
+    if (d->format < 0 || d->format > 3 || (d->format && !std::is_same_v<T, float>))
+        throw std::invalid_argument("weight format: 0 float32, 1 bf16, 2 int8, 3 fp16 (float32 plans)");
     P->K = std::max<int64_t>(0, d->mixtures);
     P->levels = P->K ? d->levels : C;
     if (P->K && (C != 3 * P->K || P->levels < 2)) throw std::invalid_argument("mixture output: C = 3K, levels >= 2");
@@ -1135,7 +1281,7 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? (P->int8 ? kTile1Int8 : kTile1) : 2),
                                                                 rows == 1 ? kMaxTile : kMaxTileRows));
     P->row_block = std::max<int64_t>(
-        1, std::min<int64_t>(d->row_block ? d->row_block : (P->bf16 || P->int8 ? kRowBlockNarrow : kRowBlock), kMaxRows));
+        1, std::min<int64_t>(d->row_block ? d->row_block : (P->bf16 || P->int8 || P->fp16 ? kRowBlockNarrow : kRowBlock), kMaxRows));
     P->dil.assign(d->dilations, d->dilations + L);
     P->span.resize(L);
     for (int64_t i = 0; i < L; ++i) P->span[i] = (k - 1) * P->dil[i];
@@ -1495,7 +1641,8 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ C interface
-PW_API int pw_abi_version() { return 9; }
+PW_API int pw_abi_version() { return 10; }
+PW_API int pw_f16() { return PW_F16; }  // whether this build converts half floats in hardware (fp16 weights)
 PW_API const char* pw_isa() { return PW_ISA; }  // the vector code this build runs: avx512, avx2, avx, neon, sse, ..
 PW_API int pw_vector_bytes() { return kVecBytes; }
 

@@ -19,9 +19,10 @@ weights' `prediction`: the kernel keeps each row's decoded past, predicts every 
 PyTorch paths do, adds the prediction's and the last excitation's embeddings to the input, and draws from the
 mixture around the prediction; at temperature 1 by bisection over the codes, see wavenet_kernel.cpp).
 
-Weights (`FORMATS`, `GenerationWeights.format`): float32 (the model's dtype), or for float32 models bf16 or
-int8 copies (a scale per output channel) made by the kernel and widened to float32 in registers: fewer bytes per
-sample, which is what bounds the batch-1 step (`stream_rate` measures that bound); see `run`.
+Weights (`FORMATS`, `GenerationWeights.format`): float32 (the model's dtype), or for float32 models bf16, fp16
+(where the CPU converts half floats: `fp16_supported`) or int8 copies (a scale per output channel) made by the
+kernel and widened to float32 in registers: fewer bytes per sample, which is what bounds the batch-1 step
+(`stream_rate` measures that bound); see `run`.
 
 The kernel is skipped when $PIXELWAVE_NO_FAST is set to anything but "" or "0", for models off the CPU, and in
 dtypes other than float32/float64 (`cannot_run`). The C++ source (wavenet_kernel.cpp, next to this file) is
@@ -44,7 +45,7 @@ import torch
 from pixelwave.fast import _build
 
 SOURCE = "wavenet_kernel.cpp"
-_ABI = 9
+_ABI = 10
 _MAX_CHUNK = 4096  # steps per kernel call (between calls Python can be interrupted)
 
 _i64, _vp, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
@@ -70,8 +71,8 @@ class _RunArgs(ctypes.Structure):
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 # The weight formats of the fused step's products (GenerationWeights.format) and their codes in the kernel:
 # float32 (the model's own dtype: float32 or float64), bfloat16, int8 with a scale per output channel.
-FORMATS = {"float32": 0, "bf16": 1, "int8": 2}
-BYTES_PER_WEIGHT = {"float32": 4, "bf16": 2, "int8": 1}  # float32 plans
+FORMATS = {"float32": 0, "bf16": 1, "int8": 2, "fp16": 3}
+BYTES_PER_WEIGHT = {"float32": 4, "bf16": 2, "int8": 1, "fp16": 2}  # float32 plans
 _lib_checked: dict[int, bool] = {}
 
 # How the last fast generation in this process ran: threads (2 at batch 1 = split), and how many steps ran
@@ -115,6 +116,7 @@ def kernel() -> ctypes.CDLL | None:
               and lib.pw_runargs_size() == ctypes.sizeof(_RunArgs))
         if ok:
             lib.pw_isa.restype = ctypes.c_char_p
+            lib.pw_f16.restype = ctypes.c_int
             lib.pw_stream_rate.restype = ctypes.c_double
             lib.pw_stream_rate.argtypes = [_i64, _i64, ctypes.c_double]
             for sfx in _SUFFIX.values():
@@ -151,6 +153,9 @@ def cannot_run(dtype: torch.dtype, device: torch.device, weights: str = "float32
         return f"the fused step multiplies by {', '.join(FORMATS)} weights, not {weights!r}"
     if weights != "float32" and dtype != torch.float32:
         return f"{weights} generation needs a float32 model, not {dtype}"
+    if weights == "fp16" and not kernel().pw_f16():
+        return (f"fp16 weights need a CPU that converts half floats itself (x86 F16C, ARM NEON); this build "
+                f"({isa()}) has none: use bf16")
     if weights == "bf16":
         names = ("residual_channels", "gate_channels", "skip_channels")
         odd = [n for n, c in zip(names, channels, strict=False) if c % 2]
@@ -173,6 +178,12 @@ def native_bf16() -> bool:
     """False: bf16 weights are widened to float32 in registers on every CPU (no VDPBF16PS, which also rounds the
     inputs). Kept for code written against 0.1.0, where True meant AVX512-BF16 products."""
     return False
+
+
+def fp16_supported() -> bool:
+    """Whether the kernel built here converts half floats in hardware, which fp16 weights need."""
+    lib = kernel()
+    return bool(lib is not None and lib.pw_f16())
 
 
 def isa() -> str | None:
@@ -233,12 +244,14 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
     is filled with every step's network output (steps, B, C_out): the logits, or the mixture's parameters.
     threads: 1 or more (default `default_threads`); tile, row_block: kernel tuning (0: its defaults);
     patience: at batch 1 on 2 threads, the slow waits within 128 steps after which one thread goes on alone for
-    the rest of the chunk (0: the kernel's default, 8; -1: never, so that tests exercise the two-thread path); split_limit: if > 0, split mode
-    hands over to one thread after this many steps of every chunk (tests: the hand-over and back).
+    the rest of the chunk (0: the kernel's default, 8; -1: never, so that tests exercise the two-thread path);
+    split_limit: if > 0, split mode hands over to one thread after this many steps of every chunk (tests: the
+    hand-over and back).
     w.format "bf16": multiply by bfloat16 copies of the weights (nearest even), widened to float32 in registers;
-    "int8": by int8 copies with a scale per output channel (weight-only quantisation: q = round(w / scale),
-    scale = max |w| over the channel's inputs / 127; the summed skips are one matrix of every layer's gates; the
-    output layer stays float32). Inputs, products and sums are float32 in every format; the codes then follow
+    "fp16": by IEEE half-float copies (nearest even), widened by the CPU's own conversion (F16C, NEON); "int8":
+    by int8 copies with a scale per output channel (weight-only quantisation: q = round(w / scale), scale = max
+    |w| over the channel's inputs / 127; the summed skips are one matrix of every layer's gates; the output layer
+    stays float32). Inputs, products and sums are float32 in every format; the codes then follow
     the model to the weights' precision (docs/benchmarks.md has the KL of each from float32).
     """
     dtype = w.conv_w.dtype

@@ -5,8 +5,9 @@
 (`pixelwave.fast.wavenet_step.run`) both consume it, so the weights are laid out in one place. Its tensors keep
 PyTorch's (out, in) orientation of every 1x1 conv and the dilated convs' own (2G, R, k) layout; each consumer
 takes the views it needs. `format` is the precision the fused step multiplies in: "float32" (the model's own
-dtype: float32 or float64), "bf16" (bfloat16 copies made by the kernel from these float32 tensors) or "int8"
-(int8 copies with a scale per output channel, also made by the kernel: see `pixelwave.fast.wavenet_step.run`).
+dtype: float32 or float64), "bf16" (bfloat16 copies made by the kernel from these float32 tensors), "fp16"
+(IEEE half-float copies, likewise) or "int8" (int8 copies with a scale per output channel, also made by the
+kernel: see `pixelwave.fast.wavenet_step.run`).
 An output that needs other tensors adds them as optional fields here, set only for it: the "lpc_mixture"
 output's are in `PredictionWeights`.
 

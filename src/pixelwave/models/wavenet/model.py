@@ -655,10 +655,11 @@ class WaveNet(Autoregressive):
         queue loop (O(layers) per sample), "naive" the parallel pass over the last `receptive_field` inputs per
         sample (the reference), "auto" fused where it can run, else torch. All consume the same uniforms from
         `generator` and draw the same codes (exactly so in float64).
-        weights: the fused step's weights: "float32" (the model's dtype), "bf16" (bfloat16) or "int8" (a scale per
-        output channel), widened to float32 in registers; inputs, products and sums float32; fewer bytes per
+        weights: the fused step's weights: "float32" (the model's dtype), "bf16" (bfloat16), "fp16" (IEEE half
+        floats, where the CPU converts them: x86 F16C, ARM NEON) or "int8" (a scale per output channel), widened
+        to float32 in registers; inputs, products and sums float32; fewer bytes per
         sample, so faster at batch 1; the codes then follow the model to the weights' precision
-        (`pixelwave.fast.wavenet_step.run`). "bf16" and "int8" need the fused step and a float32 model.
+        (`pixelwave.fast.wavenet_step.run`). All but "float32" need the fused step and a float32 model.
         cached: True (default) is backend="auto", False the naive reference (DESIGN.md's spelling).
         fast, bf16: the 0.1.0 spellings, deprecated: fast=True is backend="fused", fast=False "torch", bf16=True
         weights="bf16".
