@@ -407,81 +407,8 @@ static inline VT<float>::V widen_fp16(const uint16_t* p) {
     return out;
 }
 
-// As mk, on half floats: Y[b, 0 : OB*N] += sum_k X[b, k] * W[k, 0 : OB*N], W one packed tile of halves.
-template <int BB, int OB>
-static void mkh(int64_t K, const uint16_t* __restrict W, const float* __restrict X, int64_t ldx,
-                float* __restrict Y, int64_t ldy) {
-    using V = VT<float>::V;
-    constexpr int N = VT<float>::N;
-    constexpr int U = BB * OB >= 8 ? 1 : 8 / (BB * OB);
-    V acc[U][BB][OB];
-#pragma GCC unroll 16
-    for (int b = 0; b < BB; ++b)
-#pragma GCC unroll 16
-        for (int o = 0; o < OB; ++o) {
-            acc[0][b][o] = vload<float>(Y + b * ldy + o * N);
-#pragma GCC unroll 8
-            for (int j = 1; j < U; ++j) acc[j][b][o] = V{};
-        }
-    auto step = [&](int j, int64_t k) __attribute__((always_inline)) {
-        const uint16_t* w = W + k * (OB * N);
-        if constexpr (BB == 1) {  // each widened vector used once: convert it where it is used (a register)
-            const V xb = vsplat<float>(X[k]);
-#pragma GCC unroll 16
-            for (int o = 0; o < OB; ++o) acc[j][0][o] += xb * widen_fp16(w + o * N);
-        } else {
-            V wf[OB];
-#pragma GCC unroll 16
-            for (int o = 0; o < OB; ++o) wf[o] = widen_fp16(w + o * N);
-#pragma GCC unroll 16
-            for (int b = 0; b < BB; ++b) {
-                const V xb = vsplat<float>(X[b * ldx + k]);
-#pragma GCC unroll 16
-                for (int o = 0; o < OB; ++o) acc[j][b][o] += xb * wf[o];
-            }
-        }
-    };
-    int64_t k = 0;
-    for (; k + U <= K; k += U) {
-#pragma GCC unroll 8
-        for (int j = 0; j < U; ++j) step(j, k + j);
-    }
-    for (; k < K; ++k) step(0, k);
-#pragma GCC unroll 16
-    for (int b = 0; b < BB; ++b)
-#pragma GCC unroll 16
-        for (int o = 0; o < OB; ++o) {
-#pragma GCC unroll 8
-            for (int j = 1; j < U; ++j) acc[0][b][o] += acc[j][b][o];
-            vstore<float>(Y + b * ldy + o * N, acc[0][b][o]);
-        }
-}
-
-struct HalfKernels {  // mkh
-    using Fn = void (*)(int64_t, const uint16_t*, const float*, int64_t, float*, int64_t);
-    template <int BB, int OB> static constexpr Fn fn = mkh<BB, OB>;
-};
-
-// gemm_part on half floats: inputs [k0, k0 + kn).
-static void gemm_half(const PMat<float>& W, int64_t k0, int64_t kn, int64_t rows, int row_block, const float* X,
-                      int64_t ldx, float* Y, int64_t ldy) {
-    constexpr int N = VT<float>::N;
-    const int64_t mv = W.M / N;
-    const uint16_t* wh = W.half;
-    for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
-        const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
-        for (int64_t r = 0; r < rows; r += row_block) {
-            const int bb = (int)std::min<int64_t>(row_block, rows - r);
-            pick_shape<HalfKernels>(bb, ob)(kn, wh + k0 * ob * N, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
-        }
-        wh += W.K * ob * N;
-    }
-}
 #else
 #define PW_F16 0
-static void gemm_half(const PMat<float>&, int64_t, int64_t, int64_t, int, const float*, int64_t, float*, int64_t) {
-    throw std::logic_error("fp16 weights need hardware conversion");  // create() refuses them first
-}
 #endif
 
 // ------------------------------------------------------------------------------------------ int8 products
@@ -516,29 +443,55 @@ static inline VT<float>::V widen_int8(const int8_t* p) {
     return out;
 }
 
-template <int BB, int OB>
-static void mkq(int64_t K, const int8_t* __restrict W, const float* __restrict scale, const float* __restrict X,
-                int64_t ldx, float* __restrict Y, int64_t ldy) {
+// ------------------------------------------------------------------------------------------ widened weights
+// The microkernel of the formats that widen one stored weight to one float32 lane (fp16, int8), as mk:
+// Y[b, 0 : OB*N] += sum_k X[b, k] * widen(Q[k, 0 : OB*N]), Q one tile ((K, OB*N) row-major); with Wd::scaled
+// (int8), the sums start at zero and Y += scale[0 : OB*N] * sum, the scale applied once at the end. The
+// products and sums are float32.
+struct Int8Weights {
+    using E = int8_t;
+    static constexpr bool scaled = true;
+    static VT<float>::V widen(const E* p) { return widen_int8(p); }
+};
+#if PW_F16
+struct HalfWeights {
+    using E = uint16_t;
+    static constexpr bool scaled = false;
+    static VT<float>::V widen(const E* p) { return widen_fp16(p); }
+};
+#endif
+
+template <class Wd, int BB, int OB>
+static void mkw(int64_t K, const typename Wd::E* __restrict W, const float* __restrict scale,
+                const float* __restrict X, int64_t ldx, float* __restrict Y, int64_t ldy) {
     using V = VT<float>::V;
     constexpr int N = VT<float>::N;
     constexpr int U = BB * OB >= 8 ? 1 : 8 / (BB * OB);
     V acc[U][BB][OB];
+#pragma GCC unroll 16
+    for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+            acc[0][b][o] = Wd::scaled ? V{} : vload<float>(Y + b * ldy + o * N);
 #pragma GCC unroll 8
-    for (int j = 0; j < U; ++j)
-#pragma GCC unroll 16
-        for (int b = 0; b < BB; ++b)
-#pragma GCC unroll 16
-            for (int o = 0; o < OB; ++o) acc[j][b][o] = V{};
+            for (int j = 1; j < U; ++j) acc[j][b][o] = V{};
+        }
     auto step = [&](int j, int64_t k) __attribute__((always_inline)) {
-        const int8_t* w = W + k * (OB * N);
-        V wf[OB];
+        const typename Wd::E* w = W + k * (OB * N);
+        if constexpr (BB == 1) {  // each widened vector used once: widen it where it is used (one register)
+            const V xb = vsplat<float>(X[k]);
 #pragma GCC unroll 16
-        for (int o = 0; o < OB; ++o) wf[o] = widen_int8(w + o * N);
+            for (int o = 0; o < OB; ++o) acc[j][0][o] += xb * Wd::widen(w + o * N);
+        } else {
+            V wf[OB];
 #pragma GCC unroll 16
-        for (int b = 0; b < BB; ++b) {
-            const V xb = vsplat<float>(X[b * ldx + k]);
+            for (int o = 0; o < OB; ++o) wf[o] = Wd::widen(w + o * N);
 #pragma GCC unroll 16
-            for (int o = 0; o < OB; ++o) acc[j][b][o] += xb * wf[o];
+            for (int b = 0; b < BB; ++b) {
+                const V xb = vsplat<float>(X[b * ldx + k]);
+#pragma GCC unroll 16
+                for (int o = 0; o < OB; ++o) acc[j][b][o] += xb * wf[o];
+            }
         }
     };
     int64_t k = 0;
@@ -553,30 +506,33 @@ static void mkq(int64_t K, const int8_t* __restrict W, const float* __restrict s
         for (int o = 0; o < OB; ++o) {
 #pragma GCC unroll 8
             for (int j = 1; j < U; ++j) acc[0][b][o] += acc[j][b][o];
-            vstore<float>(Y + b * ldy + o * N, vload<float>(Y + b * ldy + o * N) +
-                                                   acc[0][b][o] * vload<float>(scale + o * N));
+            if constexpr (Wd::scaled)
+                vstore<float>(Y + b * ldy + o * N, vload<float>(Y + b * ldy + o * N) +
+                                                       acc[0][b][o] * vload<float>(scale + o * N));
+            else
+                vstore<float>(Y + b * ldy + o * N, acc[0][b][o]);
         }
 }
 
-struct Int8Kernels {  // mkq
-    using Fn = void (*)(int64_t, const int8_t*, const float*, const float*, int64_t, float*, int64_t);
-    template <int BB, int OB> static constexpr Fn fn = mkq<BB, OB>;
+template <class Wd> struct WidenedKernels {  // mkw
+    using Fn = void (*)(int64_t, const typename Wd::E*, const float*, const float*, int64_t, float*, int64_t);
+    template <int BB, int OB> static constexpr Fn fn = mkw<Wd, BB, OB>;
 };
-static Int8Kernels::Fn pickq(int bb, int ob) { return pick_shape<Int8Kernels>(bb, ob); }
 
-// gemm_part on int8 weights.
-static void gemm_int8(const PMat<float>& W, int64_t k0, int64_t kn, int64_t rows, int row_block, const float* X,
-                      int64_t ldx, float* Y, int64_t ldy) {
+// gemm_part on widened weights Q (W.half or W.q, in W's tiles): inputs [k0, k0 + kn).
+template <class Wd>
+static void gemm_widened(const PMat<float>& W, const typename Wd::E* Q, int64_t k0, int64_t kn, int64_t rows,
+                         int row_block, const float* X, int64_t ldx, float* Y, int64_t ldy) {
     constexpr int N = VT<float>::N;
     const int64_t mv = W.M / N;
-    const int8_t* wq = W.q;
     for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
         const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
         for (int64_t r = 0; r < rows; r += row_block) {
             const int bb = (int)std::min<int64_t>(row_block, rows - r);
-            pickq(bb, ob)(kn, wq + k0 * ob * N, W.scale + v0 * N, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
+            pick_shape<WidenedKernels<Wd>>(bb, ob)(kn, Q + k0 * ob * N, Wd::scaled ? W.scale + v0 * N : nullptr,
+                                                   X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
         }
-        wq += W.K * ob * N;
+        Q += W.K * ob * N;
     }
 }
 
@@ -602,8 +558,14 @@ static void gemm_part(const PMat<T>& W, int64_t k0, int64_t kn, int64_t rows, in
     constexpr int N = VT<T>::N;
     if constexpr (std::is_same_v<T, float>) {
         if (W.pairs) return gemm_pairs(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
-        if (W.half) return gemm_half(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
-        if (W.q) return gemm_int8(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
+        if (W.half) {
+#if PW_F16
+            return gemm_widened<HalfWeights>(W, W.half, k0, kn, rows, row_block, X, ldx, Y, ldy);
+#else
+            throw std::logic_error("fp16 weights need hardware conversion");  // create() refuses them first
+#endif
+        }
+        if (W.q) return gemm_widened<Int8Weights>(W, W.q, k0, kn, rows, row_block, X, ldx, Y, ldy);
     }
     const int64_t mv = W.M / N;
     const T* wp = W.data;

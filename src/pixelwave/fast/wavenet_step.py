@@ -153,7 +153,7 @@ def cannot_run(dtype: torch.dtype, device: torch.device, weights: str = "float32
         return f"the fused step multiplies by {', '.join(FORMATS)} weights, not {weights!r}"
     if weights != "float32" and dtype != torch.float32:
         return f"{weights} generation needs a float32 model, not {dtype}"
-    if weights == "fp16" and not kernel().pw_f16():
+    if weights == "fp16" and not fp16_supported():
         return (f"fp16 weights need a CPU that converts half floats itself (x86 F16C, ARM NEON); this build "
                 f"({isa()}) has none: use bf16")
     if weights == "bf16":
