@@ -19,6 +19,7 @@ import torch
 from fast_reference import generation_inputs, reference_logits, rounded
 
 import pixelwave.fast._build as build
+from pixelwave.fast import wavenet_step
 from pixelwave.models.wavenet import WaveNet
 
 CXX, QEMU, SYSROOT = "aarch64-linux-gnu-g++", "qemu-aarch64", "/usr/aarch64-linux-gnu"
@@ -53,7 +54,7 @@ def run_arm(driver: Path, tmp_path: Path, w, steps: int, up, u, threads: int):
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     L, R, G, S, C, B = w.layers, w.residual_channels, w.gate_channels, w.skip_channels, w.out_channels, w.batch
     cm = 0 if up is None else up.shape[1]
-    fmt = {"float32": 0, "bf16": 1, "int8": 2, "fp16": 3}[w.format]
+    fmt = wavenet_step.FORMATS[w.format]  # the kernel's code of the weight format
     header = [0 if dtype == torch.float32 else 1, fmt, L, R, G, S, C, w.kernel_size, B, threads, w.initial_code,
               w.levels, w.mixtures, cm, steps, -1]  # patience -1: two threads stay split (qemu is slow)
     arrays = [w.embedding[: w.levels], w.conv_w, w.res_w, w.res_b, w.skip_w, w.skip_b, w.h1_w, w.h1_b, w.h2_w,

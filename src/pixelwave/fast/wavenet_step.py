@@ -70,7 +70,7 @@ class _RunArgs(ctypes.Structure):
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 # The weight formats of the fused step's products (GenerationWeights.format) and their codes in the kernel:
-# float32 (the model's own dtype: float32 or float64), bfloat16, int8 with a scale per output channel.
+# float32 (the model's own dtype: float32 or float64), bfloat16, int8 with a scale per output channel, IEEE half.
 FORMATS = {"float32": 0, "bf16": 1, "int8": 2, "fp16": 3}
 BYTES_PER_WEIGHT = {"float32": 4, "bf16": 2, "int8": 1, "fp16": 2}  # float32 plans
 _lib_checked: dict[int, bool] = {}
