@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pixelwave.errors import UserError
 
-__all__ = ["mu_law_encode", "mu_law_decode", "silence_code", "mel_filterbank", "log_mel", "pitch", "features",
-           "read_audio", "write_wav", "trim_silence", "resample"]
+__all__ = ["mu_law_encode", "mu_law_decode", "silence_code", "pre_emphasis", "de_emphasis", "mel_filterbank",
+           "log_mel", "pitch", "features", "read_audio", "write_wav", "trim_silence", "resample"]
 
 
 # ----------------------------------------------------------------------------------------------- mu-law codec
@@ -74,6 +75,39 @@ def mu_law_decode(codes: torch.Tensor | np.ndarray | int, levels: int = 256) -> 
 def silence_code(levels: int = 256) -> int:
     """The code of 0.0: what the model sees before t = 0."""
     return int(mu_law_encode(torch.tensor(0.0), levels))
+
+
+# ----------------------------------------------------------------------------------------------- pre-emphasis
+def _check_emphasis(alpha: float) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha < 1:
+        raise ValueError(f"pre-emphasis must be a number in [0, 1), not {alpha!r}")
+    return float(alpha)
+
+
+def pre_emphasis(wave: torch.Tensor | np.ndarray, alpha: float) -> torch.Tensor:
+    """y_t = x_t - alpha x_(t-1) along the last axis (x_(-1) = 0): a first-order high-pass that flattens speech's
+    spectral tilt before mu-law coding, so that the coding's and a model's errors, white in the emphasised
+    signal, come out of `de_emphasis` shaped like speech (quiet at high frequencies; LPCNet uses alpha = 0.85).
+    float64 tensor of the input's shape."""
+    alpha = _check_emphasis(alpha)
+    x = torch.as_tensor(wave).double()
+    if alpha == 0:
+        return x
+    return x - alpha * F.pad(x[..., :-1], (1, 0))
+
+
+def de_emphasis(wave: torch.Tensor | np.ndarray, alpha: float) -> torch.Tensor:
+    """The inverse of `pre_emphasis`: y_t = x_t + alpha y_(t-1) along the last axis (y_(-1) = 0), float64 tensor.
+    Computed as the filter's impulse response alpha^k, cut where alpha^k < 1e-20 (below float64's resolution of
+    any sample it is added to), so one convolution instead of a loop over time."""
+    alpha = _check_emphasis(alpha)
+    x = torch.as_tensor(wave).double()
+    if alpha == 0 or x.shape[-1] == 0:
+        return x
+    taps = min(x.shape[-1], math.ceil(math.log(1e-20) / math.log(alpha)))
+    h = alpha ** torch.arange(taps - 1, -1, -1, dtype=torch.float64)  # reversed: conv1d correlates
+    flat = x.reshape(-1, 1, x.shape[-1])
+    return F.conv1d(F.pad(flat, (taps - 1, 0)), h.view(1, 1, -1)).reshape(x.shape)
 
 
 # ----------------------------------------------------------------------------------------------- log-mel

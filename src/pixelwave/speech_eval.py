@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwave.audio import log_mel, mu_law_decode, resample, write_wav
+from pixelwave.audio import log_mel, resample, write_wav
 from pixelwave.errors import UserError
 
 __all__ = ["stoi", "mel_cepstral_distortion", "mel_cepstrum", "recognize", "word_error_rate", "normalise_text",
@@ -267,7 +267,7 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
             codes = model.generate(steps, cond=utt["cond"].to(device), speaker=speaker,
                                    generator=torch.Generator().manual_seed(seed + i),
                                    temperature=temperature)  # (1, steps)
-            respoken = mu_law_decode(codes[0].cpu(), model.levels).numpy()  # (steps,)
+            respoken = model.waveform(codes[0]).numpy()  # (steps,)
             row = {"stoi": _stoi_or_nan(recording, respoken, rate),
                    "mcd_db": mel_cepstral_distortion(recording, respoken, rate, n_mels=model.cond_channels,
                                                      hop_length=dataset.hop_length,

@@ -59,10 +59,10 @@ def write_audio(outs: list[Path], png: Path, codes: torch.Tensor, model, rate: i
                 reference=None) -> float:
     """Write the generated codes (N, T), one 16-bit WAV per row, and one picture of every waveform and its
     log-mel spectrogram (after `reference`, a (title, wave) panel, if given); returns the seconds per clip."""
-    from pixelwave.audio import mu_law_decode, write_wav
+    from pixelwave.audio import write_wav
     from pixelwave.viz import audio_figure, save_image
 
-    waves = mu_law_decode(codes.cpu(), model.levels).numpy()  # (N, T) in [-1, 1]
+    waves = model.waveform(codes).numpy()  # (N, T); write_wav clips to [-1, 1]
     for out, wave in zip(outs, waves, strict=True):
         write_wav(out, wave, rate)
     panels = ([reference] if reference is not None else []) + list(zip(titles, waves, strict=True))

@@ -141,16 +141,20 @@ def audio_options(info: dict | None = None, model=None, given: dict | None = Non
         if model.cond_channels is not None:
             opts.update(with_mel=True, n_mels=model.config.mel_bands, hop_length=model.hop_length,
                         pitch=model.config.pitch)
+        if getattr(model.config, "pre_emphasis", 0):
+            opts["pre_emphasis"] = model.config.pre_emphasis
     if info and info.get("kind") == "audio":
         opts.update(sample_rate=info["sample_rate"], levels=info["levels"], crop=info["crop"],
                     trim_db=info.get("trim_db"), with_mel=bool(info.get("mel")))
+        if info.get("pre_emphasis"):
+            opts["pre_emphasis"] = info["pre_emphasis"]
         if info.get("mel"):
             opts.update({k: info["mel"][k] for k in ("n_mels", "hop_length", "n_fft")})
             opts["pitch"] = bool(info["mel"].get("pitch"))
     for key, value in (given or {}).items():
         if value in (None, False):
             continue
-        if key in ("levels", "crop", "sample_rate", "n_mels", "hop_length", "n_fft"):
+        if key in ("levels", "crop", "sample_rate", "n_mels", "hop_length", "n_fft", "pre_emphasis"):
             opts[key] = value
         elif key == "trim_db":
             opts["trim_db"] = None if value == "off" else value

@@ -80,7 +80,10 @@ TRAIN_OPTIONS = {o.dest: o for o in [
            ("hop_length", positive(), None, "with --mel: samples per mel frame (default 200)"),
            ("n_fft", positive(), None, "with --mel: STFT window (default 800)"),
            ("trim_db", trim_db, None, "cut leading/trailing audio this many dB below the loudest (default 40), "
-                                      "or 'off'")),
+                                      "or 'off'"),
+           ("pre_emphasis", float, None, "model x_t - ALPHA x_(t-1) instead of the audio (e.g. 0.85, as LPCNet): "
+                                         "the model's errors come out shaped like speech, quiet at high "
+                                         "frequencies; generation undoes it (default 0 = off)")),
     *_opts("training",
            ("steps", int, None, f"optimizer steps in total (default {_D['steps']})"),
            ("time_limit", float, None, "also stop once this many seconds of training (evaluations excluded) have "
@@ -129,7 +132,7 @@ MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout
                          "latent_stride"),
                "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size",
                          "output", "mixtures", "input_noise", "prediction_inputs")}
-AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db")
+AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "pre_emphasis")
 ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_channels", "latent_stride"),
             "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "pitch", "output",
                       "input_noise", "prediction_inputs",

@@ -54,7 +54,8 @@ def cmd_train(args: argparse.Namespace, parser) -> int:
         # Resume with the run's data options (audio crop, rate, mel): they need not be repeated either.
         _, run_info = read_data_info(config.out)
     if kind == "audio":
-        keys = ("levels", "crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "mel", "pitch")
+        keys = ("levels", "crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "pre_emphasis", "mel",
+                "pitch")
         given = {k: values[k] for k in keys if run_info is None or k in typed}
         options = audio_options(run_info, None, given)
     else:
@@ -101,6 +102,8 @@ def build_model(values: dict, typed: dict, train_set):
             kwargs.update(cond_channels=train_set.cond_channels, hop_length=train_set.hop_length)
             if train_set.pitch:
                 kwargs.update(pitch=True, sample_rate=train_set.sample_rate)  # the source's phase runs in Hz
+        if train_set.pre_emphasis:  # the model's codes are the emphasised signal's: generation undoes it
+            kwargs["pre_emphasis"] = train_set.pre_emphasis
         if kwargs.get("output") == "lpc_mixture":  # the prediction places the mel bands in Hz
             kwargs["sample_rate"] = train_set.sample_rate
     try:

@@ -12,8 +12,9 @@
 
 Every file is read with soundfile, mixed down to mono, resampled to `sample_rate` with soxr, cut of leading
 and trailing silence (`pixelwave.audio.trim_silence`: 10 ms frames quieter than `trim_db` dB below the
-loudest frame, keeping 50 ms; trim_db=None keeps everything) and mu-law encoded. Bad files raise UserError
-naming the file.
+loudest frame, keeping 50 ms; trim_db=None keeps everything) and mu-law encoded, after `pre_emphasis` when one
+is asked for (the codes are then the emphasised signal's; mel frames are always the recording's own). Bad files
+raise UserError naming the file.
 
 Held-out split (wav:DIR and vctk:DIR without metadata.json): within each speaker the files are ordered by the
 SHA-1 of their path relative to DIR and the first ceil(test_fraction * n) are the test split (none for a
@@ -39,7 +40,16 @@ from pathlib import Path
 
 import torch
 
-from pixelwave.audio import PITCH_ROWS, features, mu_law_decode, mu_law_encode, read_audio, trim_silence
+from pixelwave.audio import (
+    PITCH_ROWS,
+    de_emphasis,
+    features,
+    mu_law_decode,
+    mu_law_encode,
+    read_audio,
+    trim_silence,
+)
+from pixelwave.audio import pre_emphasis as emphasised
 from pixelwave.errors import UserError
 
 __all__ = ["AudioDataset", "load_audio", "NAMES", "SPEECH_SAMPLE", "FLITE_SAMPLE"]
@@ -78,6 +88,7 @@ class AudioDataset:
     texts: list[str | None] = field(default_factory=list)
     speaker_info: dict | None = None
     trim_db: float | None = 40.0
+    pre_emphasis: float = 0.0  # the codes are mu-law codes of x_t - pre_emphasis * x_(t-1)
     kind: str = field(default="audio", init=False)
 
     def __post_init__(self):
@@ -144,7 +155,14 @@ class AudioDataset:
                 "crop": self.crop, "speakers": self.speakers,
                 "num_speakers": None if self.speakers is None else len(self.speakers),
                 "n_mels": self.n_mels, "hop_length": self.hop_length, "mel": self.mel_options,
-                "trim_db": self.trim_db, "speaker_info": self.speaker_info}
+                "trim_db": self.trim_db, "speaker_info": self.speaker_info,
+                # absent when off: data.json of earlier runs stays as it was
+                **({"pre_emphasis": self.pre_emphasis} if self.pre_emphasis else {})}
+
+    def waveform(self, codes: torch.Tensor):
+        """Codes of this data set as a float waveform, numpy float32: decoded, and de-emphasised if emphasised."""
+        wave = mu_law_decode(codes.long(), self.levels)
+        return (de_emphasis(wave, self.pre_emphasis).float() if self.pre_emphasis else wave).numpy()
 
     # ------------------------------------------------------------------ whole utterances
     @property
@@ -178,7 +196,7 @@ class AudioDataset:
         set made in memory (no source files) has nothing finer than its codes: they are decoded."""
         if i >= len(self.sources):
             start, n = int(self.offsets[i]), int(self.lengths[i])
-            return mu_law_decode(self.codes[start: start + n].long(), self.levels).numpy()
+            return self.waveform(self.codes[start: start + n])
         wave = _read_utterance(self.sources[i], self.sample_rate, self.trim_db)
         if len(wave) != int(self.lengths[i]):
             raise UserError(f"{self.sources[i]}: changed since the data set was loaded ({len(wave)} samples, "
@@ -189,13 +207,16 @@ class AudioDataset:
 # ---------------------------------------------------------------------------------------------------- loading
 def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: int = 8000, levels: int = 256,
                with_mel: bool = False, n_mels: int = 80, hop_length: int = 200, n_fft: int = 800,
-               pitch: bool = False, trim_db: float | None = 40.0, test_fraction: float = 0.1,
+               pitch: bool = False, trim_db: float | None = 40.0, pre_emphasis: float = 0.0,
+               test_fraction: float = 0.1,
                random_crops: bool | None = None, speakers: list[str] | None = None) -> AudioDataset:
     """Load the audio data set `name` (see the module docstring) as an AudioDataset.
 
     pitch: with_mel, each frame also carries log f0 and the voicing (`pixelwave.audio.pitch`) under its mel
-    bands. random_crops: None = random crops for 'train', fixed consecutive crops for 'test'. speakers: keep only
-    these speakers (the speaker table, and so the ids, stay those of the whole data set).
+    bands. pre_emphasis: alpha in [0, 1); the codes are those of `pixelwave.audio.pre_emphasis(wave, alpha)`
+    (samples it pushes past +-1 clip, as loud audio does). random_crops: None = random crops for 'train', fixed
+    consecutive crops for 'test'. speakers: keep only these speakers (the speaker table, and so the ids, stay
+    those of the whole data set).
     """
     if not isinstance(name, str) or not name:
         raise UserError(f"audio data set name must be a non-empty string, got {name!r}; "
@@ -212,6 +233,8 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
         raise UserError("pitch rows ride on the mel frames: pitch needs with_mel (--pitch needs --mel)")
     if with_mel and crop % hop_length:
         raise UserError(f"crop ({crop}) must be a multiple of hop_length ({hop_length}) with mel features")
+    if isinstance(pre_emphasis, bool) or not isinstance(pre_emphasis, int | float) or not 0 <= pre_emphasis < 1:
+        raise UserError(f"pre_emphasis must be a number in [0, 1), got {pre_emphasis!r}")
     if not 0 <= test_fraction < 1:
         raise UserError(f"test_fraction must be in [0, 1), got {test_fraction}")
 
@@ -267,13 +290,15 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
     frames_t = torch.tensor(frame_counts, dtype=torch.long)
     ds = AudioDataset(
         name=name, split=split, sample_rate=sample_rate, levels=levels, crop=crop,
-        codes=mu_law_encode(torch.cat(chunks), levels).to(dtype),  # one pass over all the audio
+        # one pass over all the audio; emphasis per utterance, so that none leaks into the next
+        codes=mu_law_encode(torch.cat([emphasised(c, pre_emphasis) for c in chunks] if pre_emphasis else chunks),
+                            levels).to(dtype),
         offsets=torch.cumsum(lengths_t, 0) - lengths_t, lengths=lengths_t,
         speaker=None if table is None else torch.tensor(spk, dtype=torch.long), speakers=table,
         mel=torch.cat(mels).float() if with_mel else None,
         frame_offsets=torch.cumsum(frames_t, 0) - frames_t if with_mel else None, mel_options=mel_options,
         random_crops=(split == "train") if random_crops is None else bool(random_crops),
-        sources=sources, texts=texts, speaker_info=info, trim_db=trim_db)
+        sources=sources, texts=texts, speaker_info=info, trim_db=trim_db, pre_emphasis=float(pre_emphasis))
     if len(ds) == 0:
         raise UserError(f"{name}: no {split} utterance is as long as one crop ({crop} samples, "
                         f"{crop / sample_rate:.2f} s; the longest is {max(lengths) / sample_rate:.2f} s): "

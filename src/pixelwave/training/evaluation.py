@@ -71,8 +71,6 @@ def log_samples(writer, model, config, info: dict, test_set, step: int, device: 
 
 
 def _log_clips(writer, model, config, info, test_set, step, device, generator) -> None:
-    from pixelwave.audio import mu_law_decode
-
     rate = info["sample_rate"]
     steps = max(1, round(config.sample_seconds * rate))
     n = model.num_speakers or 1
@@ -96,7 +94,7 @@ def _log_clips(writer, model, config, info, test_set, step, device, generator) -
     codes = model.generate(steps, batch=n, speaker=speaker, cond=cond, generator=generator).cpu()  # (n, steps)
     for i in range(n):
         tag = f"samples/{names[i]}" if model.num_speakers else "samples"
-        writer.add_audio(tag, mu_law_decode(codes[i], model.levels)[None], step, sample_rate=rate)
+        writer.add_audio(tag, model.waveform(codes[i])[None], step, sample_rate=rate)
     if cond is not None:
         _log_speech_scores(writer, model, test_set, pick, codes, names, step, rate)
 
@@ -107,12 +105,11 @@ def _log_speech_scores(writer, model, test_set, pick: list[int], codes: torch.Te
     their text is unknown; `pixelwave eval` scores whole utterances with PocketSphinx."""
     import numpy as np
 
-    from pixelwave.audio import mu_law_decode
     from pixelwave.speech_eval import MissingExtra, mel_cepstral_distortion, stoi
 
     steps = codes.shape[1]
     recordings = [test_set.recording(i)[:steps] for i in pick]  # (steps,) each, before mu-law
-    respoken = mu_law_decode(codes, model.levels).numpy()  # (n, steps)
+    respoken = model.waveform(codes).numpy()  # (n, steps)
     mel = test_set.mel_options
     mcd = [mel_cepstral_distortion(r, g, rate, n_mels=mel["n_mels"], hop_length=mel["hop_length"],
                                    n_fft=mel["n_fft"]) for r, g in zip(recordings, respoken, strict=True)]

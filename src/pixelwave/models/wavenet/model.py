@@ -49,7 +49,15 @@ from torch import nn
 
 from pixelwave import lpc
 from pixelwave.audio import PITCH_REF_HZ as AUDIO_PITCH_REF_HZ
-from pixelwave.audio import PITCH_ROWS, mu_law_compress, mu_law_encode, mu_law_expand, silence_code
+from pixelwave.audio import (
+    PITCH_ROWS,
+    de_emphasis,
+    mu_law_compress,
+    mu_law_decode,
+    mu_law_encode,
+    mu_law_expand,
+    silence_code,
+)
 from pixelwave.distributions import (
     categorical_log_prob,
     categorical_sample,
@@ -343,6 +351,7 @@ class WaveNetConfig(ModelConfig):
     input_noise: float = 0.0  # training only: std, in mu-law codes, of noise on the past the network sees
     prediction_inputs: bool = False  # "lpc_mixture": the network also sees p_t and e_(t-1) (LPCNet's inputs)
     pitch: bool = False  # the last PITCH_ROWS of cond_channels are pitch rows; the gates also see a sine source
+    pre_emphasis: float = 0.0  # the codes are of x_t - pre_emphasis * x_(t-1) (pixelwave.audio.pre_emphasis)
 
     SIZES: ClassVar[dict] = {
         # the paper-sized model (receptive field 2,047) that the benchmarks time
@@ -394,6 +403,11 @@ class WaveNetConfig(ModelConfig):
             require(self.cond_channels is not None and self.cond_channels > PITCH_ROWS and self.sample_rate,
                     f"pitch conditioning rides on the mel frames: it needs cond_channels (mel bands + "
                     f"{PITCH_ROWS}), hop_length and sample_rate")
+        require(not isinstance(self.pre_emphasis, bool) and isinstance(self.pre_emphasis, int | float)
+                and 0 <= self.pre_emphasis < 1, f"pre_emphasis must be in [0, 1), not {self.pre_emphasis!r}")
+        require(not self.pre_emphasis or self.output != "lpc_mixture",
+                "output 'lpc_mixture' predicts the recording from its mel frames, not an emphasised signal: "
+                "pre_emphasis needs another output")
         require(isinstance(self.input_noise, int | float) and math.isfinite(self.input_noise)
                 and self.input_noise >= 0, f"input_noise must be >= 0, not {self.input_noise!r}")
 
@@ -464,6 +478,14 @@ class WaveNet(Autoregressive):
     @property
     def hop_length(self) -> int | None:
         return self.config.hop_length
+
+    def waveform(self, codes: torch.Tensor) -> torch.Tensor:
+        """Generated codes (..., T) as a float32 waveform on the CPU: each code's mu-law value, then
+        `de_emphasis` if the model was trained on emphasised audio (`pre_emphasis`)."""
+        wave = mu_law_decode(codes.cpu(), self.levels)
+        if not self.config.pre_emphasis:
+            return wave
+        return de_emphasis(wave, self.config.pre_emphasis).float()
 
     @property
     def receptive_field(self) -> int:
