@@ -14,7 +14,7 @@ from pixelwave import audio, runtime
 from pixelwave.cli import main
 from pixelwave.data.audio import load_audio
 from pixelwave.models.wavenet import WaveNet
-from pixelwave.models.wavenet.model import SOURCE_HARMONICS, pitch_source
+from pixelwave.models.wavenet.model import SOURCE_HARMONICS, pitch_source, source_voicing
 
 RATE = 16000
 
@@ -180,6 +180,58 @@ def test_naive_cached_and_fused_generation_draw_the_same_codes():
             assert torch.equal(naive, gen("fused", temperature))
 
 
+def voicing_frames(n, seed=0):
+    """frames() whose voicing runs from unvoiced (0) to fully voiced (1) and back."""
+    f = frames(n, seed=seed)
+    f[0, 8 + 1] = torch.sin(torch.linspace(0, math.pi, n, dtype=torch.float64))
+    return f
+
+
+@pytest.mark.parametrize("output", ["lpc_mixture", "categorical"])
+def test_voiced_temperature_draws_alike_everywhere_and_follows_the_voicing(output):
+    m = tiny(output=output)
+    steps = 40  # 10 frames of 4 samples
+
+    def gen(backend, cond, **kw):
+        return m.generate(steps, cond=cond, backend=backend, generator=torch.Generator().manual_seed(5), **kw)
+
+    backends = ["naive", "torch"] + (["fused"] if m.fused_unsupported() is None else [])
+    glide = voicing_frames(10)
+    codes = [gen(b, glide, temperature=0.5, voiced_temperature=0.25) for b in backends]
+    assert all(torch.equal(codes[0], c) for c in codes[1:])  # a temperature per draw, the same in every backend
+    assert not torch.equal(codes[0], gen("naive", glide, temperature=0.5))  # and it is used
+    # where the frames are unvoiced the draw is at `temperature`, where fully voiced at `voiced_temperature`
+    for voicing, scalar in ((0.0, 0.5), (1.0, 0.25)):
+        cond = frames(10, voicing=voicing)
+        for b in backends:
+            assert torch.equal(gen(b, cond, temperature=0.5, voiced_temperature=0.25),
+                               gen(b, cond, temperature=scalar))
+    v = source_voicing(glide[:, -audio.PITCH_ROWS:], steps, 4)
+    assert v.shape == (1, steps) and float(v.min()) == 0.0 and float(v.max()) == 1.0
+    assert torch.equal(v[0] > 0, (pitch_source(glide[:, -audio.PITCH_ROWS:], steps, 4, RATE)[0, 0:2] != 0).any(0))
+
+
+def test_voiced_temperature_checks():
+    m = tiny()
+    with pytest.raises(ValueError, match="voiced_temperature must be > 0"):
+        m.generate(8, cond=frames(2), voiced_temperature=0.0)
+    plain = WaveNet(layers=2, stacks=1, cond_channels=8, hop_length=4, sample_rate=RATE)
+    with pytest.raises(ValueError, match="no pitch rows"):
+        plain.generate(8, cond=torch.zeros(1, 8, 2), voiced_temperature=0.5)
+
+
+def test_a_temperature_per_draw_is_the_same_as_one_draw_at_a_time():
+    from pixelwave.distributions import categorical_sample
+
+    g = torch.Generator().manual_seed(0)
+    logits, u = torch.randn(64, 9, generator=g), torch.rand(64, generator=g)
+    temps = torch.rand(64, generator=g) + 0.1
+    rows = torch.stack([categorical_sample(logits[i], u[i], float(temps[i])) for i in range(64)])
+    assert torch.equal(categorical_sample(logits, u, temps), rows)
+    with pytest.raises(ValueError, match="> 0 everywhere"):
+        categorical_sample(logits, u, temps - 1.0)
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="pitch conditioning rides on the mel frames"):
         WaveNet(layers=2, stacks=1, pitch=True)
@@ -228,6 +280,13 @@ def test_train_eval_and_resynthesize_with_pitch(tmp_path, capsys):
     import soundfile as sf
 
     assert sf.info(str(tmp_path / "re.wav")).frames == 4800  # 24 whole frames of 200 samples
+    assert main(["resynthesize", str(out), "--input", str(wav), "--out", str(tmp_path / "vt.wav"), "--temperature",
+                 "0.8", "--voiced-temperature", "0.5"]) == 0
+    assert sf.info(str(tmp_path / "vt.wav")).frames == 4800
+    capsys.readouterr()
+    assert main(["resynthesize", "pretrained:vocoder", "--input", str(wav), "--out", str(tmp_path / "no.wav"),
+                 "--voiced-temperature", "0.5"]) == 2
+    assert "has no pitch rows" in capsys.readouterr().err and not (tmp_path / "no.wav").exists()
     capsys.readouterr()
     assert main(["train", "--model", "wavenet", "--data", "flite-sample", "--preset", "tiny", "--pitch",
                  "--out", str(tmp_path / "x")]) == 2

@@ -27,13 +27,19 @@ def categorical_log_prob(logits: torch.Tensor, x: torch.Tensor, dim: int) -> tor
     return logp.gather(dim, x.unsqueeze(dim)).squeeze(dim)
 
 
-def categorical_sample(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Inverse-CDF sample from softmax(logits / T) over the last dim, given uniforms `u` of shape logits[..., 0].
+def categorical_sample(logits: torch.Tensor, u: torch.Tensor,
+                       temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Inverse-CDF sample from softmax(logits / T) over the last dim, given uniforms `u` of shape logits[..., 0];
+    T a number or a tensor of u's shape (a temperature per draw).
 
     The randomness is an input, so every sampler (naive, cached, fused) that sees the same logits and the same
     `u` draws the same value.
     """
-    if temperature <= 0:
+    if isinstance(temperature, torch.Tensor):
+        if not bool((temperature > 0).all()):
+            raise ValueError("temperature must be > 0 everywhere")
+        temperature = temperature.unsqueeze(-1)
+    elif temperature <= 0:
         raise ValueError(f"temperature must be > 0, not {temperature}")
     probs = F.softmax(upcast(logits) / temperature, dim=-1)
     cdf = probs.cumsum(-1)  # (..., L)
@@ -161,7 +167,7 @@ def discretized_logistic_mixture_table(params: torch.Tensor, x: torch.Tensor, le
 
 
 def discretized_logistic_mixture_sample(params: torch.Tensor, u: torch.Tensor, levels: int,
-                                        temperature: float = 1.0) -> torch.Tensor:
+                                        temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
     """Exact sample, a deterministic function of uniforms u (B, C, *S): channel by channel, each from its exact
     categorical over the bins given the channels already drawn (inverse CDF). params (B, P, *S) -> (B, C, *S) long.
     """

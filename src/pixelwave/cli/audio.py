@@ -166,6 +166,18 @@ def temperature(args, checkpoint: str) -> float:
     return args.temperature if args.temperature is not None else pretrained.temperature(checkpoint)
 
 
+def voiced_temperature(args, checkpoint: str, model) -> float | None:
+    """--voiced-temperature, else what a shipped model's card recommends, else None (one temperature throughout);
+    UserError for a model without pitch rows."""
+    from pixelwave import pretrained
+
+    value = args.voiced_temperature
+    if value is not None and not model.config.pitch:
+        raise UserError(f"--voiced-temperature follows the frames' voicing, but {checkpoint} has no pitch rows "
+                        f"(train with --pitch)")
+    return value if value is not None else pretrained.voiced_temperature(checkpoint)
+
+
 def load_vocoder(checkpoint: str, args, command: str):
     """A mel-conditioned WaveNet and its run's data.json (which must hold the mel settings), or UserError."""
     model, info, device = load_audio_model(checkpoint, args.device, command, not args.no_verify)
@@ -193,7 +205,8 @@ def vocode(args, checkpoint: str, model, info: dict, device, wave, speaker, name
     t0 = time.perf_counter()
     codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen,
                            backend="naive" if args.naive else "auto", weights=weights,
-                           temperature=temperature(args, checkpoint))  # (1, steps)
+                           temperature=temperature(args, checkpoint),
+                           voiced_temperature=voiced_temperature(args, checkpoint, model))  # (1, steps)
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     seconds = write_audio(outs, png, codes, model, rate, [f"WaveNet{who}"], reference=(reference, wave))
@@ -262,6 +275,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="output .wav; input and output pictures go to .png beside it")
     p.add_argument("--speaker", help="speaker name (or number) of a speaker-conditional model")
     p.add_argument("--seconds", type=positive(float), help="use only the first S seconds of --input")
+    p.add_argument("--voiced-temperature", type=positive(float),
+                   help="a --pitch vocoder: the temperature where the frames are voiced (--temperature where they "
+                        "are not, linear between; LPCNet samples voiced speech sharper than noise)")
     _generation_flags(p)
     p.set_defaults(func=cmd_resynthesize)
 
@@ -281,6 +297,9 @@ def add_parsers(sub) -> None:
                    help="load --model even if its files do not match its manifest.json")
     p.add_argument("--out", required=True, help="output .wav; the front end's and WaveNet's waveforms go to .png")
     p.add_argument("--speaker", help="speaker of a speaker-conditional vocoder (default: --voice, if it knows it)")
+    p.add_argument("--voiced-temperature", type=positive(float),
+                   help="a --pitch vocoder: the temperature where the frames are voiced (--temperature where they "
+                        "are not, linear between; LPCNet samples voiced speech sharper than noise)")
     _generation_flags(p)
     p.set_defaults(func=cmd_say)
 

@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--speech-temperature", type=positive(float),
                    help="mel WaveNets: the sampling temperature of the re-spoken utterances (default 1, or what a "
                         "pretrained model's card recommends)")
+    p.add_argument("--speech-voiced-temperature", type=positive(float),
+                   help="--pitch vocoders: the temperature where the frames are voiced (--speech-temperature where "
+                        "they are not, linear between)")
     p.add_argument("--speech-utterances", type=positive(), default=4,
                    help="mel WaveNet (vocoder): re-speak this many held-out utterances per voice and score them "
                         "(STOI, MCD, PocketSphinx WER of recording and re-spoken audio; default 4)")
@@ -87,9 +90,15 @@ def speech_scores(model, dataset, args, device) -> tuple[dict | None, str | None
     from pixelwave.speech_eval import MissingExtra, score_resynthesis
 
     speech_temperature = args.speech_temperature or pretrained.temperature(args.checkpoint)
+    voiced = args.speech_voiced_temperature
+    if voiced is not None and not model.config.pitch:
+        raise UserError(f"--speech-voiced-temperature follows the frames' voicing, but {args.checkpoint} has no "
+                        f"pitch rows (train with --pitch)")
+    if voiced is None:
+        voiced = pretrained.voiced_temperature(args.checkpoint)
     try:
         return score_resynthesis(model, dataset, args.speech_utterances, seed=0, out_dir=args.speech_out,
-                                 device=device, temperature=speech_temperature), None
+                                 device=device, temperature=speech_temperature, voiced_temperature=voiced), None
     except MissingExtra as e:
         print(f"note: no speech scores: {e}", file=sys.stderr)
         return None, str(e)

@@ -8,7 +8,7 @@
 //                                    z_i = tanh(h[:G]) * sigmoid(h[G:])                           (G)
 //                                    x  = x + W_res,i . z_i + b_res,i      (all layers but the last)
 //   s = relu(skip_b + W_skip . [z_0 .. z_{L-1}]); hid = relu(b1 + W1 s); logits = b2 + W2 hid
-//   code = inverse CDF of softmax(logits / temperature) at the uniform u[b, t]
+//   code = inverse CDF of softmax(logits / temperature) at the uniform u[b, t] (temperature: one, or one per draw)
 // bias(t, i) = conv bias (+ the speaker's V h) (+ cond_b + W_cond,i . up[:, t], the mel projection); the
 // mel projections are computed here, a block of steps at a time (a matrix product over the block's steps and
 // rows: the projection weights are read once per block), so the step itself just adds a vector.
@@ -1312,6 +1312,7 @@ struct RunArgs {
     int64_t* codes;        // element (b, s) at b*ldcodes + s
     int64_t ldcodes;
     void* logits_out;      // optional: (n, B, C)
+    const void* temps;     // optional: a temperature per draw, element (b, s) at b*ldu + s (null: temperature)
 };
 
 #if defined(__linux__)
@@ -1363,7 +1364,8 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
     const int64_t H = L * 2 * PG;  // a row's biases, every layer
     const T* u = static_cast<const T*>(a.u);
     T* logits_out = static_cast<T*>(a.logits_out);
-    const T temperature = (T)a.temperature;
+    const T* temps = static_cast<const T*>(a.temps);
+    const T temperature0 = (T)a.temperature;
     const int other = 1 - (int)c;
     int64_t& nex = P->nex[SPLIT ? c : 0];
     auto post = [&]() { P->seq[c].v.store(++nex, std::memory_order_release); };
@@ -1526,6 +1528,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
             const T* lg = X.logits.p + b * X.ldc;
             T* cdf = X.mix.p;
             T* bins = cdf + round_up(P->levels, N) + N;
+            const T temperature = temps ? temps[row * a.ldu + s] : temperature0;
             if (P->lpc_p) {
                 const int64_t p = P->lpc_p;
                 double* st = X.lpc_state + b * (p + 1);

@@ -65,7 +65,7 @@ class _Desc(ctypes.Structure):
 
 class _RunArgs(ctypes.Structure):
     _fields_ = [("t0", _i64), ("n", _i64), ("up", _vp), ("up_b", _i64), ("up_c", _i64), ("u", _vp), ("ldu", _i64),
-                ("temperature", _f64), ("codes", _vp), ("ldcodes", _i64), ("logits_out", _vp)]
+                ("temperature", _f64), ("codes", _vp), ("ldcodes", _i64), ("logits_out", _vp), ("temps", _vp)]
 
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -220,7 +220,7 @@ def _c(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | None, u: torch.Tensor,
-             temperature: float, threads: int | None = None, logits_out: torch.Tensor | None = None,
+             temperature: float | torch.Tensor, threads: int | None = None, logits_out: torch.Tensor | None = None,
              tile: int = 0, row_block: int = 0, patience: int = 0, split_limit: int = 0,
              bf16: bool = False, cond: torch.Tensor | None = None, weights: str | None = None) -> torch.Tensor | None:
     """The codes (B, steps) for WaveNet `model` (in eval mode) from what `WaveNet.generate` prepares (spk:
@@ -236,12 +236,13 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
 
 
 @torch.no_grad()
-def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: float, threads: int | None = None,
-        logits_out: torch.Tensor | None = None, tile: int = 0, row_block: int = 0, patience: int = 0,
-        split_limit: int = 0) -> torch.Tensor | None:
+def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: float | torch.Tensor,
+        threads: int | None = None, logits_out: torch.Tensor | None = None, tile: int = 0, row_block: int = 0,
+        patience: int = 0, split_limit: int = 0) -> torch.Tensor | None:
     """The codes (B, steps), on the CPU, generated with the GenerationWeights `w`, or None if the kernel cannot
-    run here. up: (B, C, steps) upsampled mel features or None; u: (B, steps) uniforms. logits_out, if given,
-    is filled with every step's network output (steps, B, C_out): the logits, or the mixture's parameters.
+    run here. up: (B, C, steps) upsampled mel features or None; u: (B, steps) uniforms; temperature: a number,
+    or one per draw (B, steps). logits_out, if given, is filled with every step's network output (steps, B,
+    C_out): the logits, or the mixture's parameters.
     threads: 1 or more (default `default_threads`); tile, row_block: kernel tuning (0: its defaults);
     patience: at batch 1 on 2 threads, the slow waits within 128 steps after which one thread goes on alone for
     the rest of the chunk (0: the kernel's default, 8; -1: never, so that tests exercise the two-thread path);
@@ -299,7 +300,10 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
     try:
         codes = torch.empty(B, steps, dtype=torch.long)
         u = _c(u.to(dtype))
-        args = _RunArgs(ldu=steps, temperature=float(temperature), ldcodes=steps)
+        temps = _c(temperature.to(dtype)) if isinstance(temperature, torch.Tensor) else None  # (B, steps)
+        if temps is not None and temps.shape != u.shape:
+            raise ValueError(f"a temperature per draw must have u's shape {tuple(u.shape)}, not {tuple(temps.shape)}")
+        args = _RunArgs(ldu=steps, temperature=1.0 if temps is not None else float(temperature), ldcodes=steps)
         if logits_out is not None:
             assert logits_out.shape == (steps, B, C) and logits_out.dtype == dtype and logits_out.is_contiguous()
         run = getattr(lib, f"pw_wn_run_{sfx}")
@@ -313,6 +317,7 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
             args.t0, args.n = t0, n
             args.up = None if up is None else up.data_ptr() + t0 * up.element_size()
             args.u = u.data_ptr() + t0 * u.element_size()
+            args.temps = None if temps is None else temps.data_ptr() + t0 * temps.element_size()
             args.codes = codes.data_ptr() + t0 * codes.element_size()
             args.logits_out = None if logits_out is None else logits_out[t0].data_ptr()
             rc = run(plan, ctypes.byref(args))

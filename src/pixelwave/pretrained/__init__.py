@@ -75,6 +75,14 @@ def temperature(location: str | os.PathLike) -> float:
     return float(info.get("temperature", 1.0))
 
 
+def voiced_temperature(location: str | os.PathLike) -> float | None:
+    """The temperature in voiced frames that a shipped --pitch vocoder's card recommends, else None."""
+    if not is_pretrained(location):
+        return None
+    value = json.loads((Path(resolve(location)) / CARD).read_text()).get("voiced_temperature")
+    return None if value is None else float(value)
+
+
 def size_on_disk(name: str) -> int:
     """Bytes of every file of shipped model `name`, its card included."""
     return sum(p.stat().st_size for p in path(name).rglob("*") if p.is_file())

@@ -105,12 +105,18 @@ class GenerationWeights:
         return self.h2_w.shape[0]
 
 
+def _at(temperature: float | torch.Tensor, t: int) -> float | torch.Tensor:
+    """Step t's temperature: a number for every step, or (B,) from a temperature per draw (B, steps)."""
+    return temperature[:, t] if isinstance(temperature, torch.Tensor) else temperature
+
+
 def generate_naive(network: Callable, silence: int, field: int, steps: int, spk: torch.Tensor | None,
-                   up: torch.Tensor | None, u: torch.Tensor, temperature: float,
+                   up: torch.Tensor | None, u: torch.Tensor, temperature: float | torch.Tensor,
                    sample: Callable, inputs: Callable | None = None) -> torch.Tensor:
     """The reference: for every sample, the parallel pass `network(inputs, spk, up, extra)` over the window of
-    inputs it can see (the last `field` = receptive field). inputs(), if given, is called before step t's pass
-    and returns the step's extra inputs (B, R), kept for the later windows. Codes (B, steps)."""
+    inputs it can see (the last `field` = receptive field). temperature: a number, or one per draw (B, steps)
+    like u. inputs(), if given, is called before step t's pass and returns the step's extra inputs (B, R), kept
+    for the later windows. Codes (B, steps)."""
     batch = u.shape[0]
     # seq[t + 1] = a[t]; seq[0] is the silence before the start
     seq = torch.full((batch, steps + 1), silence, dtype=torch.long, device=u.device)
@@ -123,12 +129,12 @@ def generate_naive(network: Callable, silence: int, field: int, steps: int, spk:
             extra.append(inputs())
             window_extra = torch.stack(extra[lo: t + 1], dim=1)  # (B, window, R)
         params = network(seq[:, lo: t + 1], spk, window_up, window_extra)[:, :, -1]  # (B, C_out)
-        seq[:, t + 1] = sample(params, u[:, t], temperature)
+        seq[:, t + 1] = sample(params, u[:, t], _at(temperature, t))
     return seq[:, 1:]
 
 
-def generate_torch(w: GenerationWeights, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: float,
-                   sample: Callable, inputs: Callable | None = None) -> torch.Tensor:
+def generate_torch(w: GenerationWeights, steps: int, up: torch.Tensor | None, u: torch.Tensor,
+                   temperature: float | torch.Tensor, sample: Callable, inputs: Callable | None = None) -> torch.Tensor:
     """Fast WaveNet in PyTorch: per layer a ring buffer of its last (k-1)*d inputs; a few small matmuls per layer.
     up: (B, C_mel, steps) upsampled mel features or None; u: (B, steps) uniforms; inputs() as in
     `generate_naive`. Codes (B, steps)."""
@@ -177,6 +183,6 @@ def generate_torch(w: GenerationWeights, steps: int, up: torch.Tensor | None, u:
         skip = torch.addmm(w.skip_b, z_all, skip_w).relu_()  # (B, S): the summed skips
         hidden = torch.addmm(w.h1_b, skip, h1_w).relu_()  # (B, S)
         params = torch.addmm(w.h2_b, hidden, h2_w)  # (B, C_out)
-        code = sample(params, u[:, t], temperature)
+        code = sample(params, u[:, t], _at(temperature, t))
         out[:, t] = code
     return out

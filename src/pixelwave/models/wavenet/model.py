@@ -224,6 +224,25 @@ SOURCE_HARMONICS = 4  # sin and cos of harmonics 1..4 of the pitch phase: 8 loca
 VOICED = (0.5, 0.8)  # voicing correlation where the source starts, and where it is at full strength
 
 
+def _voicing_ramp(rows: torch.Tensor, f: torch.Tensor, nxt: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+    """The voicing at each sample (B, steps) from float64 pitch rows (B, PITCH_ROWS, F), between frame f's centre
+    and frame nxt's at fraction frac of the hop: interpolated linearly, then a ramp from 0 at VOICED[0] to 1 at
+    VOICED[1]."""
+    frac = frac.clamp(max=1.0) * (f != nxt)
+    voicing = rows[:, 1, f] * (1.0 - frac) + rows[:, 1, nxt] * frac
+    return ((voicing - VOICED[0]) / (VOICED[1] - VOICED[0])).clamp(0.0, 1.0)
+
+
+def source_voicing(rows: torch.Tensor, steps: int, hop: int) -> torch.Tensor:
+    """How voiced each sample is, 0 .. 1 (B, steps) float64, from pitch rows (B, PITCH_ROWS, F): the factor that
+    scales `pitch_source`, and that `WaveNet.generate`'s voiced_temperature follows."""
+    rows = rows.double()
+    t = torch.arange(steps, device=rows.device)
+    f = torch.div(t, hop, rounding_mode="floor").clamp(max=rows.shape[-1] - 1)
+    nxt = (f + 1).clamp(max=rows.shape[-1] - 1)
+    return _voicing_ramp(rows, f, nxt, (t - f * hop).double() / hop)
+
+
 def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> torch.Tensor:
     """The sine source of pitch rows (B, PITCH_ROWS, F) (log(f0 / 100 Hz), voicing, cos and sin of the
     fundamental's phase at each frame centre; `audio.pitch`): (B, 2 * SOURCE_HARMONICS, steps), channel 2(k-1)
@@ -251,9 +270,7 @@ def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> 
     slope, correction = torch.cat([slope, pad], 1), torch.cat([correction, pad], 1)  # none after the last
     phase = theta[:, f] + 2 * math.pi / sample_rate * (f0[:, f] * j + slope[:, f] * j * j / 2) \
         + correction[:, f] * j / hop  # (B, steps)
-    frac = (j / hop).clamp(max=1.0) * (f != nxt)
-    voicing = rows[:, 1, f] * (1.0 - frac) + rows[:, 1, nxt] * frac
-    v = ((voicing - VOICED[0]) / (VOICED[1] - VOICED[0])).clamp(0.0, 1.0)  # (B, steps)
+    v = _voicing_ramp(rows, f, nxt, j / hop)  # (B, steps)
     k = torch.arange(1, SOURCE_HARMONICS + 1, dtype=torch.float64, device=rows.device)[None, :, None]
     kp = k * phase[:, None]  # (B, H, steps)
     source = torch.stack([torch.cos(kp), torch.sin(kp)], dim=2) * v[:, None, None]  # (B, H, 2, steps)
@@ -668,7 +685,8 @@ class WaveNet(Autoregressive):
     def generate(self, steps: int, batch: int = 1, speaker: torch.Tensor | int | None = None,
                  cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  cached: bool | None = None, temperature: float = 1.0, fast: bool | None = None,
-                 bf16: bool | None = None, *, backend: str = "auto", weights: str = "float32") -> torch.Tensor:
+                 bf16: bool | None = None, *, backend: str = "auto", weights: str = "float32",
+                 voiced_temperature: float | None = None) -> torch.Tensor:
         """Draw `batch` waveforms of `steps` mu-law codes: LongTensor (batch, steps).
 
         speaker: an int or (batch,) ids; cond: (batch, cond_channels, ceil(steps / hop_length)) mel frames.
@@ -682,6 +700,10 @@ class WaveNet(Autoregressive):
         to float32 in registers; inputs, products and sums float32; fewer bytes per
         sample, so faster at batch 1; the codes then follow the model to the weights' precision
         (`pixelwave.fast.wavenet_step.run`). All but "float32" need the fused step and a float32 model.
+        temperature: every draw is from softmax(logits / temperature) (or the mixture's code masses so tempered).
+        voiced_temperature: a model with pitch rows (`--pitch`) only: the temperature in voiced samples, from the
+        frames' voicing as the sine source follows it (`source_voicing`: `temperature` where unvoiced, this where
+        fully voiced, linear between), as LPCNet samples voiced speech sharper than noise.
         cached: True (default) is backend="auto", False the naive reference (DESIGN.md's spelling).
         fast, bf16: the 0.1.0 spellings, deprecated: fast=True is backend="fused", fast=False "torch", bf16=True
         weights="bf16".
@@ -694,12 +716,21 @@ class WaveNet(Autoregressive):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, not {temperature}")
         speaker, cond = self._check_conditions(batch, steps, speaker, cond)
+        if voiced_temperature is not None:
+            if not voiced_temperature > 0:
+                raise ValueError(f"voiced_temperature must be > 0, not {voiced_temperature}")
+            if not self.config.pitch:
+                raise ValueError("voiced_temperature follows the frames' voicing: the model has no pitch rows "
+                                 "(train with --pitch)")
         if weights != "float32":
             why = self.fused_unsupported(weights)
             if why:
                 raise ValueError(f"{weights} generation cannot run: {why}")
         param = next(self.parameters())
         u = torch.rand(batch, steps, generator=generator).to(param.device)  # all the randomness, up front
+        if voiced_temperature is not None:  # a temperature per draw (B, steps), like u
+            v = source_voicing(cond[:, -PITCH_ROWS:], steps, self.hop_length).to(u.device)
+            temperature = (temperature + (voiced_temperature - temperature) * v).to(u.dtype)
         spk = self._speaker_bias(None if speaker is None else speaker.to(param.device))
         up = None
         if cond is not None:
