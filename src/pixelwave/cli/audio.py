@@ -166,15 +166,13 @@ def temperature(args, checkpoint: str) -> float:
     return args.temperature if args.temperature is not None else pretrained.temperature(checkpoint)
 
 
-def voiced_temperature(args, checkpoint: str, model) -> float | None:
-    """--voiced-temperature, else what a shipped model's card recommends, else None (one temperature throughout);
+def voiced_temperature(value: float | None, checkpoint: str, model, flag: str = "--voiced-temperature") -> float | None:
+    """The flag's value, else what a shipped model's card recommends, else None (one temperature throughout);
     UserError for a model without pitch rows."""
     from pixelwave import pretrained
 
-    value = args.voiced_temperature
     if value is not None and not model.config.pitch:
-        raise UserError(f"--voiced-temperature follows the frames' voicing, but {checkpoint} has no pitch rows "
-                        f"(train with --pitch)")
+        raise UserError(f"{flag} follows the frames' voicing, but {checkpoint} has no pitch rows (train with --pitch)")
     return value if value is not None else pretrained.voiced_temperature(checkpoint)
 
 
@@ -206,7 +204,8 @@ def vocode(args, checkpoint: str, model, info: dict, device, wave, speaker, name
     codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen,
                            backend="naive" if args.naive else "auto", weights=weights,
                            temperature=temperature(args, checkpoint),
-                           voiced_temperature=voiced_temperature(args, checkpoint, model))  # (1, steps)
+                           voiced_temperature=voiced_temperature(args.voiced_temperature, checkpoint,
+                                                                 model))  # (1, steps)
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     seconds = write_audio(outs, png, codes, model, rate, [f"WaveNet{who}"], reference=(reference, wave))

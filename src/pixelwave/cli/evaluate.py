@@ -87,15 +87,11 @@ def cmd_eval(args, parser) -> int:
 def speech_scores(model, dataset, args, device) -> tuple[dict | None, str | None]:
     """score_resynthesis on the split, or (None, why) when the speech-eval extra is missing: bits/sample stand."""
     from pixelwave import pretrained
+    from pixelwave.cli.audio import voiced_temperature
     from pixelwave.speech_eval import MissingExtra, score_resynthesis
 
     speech_temperature = args.speech_temperature or pretrained.temperature(args.checkpoint)
-    voiced = args.speech_voiced_temperature
-    if voiced is not None and not model.config.pitch:
-        raise UserError(f"--speech-voiced-temperature follows the frames' voicing, but {args.checkpoint} has no "
-                        f"pitch rows (train with --pitch)")
-    if voiced is None:
-        voiced = pretrained.voiced_temperature(args.checkpoint)
+    voiced = voiced_temperature(args.speech_voiced_temperature, args.checkpoint, model, "--speech-voiced-temperature")
     try:
         return score_resynthesis(model, dataset, args.speech_utterances, seed=0, out_dir=args.speech_out,
                                  device=device, temperature=speech_temperature, voiced_temperature=voiced), None

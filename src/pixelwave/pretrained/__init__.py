@@ -66,20 +66,23 @@ def card(name: str) -> dict:
     return info
 
 
+def _card_value(location: str | os.PathLike, key: str):
+    """`key` from a shipped model's card (read unchecked: also while being shipped), else None."""
+    if not is_pretrained(location):
+        return None
+    return json.loads((Path(resolve(location)) / CARD).read_text()).get(key)
+
+
 def temperature(location: str | os.PathLike) -> float:
     """The sampling temperature to draw from `location` at: what a shipped model's card recommends (an LPC vocoder
     is too loud at 1), else 1."""
-    if not is_pretrained(location):
-        return 1.0
-    info = json.loads((Path(resolve(location)) / CARD).read_text())  # read unchecked: also while being shipped
-    return float(info.get("temperature", 1.0))
+    value = _card_value(location, "temperature")
+    return 1.0 if value is None else float(value)
 
 
 def voiced_temperature(location: str | os.PathLike) -> float | None:
     """The temperature in voiced frames that a shipped --pitch vocoder's card recommends, else None."""
-    if not is_pretrained(location):
-        return None
-    value = json.loads((Path(resolve(location)) / CARD).read_text()).get("voiced_temperature")
+    value = _card_value(location, "voiced_temperature")
     return None if value is None else float(value)
 
 

@@ -224,23 +224,18 @@ SOURCE_HARMONICS = 4  # sin and cos of harmonics 1..4 of the pitch phase: 8 loca
 VOICED = (0.5, 0.8)  # voicing correlation where the source starts, and where it is at full strength
 
 
-def _voicing_ramp(rows: torch.Tensor, f: torch.Tensor, nxt: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
-    """The voicing at each sample (B, steps) from float64 pitch rows (B, PITCH_ROWS, F), between frame f's centre
-    and frame nxt's at fraction frac of the hop: interpolated linearly, then a ramp from 0 at VOICED[0] to 1 at
-    VOICED[1]."""
-    frac = frac.clamp(max=1.0) * (f != nxt)
-    voicing = rows[:, 1, f] * (1.0 - frac) + rows[:, 1, nxt] * frac
-    return ((voicing - VOICED[0]) / (VOICED[1] - VOICED[0])).clamp(0.0, 1.0)
-
-
 def source_voicing(rows: torch.Tensor, steps: int, hop: int) -> torch.Tensor:
-    """How voiced each sample is, 0 .. 1 (B, steps) float64, from pitch rows (B, PITCH_ROWS, F): the factor that
-    scales `pitch_source`, and that `WaveNet.generate`'s voiced_temperature follows."""
+    """How voiced each sample is, 0 .. 1 (B, steps) float64, from pitch rows (B, PITCH_ROWS, F): the voicing
+    interpolated linearly between frame centres (frame f centred on sample f * hop, held after the last), then a
+    ramp from 0 at VOICED[0] to 1 at VOICED[1]. The factor that scales `pitch_source`, and that
+    `WaveNet.generate`'s voiced_temperature follows."""
     rows = rows.double()
     t = torch.arange(steps, device=rows.device)
     f = torch.div(t, hop, rounding_mode="floor").clamp(max=rows.shape[-1] - 1)
     nxt = (f + 1).clamp(max=rows.shape[-1] - 1)
-    return _voicing_ramp(rows, f, nxt, (t - f * hop).double() / hop)
+    frac = ((t - f * hop).double() / hop).clamp(max=1.0) * (f != nxt)
+    voicing = rows[:, 1, f] * (1.0 - frac) + rows[:, 1, nxt] * frac
+    return ((voicing - VOICED[0]) / (VOICED[1] - VOICED[0])).clamp(0.0, 1.0)
 
 
 def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> torch.Tensor:
@@ -259,7 +254,6 @@ def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> 
     frames = rows.shape[-1]
     t = torch.arange(steps, device=rows.device)
     f = torch.div(t, hop, rounding_mode="floor").clamp(max=frames - 1)  # (steps,) the frame centre at or before
-    nxt = (f + 1).clamp(max=frames - 1)
     j = (t - f * hop).double()  # samples since frame f's centre
     f0 = AUDIO_PITCH_REF_HZ * rows[:, 0].exp()  # (B, F)
     theta = torch.atan2(rows[:, 3], rows[:, 2])  # (B, F)
@@ -270,7 +264,7 @@ def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> 
     slope, correction = torch.cat([slope, pad], 1), torch.cat([correction, pad], 1)  # none after the last
     phase = theta[:, f] + 2 * math.pi / sample_rate * (f0[:, f] * j + slope[:, f] * j * j / 2) \
         + correction[:, f] * j / hop  # (B, steps)
-    v = _voicing_ramp(rows, f, nxt, j / hop)  # (B, steps)
+    v = source_voicing(rows, steps, hop)  # (B, steps)
     k = torch.arange(1, SOURCE_HARMONICS + 1, dtype=torch.float64, device=rows.device)[None, :, None]
     kp = k * phase[:, None]  # (B, H, steps)
     source = torch.stack([torch.cos(kp), torch.sin(kp)], dim=2) * v[:, None, None]  # (B, H, 2, steps)
