@@ -106,6 +106,14 @@ def test_eval_in_bits_per_sample_with_the_runs_audio_options(runs, capsys):
     assert "bits/sample" in line and "at 16000 Hz" in line
 
 
+def test_cond_hidden_needs_mel_and_the_run_keeps_it(tmp_path, capsys):
+    args = [*TINY, "--steps", "1", "--samples", "0", "--unconditional", "--cond-hidden", "4"]
+    bad(["train", *args, "--out", str(tmp_path / "no-mel")], capsys, "cond_hidden is a network on the mel frames")
+    assert main(["train", *args, "--mel", "--n-mels", "20", "--hop-length", "100", "--n-fft", "400",
+                 "--out", str(tmp_path / "mel")]) == 0
+    assert pw.load(tmp_path / "mel").config.cond_hidden == 4
+
+
 def test_resume_takes_the_runs_audio_options(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--steps", "1", "--crop", "800", "--out", str(out), "--samples", "0"]) == 0

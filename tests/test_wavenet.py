@@ -154,6 +154,49 @@ def test_mel_upsampler_is_linear_interpolation_at_init():
     assert torch.allclose(out[0, 0, :9], torch.arange(9.0))  # a straight line between frame centres
 
 
+def with_branch(seed=0):
+    """A tiny mel-conditioned model with a frame-rate branch (`cond_hidden`) that is in use: its output conv, which
+    starts at zero, drawn at random."""
+    m = tiny(seed, cond_channels=3, hop_length=4, cond_hidden=5)
+    g = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for p in m.upsampler.frame_net[-1].parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return m
+
+
+def test_cond_hidden_starts_as_the_linear_conditioning_and_learns():
+    plain = tiny(cond_channels=3, hop_length=4)
+    branched = tiny(cond_channels=3, hop_length=4, cond_hidden=5)
+    missing, unexpected = branched.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(k.startswith("upsampler.frame_net.") for k in missing)
+    a, c = codes(2, 40), mel_for(plain, 2, 40)
+    assert torch.equal(plain.log_prob(a, cond=c, reduce=False), branched.log_prob(a, cond=c, reduce=False))
+    (-branched(a, cond=c).sum()).backward()  # the zero output conv gets a gradient: the branch can start learning
+    assert branched.upsampler.frame_net[-1].weight.grad.abs().sum() > 0
+
+
+def test_cond_hidden_reaches_two_frames_each_way():
+    """Two 3-frame convs: frame 12 moves the features of frames 10..14, so (with the interpolation) the samples
+    after frame 9's centre; the linear conditioning alone reaches only those after frame 10's."""
+    a = codes(1, 64)
+    for m, first in ((with_branch(), (12 - 3) * 4), (tiny(cond_channels=3, hop_length=4), (12 - 2) * 4)):
+        c1 = mel_for(m, 1, 64)
+        c2 = c1.clone()
+        c2[..., 12] += 1.0  # frame 12 is centred on sample 48
+        changed = ((m.log_prob(a, cond=c1, reduce=False) - m.log_prob(a, cond=c2, reduce=False)).abs() > 1e-12)
+        assert int(changed.nonzero()[:, 1].min()) == first + 1
+
+
+def test_cond_hidden_generation_equals_naive():
+    m = with_branch()
+    cond = mel_for(m, 2, 30)
+    want = m.generate(30, batch=2, cond=cond, generator=torch.Generator().manual_seed(3), backend="naive")
+    for backend in ("torch", "auto"):
+        got = m.generate(30, batch=2, cond=cond, generator=torch.Generator().manual_seed(3), backend=backend)
+        assert torch.equal(got, want), backend
+
+
 # ------------------------------------------------------------------------------------------------ generation
 CASES = [dict(), dict(num_speakers=3), dict(cond_channels=3, hop_length=4),
          dict(kernel_size=3, num_speakers=2, cond_channels=2, hop_length=5)]
@@ -225,7 +268,7 @@ def test_float32_cached_matches_naive_on_a_short_run():
 
 # -------------------------------------------------------------------------------------------- API and errors
 def test_config_round_trips_through_a_checkpoint(tmp_path):
-    m = tiny(num_speakers=2, cond_channels=3, hop_length=4)
+    m = tiny(num_speakers=2, cond_channels=3, hop_length=4, cond_hidden=5)
     meta = json.loads(json.dumps(model_config(m)))
     assert meta["model"] == "wavenet" and meta["config"] == dataclasses.asdict(m.config)
     write_tensors(tmp_path / "w.safetensors", m.state_dict())
@@ -252,6 +295,8 @@ def test_forward_is_log_prob_summed():
     (dict(levels=1), "levels"),
     (dict(num_speakers=0), "num_speakers"),
     (dict(output="mixture"), "output"),
+    (dict(cond_hidden=4), "cond_hidden is a network on the mel frames"),
+    (dict(cond_channels=3, hop_length=4, cond_hidden=-1), "cond_hidden must be an integer >= 0"),
 ])
 def test_bad_config(kw, message):
     with pytest.raises(ValueError, match=message):

@@ -27,14 +27,24 @@ def categorical_log_prob(logits: torch.Tensor, x: torch.Tensor, dim: int) -> tor
     return logp.gather(dim, x.unsqueeze(dim)).squeeze(dim)
 
 
+def check_floor(floor: float, levels: int) -> None:
+    """ValueError unless `floor` is a probability floor for `levels` values: 0 <= floor < 1 / levels."""
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1 / levels:
+        raise ValueError(f"the probability floor must be in [0, 1/{levels}) for {levels} values (so that the most "
+                         f"likely keeps some mass), not {floor!r}")
+
+
 def categorical_sample(logits: torch.Tensor, u: torch.Tensor,
-                       temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+                       temperature: float | torch.Tensor = 1.0, floor: float = 0.0) -> torch.Tensor:
     """Inverse-CDF sample from softmax(logits / T) over the last dim, given uniforms `u` of shape logits[..., 0];
-    T a number or a tensor of u's shape (a temperature per draw).
+    T a number or a tensor of u's shape (a temperature per draw). floor, in [0, 1 / L) for L values: every
+    probability less `floor`, negatives to zero, renormalised (LPCNet's sampling: the many unlikely values, whose
+    mass is a noise floor, are never drawn; the most likely value always keeps some mass).
 
     The randomness is an input, so every sampler (naive, cached, fused) that sees the same logits and the same
     `u` draws the same value.
     """
+    check_floor(floor, logits.shape[-1])
     if isinstance(temperature, torch.Tensor):
         if not bool((temperature > 0).all()):
             raise ValueError("temperature must be > 0 everywhere")
@@ -42,6 +52,9 @@ def categorical_sample(logits: torch.Tensor, u: torch.Tensor,
     elif temperature <= 0:
         raise ValueError(f"temperature must be > 0, not {temperature}")
     probs = F.softmax(upcast(logits) / temperature, dim=-1)
+    if floor:
+        probs = (probs - floor).clamp_(min=0)
+        probs = probs / probs.sum(-1, keepdim=True)
     cdf = probs.cumsum(-1)  # (..., L)
     idx = (cdf < u.unsqueeze(-1)).sum(-1)  # first index whose CDF reaches u
     return idx.clamp_(max=logits.shape[-1] - 1)

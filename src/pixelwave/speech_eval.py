@@ -219,7 +219,8 @@ def _per_voice_utterances(dataset, per_voice: int) -> dict[str, list[int]]:
 @torch.no_grad()
 def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int = 0, out_dir=None,
                       device: str | torch.device = "cpu", recognise: bool = True, progress=None,
-                      temperature: float = 1.0, voiced_temperature: float | None = None) -> dict:
+                      temperature: float = 1.0, voiced_temperature: float | None = None,
+                      probability_floor: float = 0.0) -> dict:
     """Re-speak held-out utterances with a mel-conditioned WaveNet and score them against the recordings.
 
     For each voice (speaker) of `dataset` (loaded with mel features, as the model was trained), its first
@@ -234,7 +235,8 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
 
     Returns {"voices": {voice: {"utterances", "seconds", "stoi", "mcd_db", "wer_recording", "wer_resynthesis",
     "texts", "heard_recording", "heard_resynthesis"}}, "mean": {the four scores averaged over voices},
-    "utterances_per_voice", "seed", "temperature"} (and "voiced_temperature" when given: `WaveNet.generate`'s).
+    "utterances_per_voice", "seed", "temperature"} (and "voiced_temperature", "probability_floor" when given:
+    `WaveNet.generate`'s).
     `progress(done, total)` is called after each utterance.
     """
     if model.cond_channels is None:
@@ -267,7 +269,8 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
                                 f"{model.num_speakers} speakers: score it with a data set it was trained on")
             codes = model.generate(steps, cond=utt["cond"].to(device), speaker=speaker,
                                    generator=torch.Generator().manual_seed(seed + i),
-                                   temperature=temperature, voiced_temperature=voiced_temperature)  # (1, steps)
+                                   temperature=temperature, voiced_temperature=voiced_temperature,
+                                   probability_floor=probability_floor)  # (1, steps)
             respoken = model.waveform(codes[0]).numpy()  # (steps,)
             row = {"stoi": _stoi_or_nan(recording, respoken, rate),
                    "mcd_db": mel_cepstral_distortion(recording, respoken, rate, n_mels=model.cond_channels,
@@ -297,4 +300,5 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
                   else None) for key in ("stoi", "mcd_db", "wer_recording", "wer_resynthesis")}
     return {"voices": voices, "mean": mean, "utterances_per_voice": utterances_per_voice, "seed": seed,
             "temperature": temperature,
-            **({"voiced_temperature": voiced_temperature} if voiced_temperature is not None else {})}
+            **({"voiced_temperature": voiced_temperature} if voiced_temperature is not None else {}),
+            **({"probability_floor": probability_floor} if probability_floor else {})}

@@ -176,6 +176,24 @@ def voiced_temperature(value: float | None, checkpoint: str, model, flag: str = 
     return value if value is not None else pretrained.voiced_temperature(checkpoint)
 
 
+def probability_floor(value: float | None, checkpoint: str, model, flag: str = "--probability-floor") -> float:
+    """The flag's value, else what a shipped model's card recommends, else 0 (none); UserError for a model whose
+    output is not categorical, or a floor out of [0, 1 / levels)."""
+    from pixelwave import pretrained
+    from pixelwave.distributions import check_floor
+
+    if value is None:
+        return pretrained.probability_floor(checkpoint)
+    if model.config.output != "categorical":
+        raise UserError(f"{flag} is the categorical output's draw, but {checkpoint} has output "
+                        f"{model.config.output!r}")
+    try:
+        check_floor(value, model.levels)
+    except ValueError as e:
+        raise UserError(f"{flag}: {e}") from None
+    return value
+
+
 def load_vocoder(checkpoint: str, args, command: str):
     """A mel-conditioned WaveNet and its run's data.json (which must hold the mel settings), or UserError."""
     model, info, device = load_audio_model(checkpoint, args.device, command, not args.no_verify)
@@ -204,8 +222,9 @@ def vocode(args, checkpoint: str, model, info: dict, device, wave, speaker, name
     codes = model.generate(steps, speaker=speaker, cond=cond.to(device), generator=gen,
                            backend="naive" if args.naive else "auto", weights=weights,
                            temperature=temperature(args, checkpoint),
-                           voiced_temperature=voiced_temperature(args.voiced_temperature, checkpoint,
-                                                                 model))  # (1, steps)
+                           voiced_temperature=voiced_temperature(args.voiced_temperature, checkpoint, model),
+                           probability_floor=probability_floor(args.probability_floor, checkpoint,
+                                                               model))  # (1, steps)
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     seconds = write_audio(outs, png, codes, model, rate, [f"WaveNet{who}"], reference=(reference, wave))
@@ -254,6 +273,11 @@ def cmd_data_speech(args, parser) -> int:
 
 
 
+FLOOR_HELP = ("a categorical vocoder: draw each sample with every code's probability less P, negatives to zero, "
+              "renormalised (LPCNet's sampling, e.g. 0.002; default 0 = none, or what a pretrained model's card "
+              "recommends)")
+
+
 def add_parsers(sub) -> None:
     p = add_command(sub, "generate", "speak: draw audio from a WaveNet checkpoint into a WAV (+ PNG)",
                     "pixelwave generate runs/wavenet --speaker en-gb --seconds 1 --out gb.wav")
@@ -277,6 +301,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--voiced-temperature", type=positive(float),
                    help="a --pitch vocoder: the temperature where the frames are voiced (--temperature where they "
                         "are not, linear between; LPCNet samples voiced speech sharper than noise)")
+    p.add_argument("--probability-floor", type=float, metavar="P",
+                   help=FLOOR_HELP)
     _generation_flags(p)
     p.set_defaults(func=cmd_resynthesize)
 
@@ -299,6 +325,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--voiced-temperature", type=positive(float),
                    help="a --pitch vocoder: the temperature where the frames are voiced (--temperature where they "
                         "are not, linear between; LPCNet samples voiced speech sharper than noise)")
+    p.add_argument("--probability-floor", type=float, metavar="P",
+                   help=FLOOR_HELP)
     _generation_flags(p)
     p.set_defaults(func=cmd_say)
 

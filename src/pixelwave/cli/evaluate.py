@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--speech-voiced-temperature", type=positive(float),
                    help="--pitch vocoders: the temperature where the frames are voiced (--speech-temperature where "
                         "they are not, linear between)")
+    p.add_argument("--speech-probability-floor", type=float, metavar="P",
+                   help="categorical vocoders: the probability floor of the re-spoken utterances' draws (see "
+                        "resynthesize --probability-floor)")
     p.add_argument("--speech-utterances", type=positive(), default=4,
                    help="mel WaveNet (vocoder): re-speak this many held-out utterances per voice and score them "
                         "(STOI, MCD, PocketSphinx WER of recording and re-spoken audio; default 4)")
@@ -87,14 +90,16 @@ def cmd_eval(args, parser) -> int:
 def speech_scores(model, dataset, args, device) -> tuple[dict | None, str | None]:
     """score_resynthesis on the split, or (None, why) when the speech-eval extra is missing: bits/sample stand."""
     from pixelwave import pretrained
-    from pixelwave.cli.audio import voiced_temperature
+    from pixelwave.cli.audio import probability_floor, voiced_temperature
     from pixelwave.speech_eval import MissingExtra, score_resynthesis
 
     speech_temperature = args.speech_temperature or pretrained.temperature(args.checkpoint)
     voiced = voiced_temperature(args.speech_voiced_temperature, args.checkpoint, model, "--speech-voiced-temperature")
+    floor = probability_floor(args.speech_probability_floor, args.checkpoint, model, "--speech-probability-floor")
     try:
         return score_resynthesis(model, dataset, args.speech_utterances, seed=0, out_dir=args.speech_out,
-                                 device=device, temperature=speech_temperature, voiced_temperature=voiced), None
+                                 device=device, temperature=speech_temperature, voiced_temperature=voiced,
+                                 probability_floor=floor), None
     except MissingExtra as e:
         print(f"note: no speech scores: {e}", file=sys.stderr)
         return None, str(e)

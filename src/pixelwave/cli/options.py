@@ -56,6 +56,9 @@ TRAIN_OPTIONS = {o.dest: o for o in [
                                         "LPC prediction see, in training only (default 0)"),
            ("prediction_inputs", None, None, "wavenet --output lpc_mixture: the network also sees the prediction "
                                              "p_t and the last excitation (LPCNet's inputs)"),
+           ("cond_hidden", int, None, "wavenet --mel: channels of a nonlinear frame-rate branch of the "
+                                      "conditioning (two 3-frame convs with tanh, as LPCNet's frame-rate "
+                                      "network; e.g. 128); 0 = none (default)"),
            ("latent_channels", positive(), None, "pixelvae: channels of the latent map z (default 4)"),
            ("latent_stride", positive(), None, "pixelvae: image pixels per latent position: 1, 2 or 4"),
            ("stacks", positive(), None, "wavenet: stacks of dilations 1, 2, 4, ... (default 2)"),
@@ -131,11 +134,11 @@ DEFAULTS = {dest: _D.get(dest, False if o.switch else None) for dest, o in TRAIN
 MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout", "latent_channels",
                          "latent_stride"),
                "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size",
-                         "output", "mixtures", "input_noise", "prediction_inputs")}
+                         "output", "mixtures", "input_noise", "prediction_inputs", "cond_hidden")}
 AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "pre_emphasis")
 ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_channels", "latent_stride"),
             "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "pitch", "output",
-                      "input_noise", "prediction_inputs",
+                      "input_noise", "prediction_inputs", "cond_hidden",
                       *AUDIO_DATA)}
 
 # Presets fill in settings; a config file and typed flags override them. An "image" / "audio" entry holds the

@@ -8,7 +8,8 @@
 //                                    z_i = tanh(h[:G]) * sigmoid(h[G:])                           (G)
 //                                    x  = x + W_res,i . z_i + b_res,i      (all layers but the last)
 //   s = relu(skip_b + W_skip . [z_0 .. z_{L-1}]); hid = relu(b1 + W1 s); logits = b2 + W2 hid
-//   code = inverse CDF of softmax(logits / temperature) at the uniform u[b, t] (temperature: one, or one per draw)
+//   code = inverse CDF of softmax(logits / temperature) at the uniform u[b, t] (temperature: one, or one per draw;
+//          optionally every probability less a floor, renormalised)
 // bias(t, i) = conv bias (+ the speaker's V h) (+ cond_b + W_cond,i . up[:, t], the mel projection); the
 // mel projections are computed here, a block of steps at a time (a matrix product over the block's steps and
 // rows: the projection weights are read once per block), so the step itself just adds a vector.
@@ -628,9 +629,19 @@ static void gate(const double* h, int64_t PG, int64_t G, double* z, double*) {
     for (int64_t j = 0; j < G; ++j) z[j] = std::tanh(h[j]) * (1.0 / (1.0 + std::exp(-h[PG + j])));
 }
 
+// The probability floor (LPCNet): every probability tmp[j] / s less `floor`, negatives to zero; tmp then holds
+// them and the new total is returned (the caller divides by it). floor = 0 leaves tmp and s alone.
+template <class T> static T apply_floor(T* tmp, int64_t C, T s, T floor) {
+    if (!(floor > T(0))) return s;
+    T total = T(0);
+    for (int64_t j = 0; j < C; ++j) { tmp[j] = std::max(tmp[j] / s - floor, T(0)); total += tmp[j]; }
+    return total;
+}
+
 // Inverse-CDF draw from softmax(logits[0:C] / temperature) at u, as distributions.categorical_sample:
-// the first index whose CDF reaches u, clamped to C - 1. `tmp` holds >= round_up(C, N) values.
-static int64_t draw(const float* logits, int64_t C, float temperature, float u, float* tmp) {
+// the first index whose CDF reaches u, clamped to C - 1; with a probability floor, from the floored and
+// renormalised probabilities. `tmp` holds >= round_up(C, N) values.
+static int64_t draw(const float* logits, int64_t C, float temperature, float u, float* tmp, float floor = 0.0f) {
     constexpr int N = VT<float>::N;
     float m = -INFINITY;
     for (int64_t j = 0; j < C; ++j) { tmp[j] = logits[j] / temperature; m = std::max(m, tmp[j]); }
@@ -639,6 +650,7 @@ static int64_t draw(const float* logits, int64_t C, float temperature, float u, 
     for (int64_t v = 0; v < PC; v += N) vstore<float>(tmp + v, exp_ps(vload<float>(tmp + v) - m));
     float s = 0.0f;
     for (int64_t j = 0; j < C; ++j) s += tmp[j];
+    s = apply_floor(tmp, C, s, floor);
     float cdf = 0.0f;
     for (int64_t j = 0; j < C; ++j) {
         cdf += tmp[j] / s;
@@ -646,11 +658,13 @@ static int64_t draw(const float* logits, int64_t C, float temperature, float u, 
     }
     return C - 1;
 }
-static int64_t draw(const double* logits, int64_t C, double temperature, double u, double* tmp) {
+static int64_t draw(const double* logits, int64_t C, double temperature, double u, double* tmp,
+                    double floor = 0.0) {
     double m = -INFINITY;
     for (int64_t j = 0; j < C; ++j) { tmp[j] = logits[j] / temperature; m = std::max(m, tmp[j]); }
     double s = 0.0;
     for (int64_t j = 0; j < C; ++j) { tmp[j] = std::exp(tmp[j] - m); s += tmp[j]; }
+    s = apply_floor(tmp, C, s, floor);
     double cdf = 0.0;
     for (int64_t j = 0; j < C; ++j) {
         cdf += tmp[j] / s;
@@ -1313,6 +1327,7 @@ struct RunArgs {
     int64_t ldcodes;
     void* logits_out;      // optional: (n, B, C)
     const void* temps;     // optional: a temperature per draw, element (b, s) at b*ldu + s (null: temperature)
+    double floor;          // the categorical draw's probability floor (0: none)
 };
 
 #if defined(__linux__)
@@ -1541,7 +1556,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                 st[0] = sig - X.shift[b];
             } else {
                 X.code[b] = P->K ? draw_mixture(lg, P->K, P->levels, temperature, u[row * a.ldu + s], cdf, bins)
-                                 : draw(lg, C, temperature, u[row * a.ldu + s], X.tmp.p);
+                                 : draw(lg, C, temperature, u[row * a.ldu + s], X.tmp.p, (T)a.floor);
             }
             if (!SPLIT || c == 0) {
                 a.codes[row * a.ldcodes + s] = X.code[b];

@@ -65,7 +65,8 @@ class _Desc(ctypes.Structure):
 
 class _RunArgs(ctypes.Structure):
     _fields_ = [("t0", _i64), ("n", _i64), ("up", _vp), ("up_b", _i64), ("up_c", _i64), ("u", _vp), ("ldu", _i64),
-                ("temperature", _f64), ("codes", _vp), ("ldcodes", _i64), ("logits_out", _vp), ("temps", _vp)]
+                ("temperature", _f64), ("codes", _vp), ("ldcodes", _i64), ("logits_out", _vp), ("temps", _vp),
+                ("floor", _f64)]
 
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -238,10 +239,11 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
 @torch.no_grad()
 def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: float | torch.Tensor,
         threads: int | None = None, logits_out: torch.Tensor | None = None, tile: int = 0, row_block: int = 0,
-        patience: int = 0, split_limit: int = 0) -> torch.Tensor | None:
+        patience: int = 0, split_limit: int = 0, floor: float = 0.0) -> torch.Tensor | None:
     """The codes (B, steps), on the CPU, generated with the GenerationWeights `w`, or None if the kernel cannot
     run here. up: (B, C, steps) upsampled mel features or None; u: (B, steps) uniforms; temperature: a number,
-    or one per draw (B, steps). logits_out, if given, is filled with every step's network output (steps, B,
+    or one per draw (B, steps); floor: the categorical draw's probability floor (`categorical_sample`; mixture
+    outputs take none). logits_out, if given, is filled with every step's network output (steps, B,
     C_out): the logits, or the mixture's parameters.
     threads: 1 or more (default `default_threads`); tile, row_block: kernel tuning (0: its defaults);
     patience: at batch 1 on 2 threads, the slow waits within 128 steps after which one thread goes on alone for
@@ -303,7 +305,10 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
         temps = _c(temperature.to(dtype)) if isinstance(temperature, torch.Tensor) else None  # (B, steps)
         if temps is not None and temps.shape != u.shape:
             raise ValueError(f"a temperature per draw must have u's shape {tuple(u.shape)}, not {tuple(temps.shape)}")
-        args = _RunArgs(ldu=steps, temperature=1.0 if temps is not None else float(temperature), ldcodes=steps)
+        if floor and w.mixtures:
+            raise ValueError("the probability floor is the categorical output's; a mixture output takes none")
+        args = _RunArgs(ldu=steps, temperature=1.0 if temps is not None else float(temperature), ldcodes=steps,
+                        floor=float(floor))
         if logits_out is not None:
             assert logits_out.shape == (steps, B, C) and logits_out.dtype == dtype and logits_out.is_contiguous()
         run = getattr(lib, f"pw_wn_run_{sfx}")

@@ -86,6 +86,12 @@ def voiced_temperature(location: str | os.PathLike) -> float | None:
     return None if value is None else float(value)
 
 
+def probability_floor(location: str | os.PathLike) -> float:
+    """The probability floor of the categorical draw that a shipped model's card recommends, else 0 (none)."""
+    value = _card_value(location, "probability_floor")
+    return 0.0 if value is None else float(value)
+
+
 def size_on_disk(name: str) -> int:
     """Bytes of every file of shipped model `name`, its card included."""
     return sum(p.stat().st_size for p in path(name).rglob("*") if p.is_file())

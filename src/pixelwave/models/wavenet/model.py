@@ -38,6 +38,7 @@ the tests run it).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from pixelwave.audio import (
 from pixelwave.distributions import (
     categorical_log_prob,
     categorical_sample,
+    check_floor,
     discretized_logistic_mixture_log_prob,
     discretized_logistic_mixture_sample,
     interval_mixture_log_prob,
@@ -94,9 +96,9 @@ class CategoricalOutput:
         return categorical_log_prob(params, a, dim=1)
 
     @staticmethod
-    def sample(params: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
-        """params (B, levels), u (B,) uniforms -> codes (B,)."""
-        return categorical_sample(params, u, temperature)
+    def sample(params: torch.Tensor, u: torch.Tensor, temperature: float, floor: float = 0.0) -> torch.Tensor:
+        """params (B, levels), u (B,) uniforms -> codes (B,); floor: `categorical_sample`'s probability floor."""
+        return categorical_sample(params, u, temperature, floor)
 
 
 class LogisticMixtureOutput:
@@ -201,12 +203,23 @@ class ConditionUpsampler(nn.Module):
     A 3-frame conv mixes neighbouring frames, then a depthwise transposed conv with a 2*hop kernel (stride
     hop) spreads every frame over the samples between its neighbours' centres; its kernel starts as a
     triangle, i.e. linear interpolation, and is learned. The path is linear: the gates add the nonlinearity.
+    hidden > 0 adds a nonlinear frame-rate branch beside the linear conv, as LPCNet's frame-rate network: two
+    3-frame convs through `hidden` tanh channels (5 frames of context), its output conv starting at zero, so
+    that an untrained model conditions exactly as without it. It runs at the frame rate: nothing per sample.
     """
 
-    def __init__(self, channels: int, hop_length: int):
+    def __init__(self, channels: int, hop_length: int, hidden: int = 0):
         super().__init__()
         self.hop_length = hop_length
         self.frame_conv = nn.Conv1d(channels, channels, kernel_size=3, padding=1)
+        self.frame_net = None
+        if hidden:
+            self.frame_net = nn.Sequential(nn.Conv1d(channels, hidden, kernel_size=3, padding=1), nn.Tanh(),
+                                           nn.Conv1d(hidden, channels, kernel_size=3, padding=1))
+            with torch.no_grad():  # log-mel rows are about -5 +- 2: at the default scale half the tanh saturates
+                self.frame_net[0].weight.mul_(0.25)
+            nn.init.zeros_(self.frame_net[-1].weight)
+            nn.init.zeros_(self.frame_net[-1].bias)
         self.interpolate = nn.ConvTranspose1d(channels, channels, kernel_size=2 * hop_length,
                                               stride=hop_length, groups=channels, bias=False)
         with torch.no_grad():
@@ -216,7 +229,10 @@ class ConditionUpsampler(nn.Module):
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         frames, hop = cond.shape[-1], self.hop_length
-        up = self.interpolate(self.frame_conv(cond))  # (B, C, (F + 1) * hop)
+        frames_out = self.frame_conv(cond)
+        if self.frame_net is not None:
+            frames_out = frames_out + self.frame_net(cond)
+        up = self.interpolate(frames_out)  # (B, C, (F + 1) * hop)
         return up[..., hop: hop + frames * hop]  # (B, C, F * hop): from frame 0's centre on
 
 
@@ -363,6 +379,7 @@ class WaveNetConfig(ModelConfig):
     prediction_inputs: bool = False  # "lpc_mixture": the network also sees p_t and e_(t-1) (LPCNet's inputs)
     pitch: bool = False  # the last PITCH_ROWS of cond_channels are pitch rows; the gates also see a sine source
     pre_emphasis: float = 0.0  # the codes are of x_t - pre_emphasis * x_(t-1) (pixelwave.audio.pre_emphasis)
+    cond_hidden: int = 0  # mel-conditioned: channels of a nonlinear frame-rate branch of the conditioning; 0 = none
 
     SIZES: ClassVar[dict] = {
         # the paper-sized model (receptive field 2,047) that the benchmarks time
@@ -419,6 +436,10 @@ class WaveNetConfig(ModelConfig):
         require(not self.pre_emphasis or self.output != "lpc_mixture",
                 "output 'lpc_mixture' predicts the recording from its mel frames, not an emphasised signal: "
                 "pre_emphasis needs another output")
+        require(not isinstance(self.cond_hidden, bool) and isinstance(self.cond_hidden, int) and self.cond_hidden >= 0,
+                f"cond_hidden must be an integer >= 0, not {self.cond_hidden!r}")
+        require(not self.cond_hidden or self.cond_channels is not None,
+                "cond_hidden is a network on the mel frames: it needs cond_channels and hop_length")
         require(isinstance(self.input_noise, int | float) and math.isfinite(self.input_noise)
                 and self.input_noise >= 0, f"input_noise must be >= 0, not {self.input_noise!r}")
 
@@ -465,7 +486,9 @@ class WaveNet(Autoregressive):
             # V h for every layer at once: (speaker) -> (layers * 2G); small, not to swamp an untrained model.
             self.speaker_embedding = nn.Embedding(cfg.num_speakers, layers * 2 * cfg.gate_channels)
             nn.init.normal_(self.speaker_embedding.weight, std=0.1)
-        self.upsampler = ConditionUpsampler(cfg.cond_channels, cfg.hop_length) if cfg.cond_channels else None
+        self.upsampler = None
+        if cfg.cond_channels:
+            self.upsampler = ConditionUpsampler(cfg.cond_channels, cfg.hop_length, cfg.cond_hidden)
         self.blocks = nn.ModuleList(
             ResidualBlock(cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.kernel_size, d,
                           cfg.local_channels, last=i == layers - 1)
@@ -680,7 +703,7 @@ class WaveNet(Autoregressive):
                  cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  cached: bool | None = None, temperature: float = 1.0, fast: bool | None = None,
                  bf16: bool | None = None, *, backend: str = "auto", weights: str = "float32",
-                 voiced_temperature: float | None = None) -> torch.Tensor:
+                 voiced_temperature: float | None = None, probability_floor: float = 0.0) -> torch.Tensor:
         """Draw `batch` waveforms of `steps` mu-law codes: LongTensor (batch, steps).
 
         speaker: an int or (batch,) ids; cond: (batch, cond_channels, ceil(steps / hop_length)) mel frames.
@@ -698,6 +721,8 @@ class WaveNet(Autoregressive):
         voiced_temperature: a model with pitch rows (`--pitch`) only: the temperature in voiced samples, from the
         frames' voicing as the sine source follows it (`source_voicing`: `temperature` where unvoiced, this where
         fully voiced, linear between), as LPCNet samples voiced speech sharper than noise.
+        probability_floor: the categorical output only: every code's probability (after the temperature) less this,
+        negatives to zero, renormalised, as LPCNet draws (`categorical_sample`); in [0, 1 / levels), 0 = off.
         cached: True (default) is backend="auto", False the naive reference (DESIGN.md's spelling).
         fast, bf16: the 0.1.0 spellings, deprecated: fast=True is backend="fused", fast=False "torch", bf16=True
         weights="bf16".
@@ -716,6 +741,11 @@ class WaveNet(Autoregressive):
             if not self.config.pitch:
                 raise ValueError("voiced_temperature follows the frames' voicing: the model has no pitch rows "
                                  "(train with --pitch)")
+        if probability_floor:
+            if self.output is not CategoricalOutput:
+                raise ValueError(f"probability_floor is the categorical output's draw; this model's output is "
+                                 f"{self.config.output!r}")
+            check_floor(probability_floor, self.levels)
         if weights != "float32":
             why = self.fused_unsupported(weights)
             if why:
@@ -733,17 +763,22 @@ class WaveNet(Autoregressive):
         self.eval()
         try:
             cond = None if cond is None else cond.to(param.device)
+            def sampler():  # the PyTorch paths' draw (the fused step draws in C++)
+                sample, inputs = self._sampler(cond, steps, batch)
+                if probability_floor:
+                    sample = functools.partial(self.output.sample, floor=probability_floor)
+                return sample, inputs
+
             if backend == "naive":
-                return self._generate_naive(steps, spk, up, u, temperature, *self._sampler(cond, steps, batch))
+                return self._generate_naive(steps, spk, up, u, temperature, *sampler())
             if backend in ("auto", "fused"):
-                codes = self._generate_fused(steps, spk, up, u, temperature, weights, cond)
+                codes = self._generate_fused(steps, spk, up, u, temperature, weights, cond, probability_floor)
                 if codes is not None:
                     return codes
                 if backend == "fused" or weights != "float32":
                     why = self.fused_unsupported(weights) or "the kernel failed to start"
                     raise RuntimeError(f"backend='fused', but the fused WaveNet step cannot run here: {why}")
-            sample, inputs = self._sampler(cond, steps, batch)
-            return self._generate_cached(steps, spk, up, u, temperature, sample, inputs, cond)
+            return self._generate_cached(steps, spk, up, u, temperature, *sampler(), cond)
         finally:
             self.train(was_training)
 
@@ -850,11 +885,12 @@ class WaveNet(Autoregressive):
         return generate_torch(self.generation_weights(spk, u.shape[0], cond=cond), steps, up, u, temperature,
                               sample or self.output.sample, inputs)
 
-    def _generate_fused(self, steps, spk, up, u, temperature, weights="float32", cond=None) -> torch.Tensor | None:
+    def _generate_fused(self, steps, spk, up, u, temperature, weights="float32", cond=None,
+                        floor=0.0) -> torch.Tensor | None:
         if self.fused_unsupported(weights) is not None:
             return None
         w = self.generation_weights(spk, u.shape[0], weights, cond)
-        codes = wavenet_step.run(w, steps, up, u, temperature)
+        codes = wavenet_step.run(w, steps, up, u, temperature, floor=floor)
         return None if codes is None else codes.to(u.device)
 
 
