@@ -104,6 +104,24 @@ def test_pocketsphinx_reads_a_flite_recording_but_not_noise(speech):
 
 
 @needs_asr
+def test_what_pocketsphinx_hears_does_not_depend_on_what_it_heard_before():
+    """Each utterance is decoded from the same state: the decoder's noise and level estimates, which it carries
+    from one utterance to the next, would make a recording's WER depend on the clips scored before it."""
+    test = load_audio("flite-sample", "test")
+    clips = [test.recording(i) for i in range(test.num_utterances)
+             if test.speakers[int(test.speaker[i])] == "kal16"]
+    first = [se.recognize(c, RATE) for c in clips]
+    loud = (0.5 * np.random.default_rng(0).standard_normal(2 * RATE)).astype(np.float32)
+    hum = (0.3 * np.sin(0.3 * np.arange(2 * RATE))).astype(np.float32)
+    again = []
+    for c in reversed(clips):
+        se.recognize(loud, RATE)
+        se.recognize(hum, RATE)
+        again.append(se.recognize(c, RATE))
+    assert again[::-1] == first
+
+
+@needs_asr
 @pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (apt-get install flite)")
 def test_pocketsphinx_reads_a_fresh_flite_sentence_at_8khz(tmp_path):
     text = "Please call me when you arrive at the station."

@@ -13,7 +13,6 @@ Nothing is fetched at run time: PocketSphinx ships its acoustic model, language 
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import warnings
@@ -124,8 +123,10 @@ def mel_cepstral_distortion(reference, degraded, rate: int, coefficients: int | 
 
 
 # ---------------------------------------------------------------------------------------------------- WER
-@functools.lru_cache(maxsize=1)
 def _decoder():
+    """A new decoder for each utterance (~0.4 s to load): PocketSphinx carries its noise and level estimates from
+    one utterance to the next, so a reused decoder hears the same recording differently depending on the clips
+    it decoded before (tests/test_speech_eval.py)."""
     require_extra("pocketsphinx")
     from pocketsphinx import Decoder
 
@@ -135,7 +136,8 @@ def _decoder():
 
 def recognize(wave, rate: int) -> str:
     """The words PocketSphinx (bundled en-US model, offline) hears in a mono waveform (T,) in [-1, 1] at `rate`
-    (resampled to 16 kHz): lower-case words separated by spaces, '' for none. About 0.1 s per second of speech."""
+    (resampled to 16 kHz), by a decoder in its initial state: lower-case words separated by spaces, '' for none.
+    About 0.4 s plus 0.1 s per second of speech."""
     w = _mono(wave, "wave")
     decoder = _decoder()
     pcm = np.clip(resample(w.astype(np.float32), rate, RECOGNIZER_RATE), -1.0, 1.0)
