@@ -44,7 +44,8 @@ def categorical_sample(logits: torch.Tensor, u: torch.Tensor,
     The randomness is an input, so every sampler (naive, cached, fused) that sees the same logits and the same
     `u` draws the same value.
     """
-    check_floor(floor, logits.shape[-1])
+    if floor:
+        check_floor(floor, logits.shape[-1])
     if isinstance(temperature, torch.Tensor):
         if not bool((temperature > 0).all()):
             raise ValueError("temperature must be > 0 everywhere")

@@ -679,13 +679,13 @@ class WaveNet(Autoregressive):
         """The LPC coefficients of every sample from the mel frames (B, C, F): (B, steps, lpc_order) float64."""
         return lpc.per_sample(self._frame_coefficients(cond), steps, self.config.hop_length)
 
-    def _sampler(self, cond: torch.Tensor | None, steps: int, batch: int):
+    def _sampler(self, cond: torch.Tensor | None, steps: int, batch: int, floor: float = 0.0):
         """(sample, inputs): what draws a code from one step's output parameters, and what gives the step's extra
-        inputs (B, R) before the network runs (None: no extra inputs). The output's own sample, or for a
-        predictive output a `_LinearPrediction` that keeps the decoded past. The generators call inputs() then
-        sample() once per step, in order."""
+        inputs (B, R) before the network runs (None: no extra inputs). The output's own sample (with the
+        categorical output's probability `floor`, if any), or for a predictive output a `_LinearPrediction` that
+        keeps the decoded past. The generators call inputs() then sample() once per step, in order."""
         if not self.output.needs_prediction:
-            return self.output.sample, None
+            return (functools.partial(self.output.sample, floor=floor) if floor else self.output.sample), None
         state = _LinearPrediction(self, self._prediction_coefficients(cond, steps), batch)
         return state.sample, (state.inputs if self.prediction_embedding is not None else None)
 
@@ -763,14 +763,9 @@ class WaveNet(Autoregressive):
         self.eval()
         try:
             cond = None if cond is None else cond.to(param.device)
-            def sampler():  # the PyTorch paths' draw (the fused step draws in C++)
-                sample, inputs = self._sampler(cond, steps, batch)
-                if probability_floor:
-                    sample = functools.partial(self.output.sample, floor=probability_floor)
-                return sample, inputs
-
             if backend == "naive":
-                return self._generate_naive(steps, spk, up, u, temperature, *sampler())
+                return self._generate_naive(steps, spk, up, u, temperature,
+                                            *self._sampler(cond, steps, batch, probability_floor))
             if backend in ("auto", "fused"):
                 codes = self._generate_fused(steps, spk, up, u, temperature, weights, cond, probability_floor)
                 if codes is not None:
@@ -778,7 +773,8 @@ class WaveNet(Autoregressive):
                 if backend == "fused" or weights != "float32":
                     why = self.fused_unsupported(weights) or "the kernel failed to start"
                     raise RuntimeError(f"backend='fused', but the fused WaveNet step cannot run here: {why}")
-            return self._generate_cached(steps, spk, up, u, temperature, *sampler(), cond)
+            sample, inputs = self._sampler(cond, steps, batch, probability_floor)
+            return self._generate_cached(steps, spk, up, u, temperature, sample, inputs, cond)
         finally:
             self.train(was_training)
 
