@@ -54,7 +54,7 @@ from pathlib import Path
 import soundfile
 import torch
 
-from pixelwave.audio import log_mel
+from pixelwave.audio import features, log_mel
 from pixelwave.data.audio import FLITE_SAMPLE
 from pixelwave.fast import wavenet_step
 from pixelwave.models import WaveNet
@@ -273,19 +273,20 @@ def _log_tables(m: WaveNet, params: torch.Tensor, shift: torch.Tensor | None, ch
 
 
 def measure_kl(quick: bool = False, log=print) -> dict:
-    """The KL of each weight format's output distributions from the float32 model's, in bits per sample, on the
-    shipped trained models: pretrained:vocoder (re-speaking the first recording of each of flite-sample's four
-    voices from its log-mel frames) and pretrained:accents (one clip per accent). Each format generates with its
-    own weights (at the model card's temperature, as the CLI does) and records every step's distribution; the
-    float32 PyTorch pass, teacher-forced on that same sequence, gives the reference distributions; the mean of
-    KL(float32 || format) over every sample is the figure. The fused float32 step's own KL shows the floor (the
-    float32 rounding of two summation orders). Also: the model's mean entropy (bits per sample), for scale."""
+    """The KL of each weight format's output distributions from the float32 model's, in bits per sample, on the shipped
+    trained models: pretrained:vocoder and pretrained:vocoder-lpc (re-speaking the first recording of each of
+    flite-sample's four voices from its log-mel frames) and pretrained:accents (one clip per accent). Each format
+    generates with its own weights (at the model card's temperature, as the CLI does) and records every step's
+    distribution; the float32 PyTorch pass, teacher-forced on that same sequence, gives the reference distributions;
+    the mean of KL(float32 || format) over every sample is the figure. The fused float32 step's own KL shows the
+    floor (the float32 rounding of two summation orders). Also: the model's mean entropy (bits per sample), for
+    scale."""
     import pixelwave as pw
     from pixelwave import pretrained
 
     steps = 1_000 if quick else 16_000
     rows = []
-    for name in ("vocoder", "accents"):
+    for name in ("vocoder", "vocoder-lpc", "accents"):
         m = pw.load(f"pretrained:{name}").float().eval()
         temperature = pretrained.temperature(f"pretrained:{name}")
         batch, cond, up, spk = 4, None, None, None
@@ -295,9 +296,11 @@ def measure_kl(quick: bool = False, log=print) -> dict:
             n = min(steps, *(len(w) for w in waves))
             steps = n // m.hop_length * m.hop_length
             mel = json.loads((Path(pretrained.resolve(f"pretrained:{name}")) / "data.json").read_text())["mel"]
-            cond = torch.stack([log_mel(torch.from_numpy(w[:steps]), m.config.sample_rate, **mel) for w in waves])
+            pitch = bool(mel.pop("pitch", False))  # a --pitch vocoder's frames carry pitch rows too
+            cond = torch.stack([features(torch.from_numpy(w[:steps]), m.config.sample_rate, **mel, pitch_rows=pitch)
+                                for w in waves])
             with torch.no_grad():
-                up = m.upsampler(cond)[..., :steps]  # (B, C, steps)
+                up = m._local(cond, steps)  # (B, C, steps): the upsampled frames (and pitch source rows)
         if m.num_speakers:
             spk = torch.arange(batch) % m.num_speakers
         with torch.no_grad():

@@ -422,3 +422,23 @@ def test_say_renders_text_with_the_front_end_then_the_vocoder(flite_vocoder, tmp
     # espeak-ng's voice is not among the vocoder's speakers: it must be told which speaker to use
     bad(["say", "Hi.", "--voice", "en-gb", "--model", str(flite_vocoder), "--out", str(tmp_path / "g.wav")], capsys,
         "pass --speaker")
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (apt-get install flite)")
+def test_say_takes_the_shipped_vocoder_that_knows_the_voice(tmp_path, capsys):
+    """Without --model, `say` re-speaks a voice pretrained:vocoder was trained on with it, and any other voice with
+    the speaker-independent pretrained:vocoder-lpc (saying so); --model overrides."""
+    from pixelwave import pretrained
+    from pixelwave.cli.audio import default_say_model
+
+    known = pretrained.trained_voices("pretrained:vocoder")
+    assert known == ["slt", "rms", "awb"] and pretrained.trained_voices("pretrained:vocoder-lpc") is None
+    assert default_say_model("awb") == "pretrained:vocoder" and capsys.readouterr().out == ""
+    assert default_say_model("kal16") == "pretrained:vocoder-lpc"
+    assert "pretrained:vocoder was trained on slt, rms, awb only" in capsys.readouterr().out
+    out = tmp_path / "k.wav"
+    assert main(["say", "Hi.", "--voice", "kal16", "--out", str(out), "--threads", "1"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("vocoder: pretrained:vocoder-lpc") and "flite's kal16" in said and out.is_file()
+    assert main(["say", "Hi.", "--voice", "awb", "--out", str(tmp_path / "a.wav"), "--threads", "1"]) == 0
+    assert not capsys.readouterr().out.startswith("vocoder:")

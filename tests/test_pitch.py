@@ -284,7 +284,7 @@ def test_train_eval_and_resynthesize_with_pitch(tmp_path, capsys):
                  "0.8", "--voiced-temperature", "0.5"]) == 0
     assert sf.info(str(tmp_path / "vt.wav")).frames == 4800
     capsys.readouterr()
-    assert main(["resynthesize", "pretrained:vocoder", "--input", str(wav), "--out", str(tmp_path / "no.wav"),
+    assert main(["resynthesize", "pretrained:vocoder-lpc", "--input", str(wav), "--out", str(tmp_path / "no.wav"),
                  "--voiced-temperature", "0.5"]) == 2
     assert "has no pitch rows" in capsys.readouterr().err and not (tmp_path / "no.wav").exists()
     capsys.readouterr()

@@ -99,7 +99,7 @@ def test_the_cli_takes_a_floor_for_a_categorical_vocoder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--probability-floor: the probability floor must be in [0, 1/256)" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "g.wav").exists()
-    assert main(["resynthesize", "pretrained:vocoder", "--input", str(wav), "--out", str(tmp_path / "h.wav"),
+    assert main(["resynthesize", "pretrained:vocoder-lpc", "--input", str(wav), "--out", str(tmp_path / "h.wav"),
                  "--probability-floor", "0.002", "--threads", "1"]) == 2
     assert "is the categorical output's draw" in capsys.readouterr().err and not (tmp_path / "h.wav").exists()
     pytest.importorskip("pystoi")

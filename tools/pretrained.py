@@ -4,6 +4,7 @@ checkpoints into the package and rewrite each card with what this machine measur
     .venv/bin/python tools/pretrained.py                  # every shipped model (about 10 CPU minutes each)
     .venv/bin/python tools/pretrained.py mnist-gated      # one
     .venv/bin/python tools/pretrained.py mnist-gated --from-run DIR   # ship DIR, trained here by the card's command
+    .venv/bin/python tools/pretrained.py vocoder-lpc --rescore        # only score the shipped checkpoint again
 
 Each card's `train_command` and `eval_command` are the recipe (a new model: write NAME/card.json with `name`,
 `description`, `data`, `train_command`, `eval_command`, then run this). The training command writes to the folder
@@ -115,11 +116,9 @@ def ship(name: str, run_dir: Path | None) -> dict:
     for file in SHIPPED_FILES:
         shutil.copyfile(run_dir / file, folder / file)
     seal(folder)
-    result = json.loads(run(card["eval_command"] + " --json", capture=True))
     model = pw.load(pretrained.PREFIX + name)
     env, argv = split_command(card["train_command"])
     threads = argv[argv.index("--threads") + 1] if "--threads" in argv else env.get("OMP_NUM_THREADS")
-    metric = "bits/sample" if model.data_kind == "audio" else "bits/dim"
     card.update(
         model=model.model_name,
         machine=dict(cpu=cpu_name(), isa_level=isa_level(), cores=os.cpu_count(),
@@ -128,21 +127,45 @@ def ship(name: str, run_dir: Path | None) -> dict:
         training_seconds=round(state["train_seconds"], 1),
         steps=state["step"],
         parameters=sum(p.numel() for p in model.parameters()),
-        heldout=dict(metric=metric, value=round(result["bits_per_dim"], 5), data=result["data"],
-                     split=result["split"], examples=result["examples"]),
         versions=dict(pixelwave=pw.__version__, torch=torch.__version__.split("+")[0]),
     )
+    card.pop("scored", None)  # scored below, with the versions that trained it
+    score(card, model)
+    (folder / pretrained.CARD).write_text(json.dumps(card, indent=2) + "\n")
+    pretrained.card(name)  # every field is there
+    held = card["heldout"]
+    print(f"{pretrained.PREFIX}{name}: {held['value']} {held['metric']}, {card['steps']} steps in "
+          f"{card['training_seconds']:.0f} s; {pretrained.size_on_disk(name) / 1e6:.2f} MB in {folder}")
+    return card
+
+
+def score(card: dict, model) -> None:
+    """Run the card's eval command and put its held-out figure (and a vocoder's speech scores) on the card."""
+    result = json.loads(run(card["eval_command"] + " --json", capture=True))
+    metric = "bits/sample" if model.data_kind == "audio" else "bits/dim"
+    card["heldout"] = dict(metric=metric, value=round(result["bits_per_dim"], 5), data=result["data"],
+                           split=result["split"], examples=result["examples"])
     if "speech_scores" in result:  # a vocoder: its re-spoken held-out utterances, scored (pixelwave.speech_eval)
         scores = result["speech_scores"]
         keep = ("utterances", "stoi", "mcd_db", "wer_recording", "wer_resynthesis")
         card["speech_scores"] = dict(
             data=result["data"], utterances_per_voice=scores["utterances_per_voice"], seed=scores["seed"],
             temperature=scores.get("temperature"),
+            **{k: scores[k] for k in ("voiced_temperature", "probability_floor") if k in scores},
             voices={v: {k: round(x[k], 4) for k in keep} for v, x in scores["voices"].items()})
+
+
+def rescore(name: str) -> dict:
+    """Score the shipped checkpoint again by its card's eval command (the scorer changed, not the model): the
+    figures are replaced and `scored` says when, with which versions; the training fields stay."""
+    folder = pretrained.path(name)
+    card = json.loads((folder / pretrained.CARD).read_text())
+    score(card, pw.load(pretrained.PREFIX + name))
+    card["scored"] = dict(date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"), cpu=cpu_name(),
+                          isa_level=isa_level(), pixelwave=pw.__version__, torch=torch.__version__.split("+")[0])
     (folder / pretrained.CARD).write_text(json.dumps(card, indent=2) + "\n")
-    pretrained.card(name)  # every field is there
-    print(f"{pretrained.PREFIX}{name}: {card['heldout']['value']} {metric}, {card['steps']} steps in "
-          f"{card['training_seconds']:.0f} s; {pretrained.size_on_disk(name) / 1e6:.2f} MB in {folder}")
+    pretrained.card(name)
+    print(f"{pretrained.PREFIX}{name}: re-scored, {card['heldout']['value']} {card['heldout']['metric']}")
     return card
 
 
@@ -150,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help="shipped models to re-train (default: all)")
     p.add_argument("--from-run", type=Path, help="ship this run instead of training (one name only)")
+    p.add_argument("--rescore", action="store_true",
+                   help="do not train: score the shipped checkpoints again by their cards' eval commands")
     args = p.parse_args(argv)
     names = args.names or pretrained.names()
-    if args.from_run and len(names) != 1:
-        p.error("--from-run takes exactly one model name")
+    if args.from_run and (len(names) != 1 or args.rescore):
+        p.error("--from-run takes exactly one model name, and no --rescore")
     for name in names:
-        ship(name, args.from_run)
+        rescore(name) if args.rescore else ship(name, args.from_run)
     return 0
 
 

@@ -148,6 +148,8 @@ def cmd_say(args, parser) -> int:
         raise UserError("nothing to say: the text is empty")
     engine = args.engine or voice_engine(args.voice)
     check_voices(engine, [args.voice])  # before the model loads: flite would fall back to its default voice
+    if args.model is None:
+        args.model = default_say_model(args.voice)
     model, info, device = load_vocoder(args.model, args, "say")
     names = info.get("speakers") or []
     if args.speaker is None and model.num_speakers is not None and args.voice in names:
@@ -157,6 +159,21 @@ def cmd_say(args, parser) -> int:
     vocode(args, args.model, model, info, device, wave, speaker, name, outs, png, f"front end: {engine} {args.voice}",
            f"{engine}'s {args.voice} saying {args.text[:40]!r}")
     return 0
+
+
+SAY_MODEL, SAY_OTHER_VOICES = "pretrained:vocoder", "pretrained:vocoder-lpc"
+
+
+def default_say_model(voice: str) -> str:
+    """`say`'s vocoder when --model is not given: pretrained:vocoder for a voice it was trained on, else the
+    speaker-independent pretrained:vocoder-lpc (pretrained:vocoder re-speaks unseen voices poorly: its card)."""
+    from pixelwave import pretrained
+
+    known = pretrained.trained_voices(SAY_MODEL)
+    if known is None or voice in known:
+        return SAY_MODEL
+    print(f"vocoder: {SAY_OTHER_VOICES} ({SAY_MODEL} was trained on {', '.join(known)} only; --model to choose)")
+    return SAY_OTHER_VOICES
 
 
 def temperature(args, checkpoint: str) -> float:
@@ -316,8 +333,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--voice", required=True, help="the front end's voice: slt, rms, awb, kal16 (flite) or an "
                                                   "espeak-ng voice such as en-us, en-gb, en-gb-scotland")
     p.add_argument("--engine", choices=speech_engines(), help="the front end (default: the one with --voice)")
-    p.add_argument("--model", default="pretrained:vocoder",
-                   help="the mel-conditioned WaveNet (default pretrained:vocoder, the shipped one)")
+    p.add_argument("--model",
+                   help="the mel-conditioned WaveNet (default: pretrained:vocoder for the voices it was trained on, "
+                        "slt, rms and awb; pretrained:vocoder-lpc, speaker-independent, for any other)")
     p.add_argument("--no-verify", action="store_true",
                    help="load --model even if its files do not match its manifest.json")
     p.add_argument("--out", required=True, help="output .wav; the front end's and WaveNet's waveforms go to .png")

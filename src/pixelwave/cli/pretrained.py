@@ -62,11 +62,16 @@ def format_card(c: dict, size: int) -> str:
         "              " + c["eval_command"],
     ]
     if c.get("temperature"):
-        lines.append(f"  sampling    temperature {c['temperature']} (the default of generate, resynthesize, say, eval)")
+        floor = f", probability floor {c['probability_floor']}" if c.get("probability_floor") else ""
+        lines.append(f"  sampling    temperature {c['temperature']}{floor} (the defaults of generate, resynthesize, "
+                     f"say, eval)")
+    if c.get("voices"):
+        lines.append(f"  voices      trained on {', '.join(c['voices'])}")
     if c.get("speech_scores"):
         sc = c["speech_scores"]
+        floor = f", floor {sc['probability_floor']}" if sc.get("probability_floor") else ""
         lines.append(f"  speech      {sc['utterances_per_voice']} held-out utterances per voice of {sc['data']}, "
-                     f"re-spoken at temperature {sc['temperature']}: voice STOI, WER re-spoken (recording)")
+                     f"re-spoken at temperature {sc['temperature']}{floor}: voice STOI, WER re-spoken (recording)")
         lines += [f"              {voice:<8} {x['stoi']:.3f}  {x['wer_resynthesis']:.3f} ({x['wer_recording']:.3f})"
                   for voice, x in sc["voices"].items()]
     if c.get("notes"):

@@ -92,6 +92,13 @@ def probability_floor(location: str | os.PathLike) -> float:
     return 0.0 if value is None else float(value)
 
 
+def trained_voices(location: str | os.PathLike) -> list[str] | None:
+    """The voices a shipped vocoder was trained on, as its card lists them (None: no list, e.g. speaker-independent
+    or not shipped). A vocoder trained on few voices re-speaks other voices poorly."""
+    value = _card_value(location, "voices")
+    return None if value is None else [str(v) for v in value]
+
+
 def size_on_disk(name: str) -> int:
     """Bytes of every file of shipped model `name`, its card included."""
     return sum(p.stat().st_size for p in path(name).rglob("*") if p.is_file())
