@@ -386,6 +386,13 @@ def test_eval_scores_a_vocoder_per_voice(flite_vocoder, capsys, tmp_path):
     assert scores["mean"]["wer_recording"] < 0.5 and scores["voices"]["kal16"]["texts"]
     assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--no-speech-scores", "--json"]) == 0
     assert "speech_scores" not in json.loads(capsys.readouterr().out)
+    # --speech-seed draws the re-spoken utterances anew (the recordings stay)
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1", "--json",
+                 "--speech-seed", "1000", "--speech-out", str(tmp_path / "other")]) == 0
+    assert json.loads(capsys.readouterr().out)["speech_scores"]["seed"] == 1000
+    differ = {f.name: f.read_bytes() != (tmp_path / "other" / f.name).read_bytes()
+              for f in (tmp_path / "wavs").glob("*.wav")}
+    assert len(differ) == 8 and sum(differ.values()) == 4, differ  # the four re-spoken, not the four recordings
 
 
 def test_eval_without_the_speech_extra_says_how_to_install(flite_vocoder, capsys, monkeypatch):

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--speech-utterances", type=positive(), default=4,
                    help="mel WaveNet (vocoder): re-speak this many held-out utterances per voice and score them "
                         "(STOI, MCD, PocketSphinx WER of recording and re-spoken audio; default 4)")
+    p.add_argument("--speech-seed", type=int, default=0,
+                   help="mel WaveNet: utterance i is drawn with seed SEED + i (default 0); other seeds show how much "
+                        "the scores owe to one draw")
     p.add_argument("--no-speech-scores", action="store_true", help="mel WaveNet: bits/sample only")
     p.add_argument("--speech-out", help="mel WaveNet: also write the re-spoken and recorded WAVs to this folder")
     p.set_defaults(func=cmd_eval)
@@ -97,7 +100,7 @@ def speech_scores(model, dataset, args, device) -> tuple[dict | None, str | None
     voiced = voiced_temperature(args.speech_voiced_temperature, args.checkpoint, model, "--speech-voiced-temperature")
     floor = probability_floor(args.speech_probability_floor, args.checkpoint, model, "--speech-probability-floor")
     try:
-        return score_resynthesis(model, dataset, args.speech_utterances, seed=0, out_dir=args.speech_out,
+        return score_resynthesis(model, dataset, args.speech_utterances, seed=args.speech_seed, out_dir=args.speech_out,
                                  device=device, temperature=speech_temperature, voiced_temperature=voiced,
                                  probability_floor=floor), None
     except MissingExtra as e:
