@@ -90,6 +90,10 @@ def isa_level() -> str:
     return platform.machine() or "unknown"
 
 
+def versions() -> dict:
+    return dict(pixelwave=pw.__version__, torch=torch.__version__.split("+")[0])
+
+
 def seal(folder: Path) -> None:
     """The shipped files' manifest (pw.load verifies it), and config.json saying there is one."""
     from pixelwave import checkpoint
@@ -127,7 +131,7 @@ def ship(name: str, run_dir: Path | None) -> dict:
         training_seconds=round(state["train_seconds"], 1),
         steps=state["step"],
         parameters=sum(p.numel() for p in model.parameters()),
-        versions=dict(pixelwave=pw.__version__, torch=torch.__version__.split("+")[0]),
+        versions=versions(),
     )
     card.pop("scored", None)  # scored below, with the versions that trained it
     score(card, model)
@@ -162,7 +166,7 @@ def rescore(name: str) -> dict:
     card = json.loads((folder / pretrained.CARD).read_text())
     score(card, pw.load(pretrained.PREFIX + name))
     card["scored"] = dict(date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"), cpu=cpu_name(),
-                          isa_level=isa_level(), pixelwave=pw.__version__, torch=torch.__version__.split("+")[0])
+                          isa_level=isa_level(), **versions())
     (folder / pretrained.CARD).write_text(json.dumps(card, indent=2) + "\n")
     pretrained.card(name)
     print(f"{pretrained.PREFIX}{name}: re-scored, {card['heldout']['value']} {card['heldout']['metric']}")
@@ -180,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_run and (len(names) != 1 or args.rescore):
         p.error("--from-run takes exactly one model name, and no --rescore")
     for name in names:
-        rescore(name) if args.rescore else ship(name, args.from_run)
+        if args.rescore:
+            rescore(name)
+        else:
+            ship(name, args.from_run)
     return 0
 
 
