@@ -262,6 +262,28 @@ def test_mel_features_ride_along_with_crops(tmp_path):
         load_audio(f"wav:{tmp_path}", crop=1000, with_mel=True, hop_length=160)
 
 
+def test_crops_carry_their_utterances_frames_as_context(tmp_path):
+    make_speakers(tmp_path)
+    kw = dict(crop=1600, with_mel=True, n_mels=20, hop_length=160, n_fft=400)
+    plain = load_audio(f"wav:{tmp_path}", "test", **kw)
+    ds = load_audio(f"wav:{tmp_path}", "test", context=3, **kw)
+    idx = torch.arange(len(ds))
+    b, b0 = ds.batch(idx), plain.batch(idx)
+    assert b["cond"].shape == (len(ds), 20, 16) and b["context"] == 3 and "context" not in b0
+    assert torch.equal(b["cond"][..., 3:13], b0["cond"]) and ds.info()["cond_context"] == 3
+    assert "cond_context" not in plain.info()
+    # crop k of utterance 0 starts at frame 10 k: its context is the utterance's own frames, zeros past its ends
+    utt = ds.utterance(0)["cond"][0]  # (20, F)
+    frames = utt.shape[-1]
+    for k in range(frames // 10):
+        for j in range(16):
+            f = 10 * k - 3 + j
+            want = utt[:, f] if 0 <= f < frames else torch.zeros(20)
+            assert torch.equal(b["cond"][k, :, j], want), (k, j)
+    with pytest.raises(UserError, match="context must be an integer"):
+        load_audio(f"wav:{tmp_path}", "test", crop=1600, context=2)
+
+
 def make_vctk(root, version="0.92"):
     audio_dir = root / ("wav48_silence_trimmed" if version == "0.92" else "wav48")
     ext = "flac" if version == "0.92" else "wav"

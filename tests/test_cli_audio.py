@@ -79,7 +79,9 @@ def test_train_saves_the_model_speakers_and_tensorboard(runs):
     assert info["speakers"] == ACCENTS and info["sample_rate"] == 16000 and info["crop"] == 400
     vocoder = pw.load(mel)
     assert vocoder.num_speakers is None and (vocoder.cond_channels, vocoder.hop_length) == (20, 100)
-    assert json.loads((mel / "data.json").read_text())["mel"]["n_fft"] == 400
+    mel_info = json.loads((mel / "data.json").read_text())
+    assert mel_info["mel"]["n_fft"] == 400
+    assert mel_info["cond_context"] == vocoder.cond_context == 2  # its crops carried their neighbours' frames
 
     events = EventAccumulator(str(speakers / "tb"), size_guidance={"audio": 0}).Reload()
     assert {"train/bits_per_sample", "test/bits_per_sample"} <= set(events.Tags()["scalars"])
@@ -112,6 +114,7 @@ def test_cond_hidden_needs_mel_and_the_run_keeps_it(tmp_path, capsys):
     assert main(["train", *args, "--mel", "--n-mels", "20", "--hop-length", "100", "--n-fft", "400",
                  "--out", str(tmp_path / "mel")]) == 0
     assert pw.load(tmp_path / "mel").config.cond_hidden == 4
+    assert json.loads((tmp_path / "mel" / "data.json").read_text())["cond_context"] == 3  # the branch reads 2 more
 
 
 def test_resume_takes_the_runs_audio_options(tmp_path, capsys):

@@ -142,6 +142,21 @@ def test_exact_normalisation_over_every_sequence(output):
     assert abs(float(torch.logsumexp(logp, 0))) < 1e-10
 
 
+def test_a_crop_with_context_gets_the_utterances_source_and_prediction():
+    """Pitch rows and LPC coefficients of a crop's samples, given its cond_context frames each side, are those of
+    the same samples in the whole utterance (the source and the prediction read the frame after the last too)."""
+    m = tiny(cond_hidden=6)
+    hop, a, n = m.hop_length, 5, 4
+    whole, c = frames(16), m.cond_context
+    steps = 16 * hop
+    ext = whole[..., a - c: a + n + c]
+    assert torch.allclose(m._local(ext, n * hop, c), m._local(whole, steps)[..., a * hop: (a + n) * hop],
+                          atol=1e-12)
+    coeffs = m._prediction_coefficients(whole, steps)[:, a * hop: (a + n) * hop]
+    assert torch.allclose(m._prediction_coefficients(ext[..., c:], n * hop), coeffs, atol=1e-12)
+    assert not torch.allclose(m._prediction_coefficients(whole[..., a: a + n], n * hop), coeffs)
+
+
 def test_causal_and_the_source_is_used():
     m = tiny()
     steps, t0 = 16, 9

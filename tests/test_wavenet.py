@@ -197,6 +197,32 @@ def test_cond_hidden_generation_equals_naive():
         assert torch.equal(got, want), backend
 
 
+@pytest.mark.parametrize("branch", [False, True])
+def test_a_crop_with_its_context_frames_is_conditioned_as_inside_the_utterance(branch):
+    """Frames a .. a+F-1 of a 20-frame utterance, with cond_context frames each side: the crop's samples get the
+    local conditioning the whole utterance gives them; one frame fewer (or none: the crop's zero padding) does not."""
+    m = with_branch() if branch else tiny(cond_channels=3, hop_length=4)
+    c, hop, a, n = m.cond_context, m.hop_length, 6, 5
+    assert c == (3 if branch else 2)
+    whole = mel_for(m, 1, 20 * hop)
+    want = m._local(whole, 20 * hop)[..., a * hop: (a + n) * hop]
+    got = m._local(whole[..., a - c: a + n + c], n * hop, c)
+    assert torch.allclose(got, want, atol=1e-12)
+    for k in range(c):
+        short = m._local(whole[..., a - k: a + n + k], n * hop, k)
+        assert not torch.allclose(short, want, atol=1e-6), k
+    crop, ext = codes(1, n * hop), whole[..., a - c: a + n + c]
+    lp = m.log_prob(crop, cond=ext, context=c, reduce=False)
+    moved = ext.clone()
+    moved[..., -1] += 1.0  # the last context frame reaches the crop's last hop, and nothing before it
+    diff = (m.log_prob(crop, cond=moved, context=c, reduce=False) - lp).abs() > 1e-12
+    assert diff.any() and int(diff.nonzero()[:, 1].min()) >= (n - 1) * hop
+    with pytest.raises(ValueError, match=r"ceil\(T / hop_length\) \+ 2 context"):
+        m.log_prob(crop, cond=ext[..., 1:], context=c)
+    with pytest.raises(ValueError, match="context must be an int"):
+        m.log_prob(crop, cond=ext, context=-1)
+
+
 # ------------------------------------------------------------------------------------------------ generation
 CASES = [dict(), dict(num_speakers=3), dict(cond_channels=3, hop_length=4),
          dict(kernel_size=3, num_speakers=2, cond_channels=2, hop_length=5)]

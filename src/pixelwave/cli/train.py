@@ -74,6 +74,10 @@ def cmd_train(args: argparse.Namespace, parser) -> int:
             raise UserError(f"--resume: {config.out} holds a {meta['model']} with {meta['config']}; the flags ask "
                             f"for {values['model']} with {asked}")
         model = checkpoint.build(meta)
+    if run_info is None and getattr(model, "cond_context", 0):
+        # A fresh vocoder's crops carry the frames around them that their conditioning reads: trained (and
+        # scored) as inside the whole utterance, not on zero padding at the crop's ends. Saved in data.json.
+        train_set.context = test_set.context = model.cond_context
     runtime.reuse_freed_memory()  # this process trains: reuse activations' memory instead of re-faulting it
     train(config, model, train_set, test_set)
     return 0

@@ -27,7 +27,10 @@ Examples are fixed-length crops of `crop` samples, so every example has `dims = 
   start: the same examples every time, and the whole held-out audio except each utterance's last partial crop.
 Utterances shorter than one crop give no examples. `utterance(i)` returns a whole utterance for other scoring.
 With mel features (with_mel=True) crops start on a frame boundary (a multiple of hop_length) and carry their
-crop // hop_length frames; frame f of an utterance is centred on its sample f * hop_length.
+crop // hop_length frames; frame f of an utterance is centred on its sample f * hop_length. With `context` = c
+they also carry the c frames of the utterance before and after their own (zeros past the utterance's ends, as
+the conditioning's zero padding of a whole utterance), and the batch says so ("context": c): a crop is then
+conditioned as its samples are in the whole utterance (`WaveNet.cond_context`), not on padding at its ends.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class AudioDataset:
     speaker_info: dict | None = None
     trim_db: float | None = 40.0
     pre_emphasis: float = 0.0  # the codes are mu-law codes of x_t - pre_emphasis * x_(t-1)
+    context: int = 0  # mel frames of the utterance on each side of a crop's own (zeros past its ends)
     kind: str = field(default="audio", init=False)
 
     def __post_init__(self):
@@ -128,7 +132,8 @@ class AudioDataset:
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         """Examples `idx` as model inputs: {"a": LongTensor (B, crop), "speaker": LongTensor (B,) | None,
-        "cond": FloatTensor (B, cond_channels, crop // hop_length) | None}. Random crops come from `generator`."""
+        "cond": FloatTensor (B, cond_channels, crop // hop_length + 2 context) | None}, and "context": context
+        when that is not 0. Random crops come from `generator`."""
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
         utt = self._window_utt[idx]  # (B,)
         if self.random_crops:
@@ -143,10 +148,14 @@ class AudioDataset:
         if self.speaker is not None:
             out["speaker"] = self.speaker[utt]
         if self.mel is not None:
-            frames = self.crop // self.hop_length
-            first = self.frame_offsets[utt] + start // self.hop_length  # (B,)
-            fpos = first[:, None] + torch.arange(frames)  # (B, F)
-            out["cond"] = self.mel[fpos].transpose(1, 2).contiguous()  # (B, F, C) -> (B, C, F)
+            c = self.context
+            local = (start // self.hop_length)[:, None] + torch.arange(-c, self.crop // self.hop_length + c)
+            inside = (local >= 0) & (local < (self.lengths[utt] // self.hop_length)[:, None])  # (B, F + 2c)
+            fpos = self.frame_offsets[utt][:, None] + local.clamp(min=0)  # (B, F + 2c)
+            mel = self.mel[fpos.clamp(max=len(self.mel) - 1)] * inside[..., None]  # (B, F + 2c, C)
+            out["cond"] = mel.transpose(1, 2).contiguous()  # (B, C, F + 2c)
+            if c:
+                out["context"] = c
         return out
 
     def info(self) -> dict:
@@ -157,7 +166,8 @@ class AudioDataset:
                 "n_mels": self.n_mels, "hop_length": self.hop_length, "mel": self.mel_options,
                 "trim_db": self.trim_db, "speaker_info": self.speaker_info,
                 # absent when off: data.json of earlier runs stays as it was
-                **({"pre_emphasis": self.pre_emphasis} if self.pre_emphasis else {})}
+                **({"pre_emphasis": self.pre_emphasis} if self.pre_emphasis else {}),
+                **({"cond_context": self.context} if self.context else {})}
 
     def waveform(self, codes: torch.Tensor):
         """Codes of this data set as a float waveform, numpy float32: decoded, and de-emphasised if emphasised."""
@@ -208,15 +218,15 @@ class AudioDataset:
 def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: int = 8000, levels: int = 256,
                with_mel: bool = False, n_mels: int = 80, hop_length: int = 200, n_fft: int = 800,
                pitch: bool = False, trim_db: float | None = 40.0, pre_emphasis: float = 0.0,
-               test_fraction: float = 0.1,
-               random_crops: bool | None = None, speakers: list[str] | None = None) -> AudioDataset:
+               test_fraction: float = 0.1, random_crops: bool | None = None, speakers: list[str] | None = None,
+               context: int = 0) -> AudioDataset:
     """Load the audio data set `name` (see the module docstring) as an AudioDataset.
 
     pitch: with_mel, each frame also carries log f0 and the voicing (`pixelwave.audio.pitch`) under its mel
     bands. pre_emphasis: alpha in [0, 1); the codes are those of `pixelwave.audio.pre_emphasis(wave, alpha)`
     (samples it pushes past +-1 clip, as loud audio does). random_crops: None = random crops for 'train', fixed
     consecutive crops for 'test'. speakers: keep only these speakers (the speaker table, and so the ids, stay
-    those of the whole data set).
+    those of the whole data set). context: with_mel, frames of the utterance on each side of a crop's own.
     """
     if not isinstance(name, str) or not name:
         raise UserError(f"audio data set name must be a non-empty string, got {name!r}; "
@@ -231,6 +241,9 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
         raise UserError(f"levels must be an integer from 2 to 65536, got {levels!r}")
     if pitch and not with_mel:
         raise UserError("pitch rows ride on the mel frames: pitch needs with_mel (--pitch needs --mel)")
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0 or (context and not with_mel):
+        raise UserError(f"context must be an integer >= 0 (mel frames on each side of a crop; needs with_mel), "
+                        f"got {context!r}")
     if with_mel and crop % hop_length:
         raise UserError(f"crop ({crop}) must be a multiple of hop_length ({hop_length}) with mel features")
     if isinstance(pre_emphasis, bool) or not isinstance(pre_emphasis, int | float) or not 0 <= pre_emphasis < 1:
@@ -298,7 +311,8 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
         mel=torch.cat(mels).float() if with_mel else None,
         frame_offsets=torch.cumsum(frames_t, 0) - frames_t if with_mel else None, mel_options=mel_options,
         random_crops=(split == "train") if random_crops is None else bool(random_crops),
-        sources=sources, texts=texts, speaker_info=info, trim_db=trim_db, pre_emphasis=float(pre_emphasis))
+        sources=sources, texts=texts, speaker_info=info, trim_db=trim_db, pre_emphasis=float(pre_emphasis),
+        context=context)
     if len(ds) == 0:
         raise UserError(f"{name}: no {split} utterance is as long as one crop ({crop} samples, "
                         f"{crop / sample_rate:.2f} s; the longest is {max(lengths) / sample_rate:.2f} s): "

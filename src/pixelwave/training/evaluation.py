@@ -11,8 +11,12 @@ from pixelwave.training.seeds import seed_of
 
 def model_inputs(model, batch: dict) -> dict:
     """The batch entries the model takes (`model.inputs`): labels or speakers it was not built for are left out,
-    so an unconditional model learns p(x) from labelled data."""
-    return {k: batch[k] for k in model.inputs}
+    so an unconditional model learns p(x) from labelled data. An audio crop's frames of context ("context",
+    present only when not 0) go with its frames."""
+    inputs = {k: batch[k] for k in model.inputs}
+    if batch.get("context") and "cond" in inputs:
+        inputs["context"] = batch["context"]
+    return inputs
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -206,6 +206,10 @@ class ConditionUpsampler(nn.Module):
     hidden > 0 adds a nonlinear frame-rate branch beside the linear conv, as LPCNet's frame-rate network: two
     3-frame convs through `hidden` tanh channels (5 frames of context), its output conv starting at zero, so
     that an untrained model conditions exactly as without it. It runs at the frame rate: nothing per sample.
+
+    `context` frames on each side of the ones that are upsampled (a training crop's neighbours in its utterance)
+    are read by the convs and the interpolation but give no samples: with `context >= self.context` a crop is
+    conditioned exactly as the same samples of the whole utterance are, instead of on zero padding at its ends.
     """
 
     def __init__(self, channels: int, hop_length: int, hidden: int = 0):
@@ -227,13 +231,20 @@ class ConditionUpsampler(nn.Module):
             triangle = 1.0 - (j - hop_length).abs() / hop_length  # 0 at the edges, 1 at the frame centre
             self.interpolate.weight.copy_(triangle.expand_as(self.interpolate.weight))
 
-    def forward(self, cond: torch.Tensor) -> torch.Tensor:
-        frames, hop = cond.shape[-1], self.hop_length
+    @property
+    def context(self) -> int:
+        """Frames beyond either end of a crop that its samples' conditioning reads: the samples after the last
+        frame's centre interpolate towards the next frame, whose convs read 1 (+ 2 with the frame net) more."""
+        return 1 + (2 if self.frame_net is not None else 1)
+
+    def forward(self, cond: torch.Tensor, context: int = 0) -> torch.Tensor:
+        frames, hop = cond.shape[-1] - 2 * context, self.hop_length
         frames_out = self.frame_conv(cond)
         if self.frame_net is not None:
             frames_out = frames_out + self.frame_net(cond)
-        up = self.interpolate(frames_out)  # (B, C, (F + 1) * hop)
-        return up[..., hop: hop + frames * hop]  # (B, C, F * hop): from frame 0's centre on
+        up = self.interpolate(frames_out)  # (B, C, (F + 2 context + 1) * hop)
+        first = (1 + context) * hop  # frame `context`'s centre
+        return up[..., first: first + frames * hop]  # (B, C, F * hop): from the first upsampled frame's centre on
 
 
 SOURCE_HARMONICS = 4  # sin and cos of harmonics 1..4 of the pitch phase: 8 local channels
@@ -513,6 +524,13 @@ class WaveNet(Autoregressive):
     def hop_length(self) -> int | None:
         return self.config.hop_length
 
+    @property
+    def cond_context(self) -> int:
+        """Mel frames beyond either end of a crop that its conditioning reads (0 without mel conditioning): a
+        training crop given that many of its utterance's frames on each side (log_prob's `context`) is scored as
+        the same samples would be inside the whole utterance, as far as the frames are concerned."""
+        return 0 if self.upsampler is None else self.upsampler.context
+
     def waveform(self, codes: torch.Tensor) -> torch.Tensor:
         """Generated codes (..., T) as a float32 waveform on the CPU: each code's mu-law value, then
         `de_emphasis` if the model was trained on emphasised audio (`pre_emphasis`)."""
@@ -536,8 +554,9 @@ class WaveNet(Autoregressive):
             raise ValueError("a must have at least one time step")
         check_in_range(a, self.levels, "a values")
 
-    def _check_conditions(self, batch: int, steps: int, speaker, cond) -> tuple:
-        """Validate speaker (B,) / cond (B, C, ceil(T / hop)); an int speaker is broadcast to the batch."""
+    def _check_conditions(self, batch: int, steps: int, speaker, cond, context: int = 0) -> tuple:
+        """Validate speaker (B,) / cond (B, C, ceil(T / hop) + 2 context); an int speaker is broadcast to the
+        batch."""
         if self.num_speakers is None:
             if speaker is not None:
                 raise ValueError("this WaveNet was built without num_speakers; speaker must be None")
@@ -555,13 +574,16 @@ class WaveNet(Autoregressive):
             if cond is not None:
                 raise ValueError("this WaveNet was built without cond_channels; cond must be None")
         else:
-            frames = -(-steps // self.hop_length)
+            if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+                raise ValueError(f"context must be an int >= 0 (mel frames on each side), got {context!r}")
+            frames = -(-steps // self.hop_length) + 2 * context
             if cond is None:
                 raise ValueError(f"this WaveNet is conditioned on mel frames "
                                  f"(cond_channels={self.cond_channels}); pass cond")
             if (not isinstance(cond, torch.Tensor) or not cond.dtype.is_floating_point
                     or cond.shape != (batch, self.cond_channels, frames)):
-                raise ValueError(f"cond must be a float tensor (B, cond_channels, ceil(T / hop_length)) = "
+                extra = f" + 2 context" if context else ""
+                raise ValueError(f"cond must be a float tensor (B, cond_channels, ceil(T / hop_length){extra}) = "
                                  f"({batch}, {self.cond_channels}, {frames}), got {_shape(cond)}")
         return speaker, cond
 
@@ -632,26 +654,30 @@ class WaveNet(Autoregressive):
         speaker, cond = self._check_conditions(a.shape[0], a.shape[1], speaker, cond)
         return self._output_params(a, speaker, cond)[0]
 
-    def _output_params(self, past: torch.Tensor, speaker: torch.Tensor | None, cond: torch.Tensor | None):
+    def _output_params(self, past: torch.Tensor, speaker: torch.Tensor | None, cond: torch.Tensor | None,
+                       context: int = 0):
         """(the output parameters (B, C_out, T), the LPC prediction of every sample (B, T) or None) given the
         codes `past` (B, T), checked: step t sees past[:t] only."""
         silence = torch.full_like(past[:, :1], self.silence)
         inp = torch.cat([silence, past[:, :-1]], dim=1)  # (B, T): predict a[t] from a[:t]
-        up = None if cond is None else self._local(cond, past.shape[1])  # (B, C_local, T)
+        up = None if cond is None else self._local(cond, past.shape[1], context)  # (B, C_local, T)
         shift = extra = None
         if self.output.needs_prediction:  # the LPC prediction of every sample from the decoded codes before it
             signal = self.output.centres.to(past.device)[past]  # (B, T) float64
-            shift = lpc.predict(signal, self._prediction_coefficients(cond, past.shape[1]))  # (B, T)
+            coeffs = self._prediction_coefficients(cond[..., context:], past.shape[1])  # the frames from the crop's
+            shift = lpc.predict(signal, coeffs)  # (B, T)
             if self.prediction_embedding is not None:
                 excitation = F.pad(signal - shift, (1, 0))[:, :-1]  # e_(t-1); none before the start
                 extra = self._prediction_inputs(shift, excitation)  # (B, T, R)
         return self._network(inp, self._speaker_bias(speaker), up, extra), shift
 
     def log_prob(self, a: torch.Tensor, speaker: torch.Tensor | None = None, cond: torch.Tensor | None = None,
-                 reduce: bool = True) -> torch.Tensor:
-        """log p(a | speaker, cond) in nats: (B,) summed over time, or (B, T) per sample with reduce=False."""
+                 reduce: bool = True, context: int = 0) -> torch.Tensor:
+        """log p(a | speaker, cond) in nats: (B,) summed over time, or (B, T) per sample with reduce=False.
+        context: cond also holds this many frames before and after a's own (a crop's neighbours in its utterance,
+        `cond_context` of them make its conditioning that of the whole utterance); 0: cond is a's frames only."""
         self._check_codes(a)
-        speaker, cond = self._check_conditions(a.shape[0], a.shape[1], speaker, cond)
+        speaker, cond = self._check_conditions(a.shape[0], a.shape[1], speaker, cond, context)
         past = a
         if self.training and self.config.input_noise > 0:
             # Teacher forcing shows the network the true past, generation its own draws: trained on a noisy past
@@ -659,16 +685,18 @@ class WaveNet(Autoregressive):
             # compounding them (LPCNet's noise injection). Evaluation (model.eval()) scores the exact likelihood.
             noise = torch.randn(a.shape, device=a.device) * self.config.input_noise
             past = (a + noise.round().long()).clamp(0, self.levels - 1)
-        params, shift = self._output_params(past, speaker, cond)  # (B, C_out, T): step t sees past[:t] only
+        params, shift = self._output_params(past, speaker, cond, context)  # (B, C_out, T): step t sees past[:t]
         logp = self.output.log_prob(params, a) if shift is None else self.output.log_prob(params, a, shift)
         return logp.sum(1) if reduce else logp
 
-    def _local(self, cond: torch.Tensor, steps: int) -> torch.Tensor:
-        """The local conditioning of every sample from the frames (B, C, F): (B, local_channels, steps)."""
-        up = self.upsampler(cond)[..., :steps]
+    def _local(self, cond: torch.Tensor, steps: int, context: int = 0) -> torch.Tensor:
+        """The local conditioning of every sample from the frames (B, C, F + 2 context): (B, local_channels,
+        steps)."""
+        up = self.upsampler(cond, context)[..., :steps]
         if not self.config.pitch:
             return up
-        return torch.cat([up, pitch_source(cond[:, -PITCH_ROWS:], steps, self.hop_length,
+        # the source reads the frames from the first sample's on (the one after the last too, where there is one)
+        return torch.cat([up, pitch_source(cond[:, -PITCH_ROWS:, context:], steps, self.hop_length,
                                            self.config.sample_rate).to(up.dtype)], dim=1)
 
     def _frame_coefficients(self, cond: torch.Tensor) -> torch.Tensor:
@@ -690,9 +718,9 @@ class WaveNet(Autoregressive):
         return state.sample, (state.inputs if self.prediction_embedding is not None else None)
 
     def forward(self, a: torch.Tensor, speaker: torch.Tensor | None = None,
-                cond: torch.Tensor | None = None) -> torch.Tensor:
+                cond: torch.Tensor | None = None, context: int = 0) -> torch.Tensor:
         """The training pass: log p(a | speaker, cond), (B,) nats."""
-        return self.log_prob(a, speaker, cond, reduce=True)
+        return self.log_prob(a, speaker, cond, reduce=True, context=context)
 
 
     # ---------------------------------------------------------------------------------------- generation
