@@ -80,8 +80,7 @@ def test_train_saves_the_model_speakers_and_tensorboard(runs):
     vocoder = pw.load(mel)
     assert vocoder.num_speakers is None and (vocoder.cond_channels, vocoder.hop_length) == (20, 100)
     mel_info = json.loads((mel / "data.json").read_text())
-    assert mel_info["mel"]["n_fft"] == 400
-    assert mel_info["cond_context"] == vocoder.cond_context == 2  # its crops carried their neighbours' frames
+    assert mel_info["mel"]["n_fft"] == 400 and "cond_context" not in mel_info  # crops of their own frames
 
     events = EventAccumulator(str(speakers / "tb"), size_guidance={"audio": 0}).Reload()
     assert {"train/bits_per_sample", "test/bits_per_sample"} <= set(events.Tags()["scalars"])
@@ -114,7 +113,20 @@ def test_cond_hidden_needs_mel_and_the_run_keeps_it(tmp_path, capsys):
     assert main(["train", *args, "--mel", "--n-mels", "20", "--hop-length", "100", "--n-fft", "400",
                  "--out", str(tmp_path / "mel")]) == 0
     assert pw.load(tmp_path / "mel").config.cond_hidden == 4
-    assert json.loads((tmp_path / "mel" / "data.json").read_text())["cond_context"] == 3  # the branch reads 2 more
+    assert "cond_context" not in json.loads((tmp_path / "mel" / "data.json").read_text())  # off by default
+    mel_args = ["--mel", "--n-mels", "20", "--hop-length", "100", "--n-fft", "400"]
+    ctx = tmp_path / "ctx"
+    assert main(["train", *args, *mel_args, "--cond-context", "3", "--out", str(ctx)]) == 0
+    assert json.loads((ctx / "data.json").read_text())["cond_context"] == pw.load(ctx).cond_context == 3
+    capsys.readouterr()
+    assert main(["eval", str(ctx), "--data", "speech-sample", "--no-speech-scores", "--json"]) == 0  # crops alike
+    assert json.loads(capsys.readouterr().out)["bits_per_sample"] > 0
+    assert main(["train", *args, *mel_args, "--out", str(ctx), "--resume", "--steps", "2"]) == 0  # keeps 3
+    assert json.loads((ctx / "data.json").read_text())["cond_context"] == 3
+    bad(["train", *args[:-2], "--cond-context", "2", "--out", str(tmp_path / "x")], capsys, "add --mel")
+    bad(["train", *args, *mel_args, "--cond-context", "-1", "--out", str(tmp_path / "x")], capsys, ">= 0")
+    bad(["train", *args, *mel_args, "--cond-context", "2", "--out", str(ctx), "--resume", "--steps", "3"], capsys,
+        "trained with --cond-context 3")
 
 
 def test_resume_takes_the_runs_audio_options(tmp_path, capsys):

@@ -86,7 +86,11 @@ TRAIN_OPTIONS = {o.dest: o for o in [
                                       "or 'off'"),
            ("pre_emphasis", float, None, "model x_t - ALPHA x_(t-1) instead of the audio (e.g. 0.85, as LPCNet): "
                                          "the model's errors come out shaped like speech, quiet at high "
-                                         "frequencies; generation undoes it (default 0 = off)")),
+                                         "frequencies; generation undoes it (default 0 = off)"),
+           ("cond_context", int, None, "with --mel: frames of the utterance on each side of a training crop "
+                                       "for its conditioning to read; 2 (3 with --cond-hidden) condition it "
+                                       "exactly as inside the whole utterance (default 0: the crop's own "
+                                       "frames, zero-padded at its ends)")),
     *_opts("training",
            ("steps", int, None, f"optimizer steps in total (default {_D['steps']})"),
            ("time_limit", float, None, "also stop once this many seconds of training (evaluations excluded) have "
@@ -135,7 +139,7 @@ MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout
                          "latent_stride"),
                "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size",
                          "output", "mixtures", "input_noise", "prediction_inputs", "cond_hidden")}
-AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "pre_emphasis")
+AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "pre_emphasis", "cond_context")
 ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_channels", "latent_stride"),
             "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "pitch", "output",
                       "input_noise", "prediction_inputs", "cond_hidden",

@@ -41,9 +41,13 @@ def cmd_train(args: argparse.Namespace, parser) -> int:
     if wrong:
         raise UserError(f"{', '.join(wrong)}: not a flag for --model {values['model']} ({kind} data)")
     if kind == "audio" and not values["mel"]:
-        mel_flags = [flag(k) for k in ("n_mels", "hop_length", "n_fft", "pitch") if values[k] not in (None, False)]
+        mel_flags = [flag(k) for k in ("n_mels", "hop_length", "n_fft", "pitch", "cond_context")
+                     if values[k] not in (None, False)]
         if mel_flags:
             raise UserError(f"{', '.join(mel_flags)} set(s) up mel features: add --mel to condition on them")
+    if values["cond_context"] is not None and values["cond_context"] < 0:
+        raise UserError(f"--cond-context must be >= 0 (mel frames on each side of a crop), got "
+                        f"{values['cond_context']}")
     data_kind = data.data_kind(values["data"])
     if data_kind != kind:
         raise UserError(f"--model {values['model']} models {kind} data but --data {values['data']} is {data_kind} "
@@ -74,10 +78,13 @@ def cmd_train(args: argparse.Namespace, parser) -> int:
             raise UserError(f"--resume: {config.out} holds a {meta['model']} with {meta['config']}; the flags ask "
                             f"for {values['model']} with {asked}")
         model = checkpoint.build(meta)
-    if run_info is None and getattr(model, "cond_context", 0):
-        # A fresh vocoder's crops carry the frames around them that their conditioning reads: trained (and
-        # scored) as inside the whole utterance, not on zero padding at the crop's ends. Saved in data.json.
-        train_set.context = test_set.context = model.cond_context
+    context = values["cond_context"]
+    if run_info is None and context:
+        # The crops carry the frames around them that their conditioning reads (model.cond_context of them
+        # make it the whole utterance's, not the convs' zero padding at the crop's ends). Saved in data.json.
+        train_set.context = test_set.context = context
+    elif run_info is not None and context is not None and context != run_info.get("cond_context", 0):
+        raise UserError(f"--resume: {config.out} was trained with --cond-context {run_info.get('cond_context', 0)}")
     runtime.reuse_freed_memory()  # this process trains: reuse activations' memory instead of re-faulting it
     train(config, model, train_set, test_set)
     return 0
