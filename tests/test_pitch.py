@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import pixelwave as pw
 from pixelwave import audio, runtime
 from pixelwave.cli import main
 from pixelwave.data.audio import load_audio
@@ -172,7 +173,7 @@ def test_causal_and_the_source_is_used():
         m.config.pitch = False  # _local then returns the upsampler's channels alone; pad the source with zeros
         up = m.upsampler(cond)[..., :steps]
         m.config.pitch = True
-        silent = lambda c, n: torch.cat([up, torch.zeros(1, 2 * SOURCE_HARMONICS, n, dtype=up.dtype)], 1)  # noqa: E731
+        silent = lambda c, n, context=0: torch.cat([up, torch.zeros(1, 2 * SOURCE_HARMONICS, n, dtype=up.dtype)], 1)  # noqa: E731,E501
         m._local = silent
         no_source = m.log_prob(a, cond=cond, reduce=False)
     assert torch.equal(base[0, :t0], moved[0, :t0])  # nothing before t0 moves
@@ -180,8 +181,9 @@ def test_causal_and_the_source_is_used():
     assert not torch.allclose(base, unvoiced) and not torch.allclose(base, no_source)
 
 
-def test_naive_cached_and_fused_generation_draw_the_same_codes():
-    m = tiny(num_speakers=2)
+@pytest.mark.parametrize("harmonics", [SOURCE_HARMONICS, 12])
+def test_naive_cached_and_fused_generation_draw_the_same_codes(harmonics):
+    m = tiny(num_speakers=2, source_harmonics=harmonics)
     cond = torch.cat([frames(8, seed=1), frames(8, seed=2)])
 
     def gen(backend, temperature=1.0):
@@ -247,6 +249,27 @@ def test_a_temperature_per_draw_is_the_same_as_one_draw_at_a_time():
         categorical_sample(logits, u, temps - 1.0)
 
 
+def test_more_harmonics_fall_silent_at_half_the_rate_and_keep_the_first_four():
+    frames_, hop = 10, 200
+    rows = torch.zeros(1, audio.PITCH_ROWS, frames_, dtype=torch.float64)
+    rows[0, 0] = math.log(125 / audio.PITCH_REF_HZ)
+    rows[0, 1] = 1.0
+    theta = 2 * math.pi * 125 * torch.arange(frames_, dtype=torch.float64) * hop / RATE  # a steady 125 Hz
+    rows[0, 2], rows[0, 3] = torch.cos(theta), torch.sin(theta)
+    many = pitch_source(rows, frames_ * hop, hop, RATE, harmonics=80)  # (1, 160, steps)
+    assert torch.equal(many[:, : 2 * SOURCE_HARMONICS], pitch_source(rows, frames_ * hop, hop, RATE))
+    loud = many[0].abs().amax(1).view(80, 2).amax(1)  # (80,) per harmonic
+    assert (loud[:63] > 0.99).all() and (loud[63:] == 0).all()  # 63 x 125 = 7,875 Hz; 64 x 125 = 8,000 Hz
+    m = WaveNet(layers=2, stacks=1, cond_channels=12, hop_length=4, pitch=True, sample_rate=RATE,
+                source_harmonics=12)
+    assert m.config.local_channels == 12 + 24 == m.blocks[0].cond_proj.in_channels
+    with pytest.raises(ValueError, match="source_harmonics are the pitch source's"):
+        WaveNet(layers=2, stacks=1, cond_channels=12, hop_length=4, source_harmonics=12)
+    with pytest.raises(ValueError, match="source_harmonics must be an integer >= 1"):
+        WaveNet(layers=2, stacks=1, cond_channels=12, hop_length=4, pitch=True, sample_rate=RATE,
+                source_harmonics=0)
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="pitch conditioning rides on the mel frames"):
         WaveNet(layers=2, stacks=1, pitch=True)
@@ -284,8 +307,9 @@ def test_train_eval_and_resynthesize_with_pitch(tmp_path, capsys):
     out = tmp_path / "pitch"
     assert main(["train", "--model", "wavenet", "--data", "flite-sample", "--preset", "tiny", "--no-progress",
                  "--eval-every", "0", "--steps", "2", "--samples", "0", "--mel", "--pitch", "--output",
-                 "lpc_mixture", "--unconditional", "--out", str(out)]) == 0
+                 "lpc_mixture", "--unconditional", "--source-harmonics", "6", "--out", str(out)]) == 0
     assert json.loads((out / "data.json").read_text())["mel"]["pitch"] is True
+    assert pw.load(out).config.source_harmonics == 6
     capsys.readouterr()
     assert main(["eval", str(out), "--data", "flite-sample", "--no-speech-scores", "--json"]) == 0
     assert 0 < json.loads(capsys.readouterr().out)["bits_per_sample"] < 9

@@ -68,6 +68,8 @@ TRAIN_OPTIONS = {o.dest: o for o in [
            ("mel", None, None, "wavenet: condition on log-mel frames of the audio (a vocoder; see resynthesize)"),
            ("pitch", None, None, "wavenet --mel: the frames also carry f0 and voicing, and the gates see a sine "
                                  "source at the pitch (a neural source-filter input)"),
+           ("source_harmonics", positive(), None, "wavenet --pitch: harmonics of the sine source, each silent "
+                                                  "where it would pass half the sample rate (default 4)"),
            ("unconditional", None, None, "ignore class labels / speakers even if the data has them")),
     *_opts("data",
            ("data", str, None, "data set: mnist-sample, mnist-sample-binary, mnist:DIR, cifar10:DIR, images:DIR "
@@ -138,11 +140,12 @@ DEFAULTS = {dest: _D.get(dest, False if o.switch else None) for dest, o in TRAIN
 MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout", "latent_channels",
                          "latent_stride"),
                "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size",
-                         "output", "mixtures", "input_noise", "prediction_inputs", "cond_hidden")}
+                         "output", "mixtures", "input_noise", "prediction_inputs", "cond_hidden",
+                         "source_harmonics")}
 AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "pre_emphasis", "cond_context")
 ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_channels", "latent_stride"),
             "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "pitch", "output",
-                      "input_noise", "prediction_inputs", "cond_hidden",
+                      "input_noise", "prediction_inputs", "cond_hidden", "source_harmonics",
                       *AUDIO_DATA)}
 
 # Presets fill in settings; a config file and typed flags override them. An "image" / "audio" entry holds the

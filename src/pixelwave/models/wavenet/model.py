@@ -247,7 +247,7 @@ class ConditionUpsampler(nn.Module):
         return up[..., first: first + frames * hop]  # (B, C, F * hop): from the first upsampled frame's centre on
 
 
-SOURCE_HARMONICS = 4  # sin and cos of harmonics 1..4 of the pitch phase: 8 local channels
+SOURCE_HARMONICS = 4  # default: sin and cos of harmonics 1..4 of the pitch phase, 8 local channels
 VOICED = (0.5, 0.8)  # voicing correlation where the source starts, and where it is at full strength
 
 
@@ -265,10 +265,12 @@ def source_voicing(rows: torch.Tensor, steps: int, hop: int) -> torch.Tensor:
     return ((voicing - VOICED[0]) / (VOICED[1] - VOICED[0])).clamp(0.0, 1.0)
 
 
-def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> torch.Tensor:
+def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int,
+                 harmonics: int = SOURCE_HARMONICS) -> torch.Tensor:
     """The sine source of pitch rows (B, PITCH_ROWS, F) (log(f0 / 100 Hz), voicing, cos and sin of the
-    fundamental's phase at each frame centre; `audio.pitch`): (B, 2 * SOURCE_HARMONICS, steps), channel 2(k-1)
-    cos(k phi_t) * v_t and 2(k-1)+1 sin(k phi_t) * v_t.
+    fundamental's phase at each frame centre; `audio.pitch`): (B, 2 * harmonics, steps), channel 2(k-1)
+    cos(k phi_t) * v_t and 2(k-1)+1 sin(k phi_t) * v_t; zero where harmonic k of the f0 at t (linear between
+    centres) is at or above half the sample rate, which it cannot be without aliasing.
 
     Frame f is centred on sample f * hop. Between centres f and f + 1 the phase starts at frame f's, turns at f0
     rising linearly from f0_f to f0_(f+1), plus the smallest constant correction (within +-pi over the hop) that
@@ -292,9 +294,10 @@ def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> 
     phase = theta[:, f] + 2 * math.pi / sample_rate * (f0[:, f] * j + slope[:, f] * j * j / 2) \
         + correction[:, f] * j / hop  # (B, steps)
     v = source_voicing(rows, steps, hop)  # (B, steps)
-    k = torch.arange(1, SOURCE_HARMONICS + 1, dtype=torch.float64, device=rows.device)[None, :, None]
+    k = torch.arange(1, harmonics + 1, dtype=torch.float64, device=rows.device)[None, :, None]
     kp = k * phase[:, None]  # (B, H, steps)
-    source = torch.stack([torch.cos(kp), torch.sin(kp)], dim=2) * v[:, None, None]  # (B, H, 2, steps)
+    below = k * (f0[:, f] + slope[:, f] * j)[:, None] < sample_rate / 2  # (B, H, steps): no alias
+    source = torch.stack([torch.cos(kp), torch.sin(kp)], dim=2) * (v[:, None] * below)[:, :, None]  # (B, H, 2, T)
     return source.flatten(1, 2)
 
 
@@ -391,6 +394,7 @@ class WaveNetConfig(ModelConfig):
     pitch: bool = False  # the last PITCH_ROWS of cond_channels are pitch rows; the gates also see a sine source
     pre_emphasis: float = 0.0  # the codes are of x_t - pre_emphasis * x_(t-1) (pixelwave.audio.pre_emphasis)
     cond_hidden: int = 0  # mel-conditioned: channels of a nonlinear frame-rate branch of the conditioning; 0 = none
+    source_harmonics: int = SOURCE_HARMONICS  # pitch: harmonics of the sine source (2 local channels each)
 
     SIZES: ClassVar[dict] = {
         # the paper-sized model (receptive field 2,047) that the benchmarks time
@@ -449,6 +453,11 @@ class WaveNetConfig(ModelConfig):
                 "pre_emphasis needs another output")
         require(not isinstance(self.cond_hidden, bool) and isinstance(self.cond_hidden, int) and self.cond_hidden >= 0,
                 f"cond_hidden must be an integer >= 0, not {self.cond_hidden!r}")
+        require(not isinstance(self.source_harmonics, bool) and isinstance(self.source_harmonics, int)
+                and self.source_harmonics >= 1, f"source_harmonics must be an integer >= 1, not "
+                                                f"{self.source_harmonics!r}")
+        require(self.pitch or self.source_harmonics == SOURCE_HARMONICS,
+                "source_harmonics are the pitch source's: they need pitch")
         require(not self.cond_hidden or self.cond_channels is not None,
                 "cond_hidden is a network on the mel frames: it needs cond_channels and hop_length")
         require(isinstance(self.input_noise, int | float) and math.isfinite(self.input_noise)
@@ -466,7 +475,7 @@ class WaveNetConfig(ModelConfig):
         """What every layer's 1x1 conditioning projection reads per sample: the upsampled frames and the source."""
         if self.cond_channels is None:
             return None
-        return self.cond_channels + 2 * SOURCE_HARMONICS * self.pitch
+        return self.cond_channels + 2 * self.source_harmonics * self.pitch
 
 
 class WaveNet(Autoregressive):
@@ -582,7 +591,7 @@ class WaveNet(Autoregressive):
                                  f"(cond_channels={self.cond_channels}); pass cond")
             if (not isinstance(cond, torch.Tensor) or not cond.dtype.is_floating_point
                     or cond.shape != (batch, self.cond_channels, frames)):
-                extra = f" + 2 context" if context else ""
+                extra = " + 2 context" if context else ""
                 raise ValueError(f"cond must be a float tensor (B, cond_channels, ceil(T / hop_length){extra}) = "
                                  f"({batch}, {self.cond_channels}, {frames}), got {_shape(cond)}")
         return speaker, cond
@@ -697,7 +706,8 @@ class WaveNet(Autoregressive):
             return up
         # the source reads the frames from the first sample's on (the one after the last too, where there is one)
         return torch.cat([up, pitch_source(cond[:, -PITCH_ROWS:, context:], steps, self.hop_length,
-                                           self.config.sample_rate).to(up.dtype)], dim=1)
+                                           self.config.sample_rate, self.config.source_harmonics).to(up.dtype)],
+                         dim=1)
 
     def _frame_coefficients(self, cond: torch.Tensor) -> torch.Tensor:
         """The LPC coefficients of every mel frame (B, C, F): (B, F, lpc_order) float64."""
