@@ -148,7 +148,7 @@ def audio_options(info: dict | None = None, model=None, given: dict | None = Non
                     trim_db=info.get("trim_db"), with_mel=bool(info.get("mel")))
         if info.get("pre_emphasis"):
             opts["pre_emphasis"] = info["pre_emphasis"]
-        if info.get("cond_context"):  # crops carry their neighbours' frames (runs trained since it came in)
+        if info.get("cond_context"):  # the run's crops carried their neighbours' frames (--cond-context)
             opts["context"] = info["cond_context"]
         if info.get("mel"):
             opts.update({k: info["mel"][k] for k in ("n_mels", "hop_length", "n_fft")})

@@ -235,7 +235,7 @@ class ConditionUpsampler(nn.Module):
     def context(self) -> int:
         """Frames beyond either end of a crop that its samples' conditioning reads: the samples after the last
         frame's centre interpolate towards the next frame, whose convs read 1 (+ 2 with the frame net) more."""
-        return 1 + (2 if self.frame_net is not None else 1)
+        return 3 if self.frame_net is not None else 2
 
     def forward(self, cond: torch.Tensor, context: int = 0) -> torch.Tensor:
         frames, hop = cond.shape[-1] - 2 * context, self.hop_length
@@ -673,7 +673,7 @@ class WaveNet(Autoregressive):
         shift = extra = None
         if self.output.needs_prediction:  # the LPC prediction of every sample from the decoded codes before it
             signal = self.output.centres.to(past.device)[past]  # (B, T) float64
-            coeffs = self._prediction_coefficients(cond[..., context:], past.shape[1])  # the frames from the crop's
+            coeffs = self._prediction_coefficients(cond[..., context:], past.shape[1])  # from the crop's frames on
             shift = lpc.predict(signal, coeffs)  # (B, T)
             if self.prediction_embedding is not None:
                 excitation = F.pad(signal - shift, (1, 0))[:, :-1]  # e_(t-1); none before the start
