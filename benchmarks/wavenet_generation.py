@@ -311,7 +311,7 @@ def measure_kl(quick: bool = False, log=print) -> dict:
                 log(f"{name} {fmt}: {m.fused_unsupported(fmt)}")
                 continue
             params = torch.empty(steps, batch, m.output.channels(m.levels))
-            codes = wavenet_step.run(m.generation_weights(sb, batch, fmt, cond), steps, up, u, temperature,
+            codes = wavenet_step.run(m.generation_weights(sb, batch, fmt, cond, steps), steps, up, u, temperature,
                                      logits_out=params)
             with torch.no_grad():
                 if m.output.needs_prediction:

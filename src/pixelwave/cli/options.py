@@ -70,6 +70,8 @@ TRAIN_OPTIONS = {o.dest: o for o in [
                                  "source at the pitch (a neural source-filter input)"),
            ("source_harmonics", positive(), None, "wavenet --pitch: harmonics of the sine source, each silent "
                                                   "where it would pass half the sample rate (default 4)"),
+           ("pitch_lag", None, None, "wavenet --pitch: the input also carries the signal one pitch period "
+                                     "back (a long-term predictor's tap), times the voicing"),
            ("unconditional", None, None, "ignore class labels / speakers even if the data has them")),
     *_opts("data",
            ("data", str, None, "data set: mnist-sample, mnist-sample-binary, mnist:DIR, cifar10:DIR, images:DIR "
@@ -141,11 +143,11 @@ MODEL_SIZES = {"image": ("hidden", "layers", "kernel_size", "mixtures", "dropout
                          "latent_stride"),
                "audio": ("layers", "stacks", "residual_channels", "gate_channels", "skip_channels", "kernel_size",
                          "output", "mixtures", "input_noise", "prediction_inputs", "cond_hidden",
-                         "source_harmonics")}
+                         "source_harmonics", "pitch_lag")}
 AUDIO_DATA = ("crop", "sample_rate", "n_mels", "hop_length", "n_fft", "trim_db", "pre_emphasis", "cond_context")
 ONLY_FOR = {"image": ("hidden", "image_size", "channels", "dropout", "latent_channels", "latent_stride"),
             "audio": ("stacks", "residual_channels", "gate_channels", "skip_channels", "mel", "pitch", "output",
-                      "input_noise", "prediction_inputs", "cond_hidden", "source_harmonics",
+                      "input_noise", "prediction_inputs", "cond_hidden", "source_harmonics", "pitch_lag",
                       *AUDIO_DATA)}
 
 # Presets fill in settings; a config file and typed flags override them. An "image" / "audio" entry holds the

@@ -863,6 +863,16 @@ struct PwDesc {
     const void* excitation_emb;  // (levels, R): the embedding of the last excitation e_(t-1)'s mu-law code
     const double* edges;       // (levels + 1,): the codes' bins in the signal (linear)
     const double* centres;     // (levels,): every code's decoded value
+    // The pitch lag (WaveNet pitch_lag; 0 lag_steps: none): step t of row b adds lag_voicing[b, t] times the
+    // embedding of the mu-law code of (1 - f) s_(t-n) + f s_(t-n-1), n = lag_n[b, t], f = lag_frac[b, t], s the
+    // decoded codes (lag_values), lag_silence before t = 0.
+    int64_t lag_steps;         // the steps the arrays cover (B, lag_steps)
+    const int64_t* lag_n;      // (B, lag_steps) >= 1
+    const double* lag_frac;    // (B, lag_steps) in [0, 1)
+    const double* lag_voicing;  // (B, lag_steps)
+    const void* lag_emb;       // (levels, R)
+    const double* lag_values;  // (levels,): every code's decoded value
+    double lag_silence;        // the decoded value before t = 0
 };
 
 namespace {
@@ -896,6 +906,9 @@ template <class T> struct Ctx {  // one thread's rows, workspace and generation 
     // "lpc_mixture": per row [e_(t-1), s_(t-1), .., s_(t-p)]; own_lpc or another context's; shift: p_t per row
     Buf<double> own_lpc, shift;
     double* lpc_state = nullptr;
+    // pitch lag: per row the last lag_span decoded samples, s_t at t % lag_span; own_lag or another context's
+    Buf<double> own_lag;
+    double* lag_state = nullptr;
     std::vector<int64_t> qoff;
     int64_t ldx = 0, ldh = 0, ldz = 0, ldr = 0, lds = 0, ldc = 0;
 };
@@ -924,6 +937,10 @@ template <class T> struct Plan {
     double mu = 0, log1p_mu = 0;                // its mu-law: levels - 1 and log1p of it
     Buf<double> lpc, edges, centres;            // (B, F, p), (levels + 1,), (levels,)
     Buf<T> pemb, eemb;                          // (levels, R) each: the prediction's, the excitation's embeddings
+    int64_t lag_T = 0, lag_span = 0;            // pitch lag: steps of its arrays (0: none), history per row
+    Buf<int64_t> lag_n;                         // (B, lag_T)
+    Buf<double> lag_frac, lag_voicing, lag_values;  // (B, lag_T), (B, lag_T), (levels,)
+    Buf<T> lag_emb;                             // (levels, R)
     bool bf16 = false, int8 = false, fp16 = false;  // the weights' format (float32 plans): bfloat16 pairs, int8
                                                    // + scales, half floats
     Buf<float> conv_scale, res_scale, skip_scale, h1_scale;  // int8: per output channel
@@ -1147,6 +1164,7 @@ template <class T> static void make_ctx(Plan<T>* P, const PwDesc* d, Ctx<T>& X, 
         X.queues = shared->queues;
         X.code = shared->code;
         X.lpc_state = shared->lpc_state;
+        X.lag_state = shared->lag_state;
     } else {
         X.own_queues = Buf<T>(q);
         const T* init = static_cast<const T*>(d->init_states);  // (B, L, R)
@@ -1160,6 +1178,9 @@ template <class T> static void make_ctx(Plan<T>* P, const PwDesc* d, Ctx<T>& X, 
         X.code = X.own_code.data();
         X.own_lpc = Buf<double>(nb * (P->lpc_p + 1));  // zeros: no signal and no excitation before t = 0
         X.lpc_state = X.own_lpc.p;
+        X.own_lag = Buf<double>(nb * P->lag_span);
+        for (int64_t j = 0; j < nb * P->lag_span; ++j) X.own_lag[j] = d->lag_silence;  // silence before t = 0
+        X.lag_state = X.own_lag.p;
     }
     X.ldx = round_up(k * R, N);
     X.ldh = 2 * W.PG;
@@ -1229,6 +1250,31 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
         P->eemb = Buf<T>(P->levels * R);
         std::memcpy(P->eemb.p, d->excitation_emb, P->levels * R * sizeof(T));
         P->mu = (double)(P->levels - 1);
+        P->log1p_mu = std::log1p(P->mu);
+    }
+    if (d->lag_steps > 0) {  // pitch lag: copies, as above
+        const int64_t n = B * d->lag_steps;
+        if (P->lpc_p || !d->lag_n || !d->lag_frac || !d->lag_voicing || !d->lag_emb || !d->lag_values)
+            throw std::invalid_argument("pitch lag: every array, and no lpc_mixture");
+        P->lag_T = d->lag_steps;
+        P->lag_n = Buf<int64_t>(n);
+        std::memcpy(P->lag_n.p, d->lag_n, n * sizeof(int64_t));
+        int64_t most = 0;
+        for (int64_t j = 0; j < n; ++j) {
+            if (P->lag_n[j] < 1) throw std::invalid_argument("pitch lag: n >= 1");
+            most = std::max(most, P->lag_n[j]);
+        }
+        P->lag_span = most + 2;
+        P->lag_frac = Buf<double>(n);
+        std::memcpy(P->lag_frac.p, d->lag_frac, n * sizeof(double));
+        P->lag_voicing = Buf<double>(n);
+        std::memcpy(P->lag_voicing.p, d->lag_voicing, n * sizeof(double));
+        const int64_t levels = P->K ? P->levels : C;
+        P->lag_values = Buf<double>(levels);
+        std::memcpy(P->lag_values.p, d->lag_values, levels * sizeof(double));
+        P->lag_emb = Buf<T>(levels * R);
+        std::memcpy(P->lag_emb.p, d->lag_emb, levels * R * sizeof(T));
+        P->mu = (double)(levels - 1);
         P->log1p_mu = std::log1p(P->mu);
     }
     P->threads = std::max<int64_t>(1, std::min<int64_t>(d->threads, B == 1 ? 2 : B));
@@ -1392,6 +1438,16 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
         for (int64_t b = 0; b < nb; ++b) {
             T* xb = xcur + b * X.ldx;
             const T* emb = P->emb.p + X.code[b] * R;
+            if (P->lag_T) {  // the pitch lag: the decoded past one period back, as the PyTorch loops add it
+                const int64_t at = (X.row0 + b) * P->lag_T + t, n = P->lag_n[at], span = P->lag_span;
+                const double* hist = X.lag_state + b * span;  // s_i at i % span; silence where i < 0
+                const double f = P->lag_frac[at];
+                const double value = (1 - f) * hist[(t - n + span) % span] + f * hist[(t - n - 1 + 2 * span) % span];
+                const T* le = P->lag_emb.p + mu_law_code(value, P->mu, P->log1p_mu) * R;
+                const T v = (T)P->lag_voicing[at];
+                for (int64_t j = 0; j < R; ++j) xb[j] = emb[j] + le[j] * v;
+                continue;
+            }
             if (!P->lpc_p) {
                 std::memcpy(xb, emb, R * sizeof(T));
                 continue;
@@ -1558,6 +1614,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                 X.code[b] = P->K ? draw_mixture(lg, P->K, P->levels, temperature, u[row * a.ldu + s], cdf, bins)
                                  : draw(lg, C, temperature, u[row * a.ldu + s], X.tmp.p, (T)a.floor);
             }
+            if (P->lag_T) X.lag_state[b * P->lag_span + t % P->lag_span] = P->lag_values[X.code[b]];
             if (!SPLIT || c == 0) {
                 a.codes[row * a.ldcodes + s] = X.code[b];
                 if (logits_out) std::memcpy(logits_out + (s * B + row) * C, lg, C * sizeof(T));
@@ -1569,6 +1626,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
 }
 
 template <class T> static int run(Plan<T>* P, const RunArgs& a) {
+    if (P->lag_T && a.t0 + a.n > P->lag_T) return 3;  // the pitch lag's arrays end before these steps
     if (P->split) {
         int64_t done = 0;
         if (P->peer_stale) {  // bring context 1's copy of the state up to date with context 0's
@@ -1577,6 +1635,7 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
             std::memcpy(P->ctx[1].queues, P->ctx[0].queues, q * sizeof(T));
             P->ctx[1].code[0] = P->ctx[0].code[0];
             std::memcpy(P->ctx[1].lpc_state, P->ctx[0].lpc_state, (P->lpc_p + 1) * sizeof(double));
+            std::memcpy(P->ctx[1].lag_state, P->ctx[0].lag_state, P->lag_span * sizeof(double));
             P->peer_stale = false;
         }
         P->slow.store(0);
@@ -1621,7 +1680,7 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ C interface
-PW_API int pw_abi_version() { return 10; }
+PW_API int pw_abi_version() { return 11; }
 PW_API int pw_f16() { return PW_F16; }  // whether this build converts half floats in hardware (fp16 weights)
 PW_API const char* pw_isa() { return PW_ISA; }  // the vector code this build runs: avx512, avx2, avx, neon, sse, ..
 PW_API int pw_vector_bytes() { return kVecBytes; }

@@ -17,7 +17,9 @@ Three output distributions draw in the kernel: the categorical (softmax over the
 logistic mixture (its exact bin probabilities from the mixture's CDF at the bin edges), and "lpc_mixture" (the
 weights' `prediction`: the kernel keeps each row's decoded past, predicts every sample from it in float64 as the
 PyTorch paths do, adds the prediction's and the last excitation's embeddings to the input, and draws from the
-mixture around the prediction; at temperature 1 by bisection over the codes, see wavenet_kernel.cpp).
+mixture around the prediction; at temperature 1 by bisection over the codes, see wavenet_kernel.cpp). The
+weights' `lag` (a model with `pitch_lag`, any of the three) adds the embedding of the decoded past one pitch
+period back to the input, from each row's last decoded samples kept in float64.
 
 Weights (`FORMATS`, `GenerationWeights.format`): float32 (the model's dtype), or for float32 models bf16, fp16
 (where the CPU converts half floats: `fp16_supported`) or int8 copies (a scale per output channel) made by the
@@ -45,7 +47,7 @@ import torch
 from pixelwave.fast import _build
 
 SOURCE = "wavenet_kernel.cpp"
-_ABI = 10
+_ABI = 11
 _MAX_CHUNK = 4096  # steps per kernel call (between calls Python can be interrupted)
 
 _i64, _vp, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
@@ -60,7 +62,10 @@ class _Desc(ctypes.Structure):
                [("cond_channels", _i64), ("cond_w", _vp), ("cond_b", _vp), ("format", _i64), ("mixtures", _i64),
                 ("levels", _i64)] + \
                [(n, _i64) for n in ("lpc_order", "lpc_frames", "lpc_hop")] + \
-               [(n, _vp) for n in ("lpc", "prediction_emb", "excitation_emb", "edges", "centres")]
+               [(n, _vp) for n in ("lpc", "prediction_emb", "excitation_emb", "edges", "centres")] + \
+               [("lag_steps", _i64)] + \
+               [(n, _vp) for n in ("lag_n", "lag_frac", "lag_voicing", "lag_emb", "lag_values")] + \
+               [("lag_silence", _f64)]
 
 
 class _RunArgs(ctypes.Structure):
@@ -231,8 +236,9 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
     weights = weights or ("bf16" if bf16 else "float32")
     if model.fused_unsupported(weights) is not None:
         return None
-    codes = run(model.generation_weights(spk, u.shape[0], weights, cond), steps, up, u, temperature, threads=threads,
-                logits_out=logits_out, tile=tile, row_block=row_block, patience=patience, split_limit=split_limit)
+    w = model.generation_weights(spk, u.shape[0], weights, cond, steps)
+    codes = run(w, steps, up, u, temperature, threads=threads, logits_out=logits_out, tile=tile, row_block=row_block,
+                patience=patience, split_limit=split_limit)
     return None if codes is None else codes.to(next(model.parameters()).device)
 
 
@@ -288,6 +294,13 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
         keep.update(lpc=_c(lpc.coefficients, torch.float64), prediction_emb=_c(lpc.prediction_embedding, dtype),
                     excitation_emb=_c(lpc.excitation_embedding, dtype), edges=_c(lpc.edges, torch.float64),
                     centres=_c(lpc.centres, torch.float64))
+    lag = w.lag
+    if lag is not None:  # copied into the plan, like the prediction's
+        if lag.n.shape != (B, steps):
+            raise ValueError(f"the pitch lag is for {tuple(lag.n.shape)} (rows, steps), not {(B, steps)}")
+        keep.update(lag_n=_c(lag.n, torch.int64), lag_frac=_c(lag.frac, torch.float64),
+                    lag_voicing=_c(lag.voicing, torch.float64), lag_emb=_c(lag.embedding, dtype),
+                    lag_values=_c(lag.values, torch.float64))
     ptr = {n: (t.data_ptr() if t is not None else None) for n, t in keep.items()}
     desc = _Desc(layers=L, residual=R, gate=G, skip=S, out_channels=C, kernel=k, batch=B, threads=threads,
                  tile=tile, row_block=row_block, initial_code=w.initial_code, patience=patience,
@@ -295,6 +308,8 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
                  mixtures=w.mixtures, levels=w.levels, lpc_order=0 if lpc is None else lpc.order,
                  lpc_frames=0 if lpc is None else lpc.coefficients.shape[1],
                  lpc_hop=0 if lpc is None else lpc.hop_length,
+                 lag_steps=0 if lag is None else steps,
+                 lag_silence=0.0 if lag is None else lag.silence,
                  dilations=ptr.pop("dil"), **ptr)
     plan = getattr(lib, f"pw_wn_create_{sfx}")(ctypes.byref(desc))
     if not plan:

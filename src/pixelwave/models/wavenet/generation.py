@@ -9,7 +9,7 @@ dtype: float32 or float64), "bf16" (bfloat16 copies made by the kernel from thes
 (IEEE half-float copies, likewise) or "int8" (int8 copies with a scale per output channel, also made by the
 kernel: see `pixelwave.fast.wavenet_step.run`).
 An output that needs other tensors adds them as optional fields here, set only for it: the "lpc_mixture"
-output's are in `PredictionWeights`.
+output's are in `PredictionWeights`, the pitch-lag input's in `LagWeights`.
 
 All randomness comes from `u` (one uniform per sample, drawn up front) and every sample is drawn by inverse CDF,
 so every backend draws the same codes from the same seed (see the model's docstring on float32 vs float64).
@@ -53,6 +53,21 @@ class PredictionWeights:
 
 
 @dataclass
+class LagWeights:
+    """What the pitch-lag input (`WaveNetConfig.pitch_lag`) adds to a step, for B rows and T steps: to the
+    network's input embedding[a_(t-1)], voicing[b, t] * embedding[mu_law((1 - frac) s_(t-n) + frac s_(t-n-1))]
+    with n = n[b, t], frac = frac[b, t], s the decoded past (values[code]; `silence` before t = 0). The torch
+    and naive loops compute the same step by step in `_PitchLag` (model.py)."""
+
+    embedding: torch.Tensor  # (levels, R)
+    n: torch.Tensor  # (B, T) int64 >= 1
+    frac: torch.Tensor  # (B, T) float64 in [0, 1)
+    voicing: torch.Tensor  # (B, T) float64
+    values: torch.Tensor  # (levels,) float64: every code's decoded value
+    silence: float  # the decoded value before t = 0
+
+
+@dataclass
 class GenerationWeights:
     """A WaveNet's weights for generating one batch, in the model's dtype. L layers, R residual, G gate (each
     half), S skip, C_out output channels, k taps, B the batch; the dilated conv of layer i reads the input
@@ -79,6 +94,7 @@ class GenerationWeights:
     cond_w: torch.Tensor | None  # (L * 2G, C_mel): every layer's mel projection, stacked; None without mels
     cond_b: torch.Tensor | None  # (L * 2G,)
     prediction: PredictionWeights | None = None  # the "lpc_mixture" output's; None for the others
+    lag: LagWeights | None = None  # the pitch lag's; None without it
 
     @property
     def layers(self) -> int:

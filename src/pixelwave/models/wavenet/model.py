@@ -74,6 +74,7 @@ from pixelwave.models.base import Autoregressive, ModelConfig, check_in_range, r
 from pixelwave.models.wavenet.generation import (
     WEIGHT_FORMATS,
     GenerationWeights,
+    LagWeights,
     PredictionWeights,
     generate_naive,
     generate_torch,
@@ -197,6 +198,35 @@ class _LinearPrediction:
         return code
 
 
+class _PitchLag:
+    """Generation with the pitch-lag input (`pitch_lag`), one sample at a time: the decoded past s, and step t's
+    input from s at t - n_t and t - n_t - 1 (`pitch_lags`; silence before the start), as `WaveNet._output_params`
+    computes it for a whole sequence. Wraps the output's own draw."""
+
+    def __init__(self, model: WaveNet, cond: torch.Tensor, steps: int, batch: int, sample):
+        self.model, self.draw, self.t = model, sample, 0
+        self.n, self.frac, self.voicing = model._lag_frames(cond, steps)  # (B, steps) each
+        self.values = model._code_values.to(cond.device)
+        self.history = torch.zeros(batch, steps, dtype=torch.float64, device=cond.device)  # s_0 .. s_(t-1)
+        self.rows = torch.arange(batch, device=cond.device)
+
+    def _past(self, at: torch.Tensor) -> torch.Tensor:
+        return torch.where(at >= 0, self.history[self.rows, at.clamp(min=0)], self.values[self.model.silence])
+
+    def inputs(self) -> torch.Tensor:
+        """Step t's extra network input (B, R), from the past only."""
+        t, frac = self.t, self.frac[:, self.t]
+        at = t - self.n[:, t]
+        value = (1 - frac) * self._past(at) + frac * self._past(at - 1)
+        return self.model._lag_inputs(value, self.voicing[:, t])
+
+    def sample(self, params: torch.Tensor, u: torch.Tensor, temperature) -> torch.Tensor:
+        code = self.draw(params, u, temperature)
+        self.history[:, self.t] = self.values[code]
+        self.t += 1
+        return code
+
+
 class ConditionUpsampler(nn.Module):
     """Mel frames (B, C, F) -> features at the audio rate (B, C, F * hop); frame f centred on sample f * hop.
 
@@ -265,6 +295,30 @@ def source_voicing(rows: torch.Tensor, steps: int, hop: int) -> torch.Tensor:
     return ((voicing - VOICED[0]) / (VOICED[1] - VOICED[0])).clamp(0.0, 1.0)
 
 
+def _frame_f0(rows: torch.Tensor, steps: int, hop: int):
+    """Where every sample is among the frames of float64 pitch rows (B, PITCH_ROWS, F), frame f centred on
+    sample f * hop: (f (steps,) the frame centre at or before each sample, j (steps,) float64 samples since it,
+    f0 (B, F) each frame's f0 in Hz, slope (B, F) its change per sample up to the next centre, 0 after the last).
+    The f0 at sample t is f0[:, f] + slope[:, f] * j."""
+    frames = rows.shape[-1]
+    t = torch.arange(steps, device=rows.device)
+    f = torch.div(t, hop, rounding_mode="floor").clamp(max=frames - 1)
+    j = (t - f * hop).double()
+    f0 = AUDIO_PITCH_REF_HZ * rows[:, 0].exp()  # (B, F)
+    slope = torch.cat([(f0[:, 1:] - f0[:, :-1]) / hop, torch.zeros_like(f0[:, :1])], 1)  # (B, F): Hz per sample
+    return f, j, f0, slope
+
+
+def pitch_lags(rows: torch.Tensor, steps: int, hop: int, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pitch period back from every sample, from pitch rows (B, PITCH_ROWS, F): (n (B, steps) long >= 1,
+    frac (B, steps) float64 in [0, 1)) with n + frac = sample_rate / f0_t, the f0 at t as `pitch_source` follows
+    it (linear between frame centres). Sample t's lag input reads the past at t - n and t - n - 1 (`--pitch-lag`)."""
+    f, j, f0, slope = _frame_f0(rows.double(), steps, hop)
+    period = (sample_rate / (f0[:, f] + slope[:, f] * j)).clamp(min=1.0)  # (B, steps) samples
+    n = period.floor()
+    return n.long(), period - n
+
+
 def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int,
                  harmonics: int = SOURCE_HARMONICS) -> torch.Tensor:
     """The sine source of pitch rows (B, PITCH_ROWS, F) (log(f0 / 100 Hz), voicing, cos and sin of the
@@ -280,17 +334,11 @@ def pitch_source(rows: torch.Tensor, steps: int, hop: int, sample_rate: int,
     of the frames only, computed whole before any sample: the audio's causality is untouched.
     """
     rows = rows.double()
-    frames = rows.shape[-1]
-    t = torch.arange(steps, device=rows.device)
-    f = torch.div(t, hop, rounding_mode="floor").clamp(max=frames - 1)  # (steps,) the frame centre at or before
-    j = (t - f * hop).double()  # samples since frame f's centre
-    f0 = AUDIO_PITCH_REF_HZ * rows[:, 0].exp()  # (B, F)
+    f, j, f0, slope = _frame_f0(rows, steps, hop)
     theta = torch.atan2(rows[:, 3], rows[:, 2])  # (B, F)
-    slope = (f0[:, 1:] - f0[:, :-1]) / hop  # (B, F - 1): Hz per sample, between centres
-    advance = 2 * math.pi / sample_rate * (f0[:, :-1] * hop + slope * hop * hop / 2)  # phase turned over the hop
+    advance = 2 * math.pi / sample_rate * (f0[:, :-1] * hop + slope[:, :-1] * hop * hop / 2)  # turned over the hop
     correction = torch.remainder(theta[:, 1:] - theta[:, :-1] - advance + math.pi, 2 * math.pi) - math.pi
-    pad = torch.zeros_like(f0[:, :1])
-    slope, correction = torch.cat([slope, pad], 1), torch.cat([correction, pad], 1)  # none after the last
+    correction = torch.cat([correction, torch.zeros_like(f0[:, :1])], 1)  # none after the last
     phase = theta[:, f] + 2 * math.pi / sample_rate * (f0[:, f] * j + slope[:, f] * j * j / 2) \
         + correction[:, f] * j / hop  # (B, steps)
     v = source_voicing(rows, steps, hop)  # (B, steps)
@@ -395,6 +443,7 @@ class WaveNetConfig(ModelConfig):
     pre_emphasis: float = 0.0  # the codes are of x_t - pre_emphasis * x_(t-1) (pixelwave.audio.pre_emphasis)
     cond_hidden: int = 0  # mel-conditioned: channels of a nonlinear frame-rate branch of the conditioning; 0 = none
     source_harmonics: int = SOURCE_HARMONICS  # pitch: harmonics of the sine source (2 local channels each)
+    pitch_lag: bool = False  # pitch: the input also carries the signal one pitch period back (`pitch_lags`)
 
     SIZES: ClassVar[dict] = {
         # the paper-sized model (receptive field 2,047) that the benchmarks time
@@ -458,6 +507,11 @@ class WaveNetConfig(ModelConfig):
                                                 f"{self.source_harmonics!r}")
         require(self.pitch or self.source_harmonics == SOURCE_HARMONICS,
                 "source_harmonics are the pitch source's: they need pitch")
+        require(isinstance(self.pitch_lag, bool), f"pitch_lag must be true or false, not {self.pitch_lag!r}")
+        require(not self.pitch_lag or self.pitch, "pitch_lag reads the past one period of the f0 back: it needs pitch")
+        require(not self.pitch_lag or self.output != "lpc_mixture",
+                "pitch_lag is an input beside the code's embedding; output 'lpc_mixture' has its own prediction "
+                "inputs: use another output")
         require(not self.cond_hidden or self.cond_channels is not None,
                 "cond_hidden is a network on the mel frames: it needs cond_channels and hop_length")
         require(isinstance(self.input_noise, int | float) and math.isfinite(self.input_noise)
@@ -501,6 +555,11 @@ class WaveNet(Autoregressive):
         if cfg.prediction_inputs:  # LPCNet's inputs: also the prediction p_t and the excitation e_(t-1)
             self.prediction_embedding = nn.Embedding(levels, cfg.residual_channels)
             self.excitation_embedding = nn.Embedding(levels, cfg.residual_channels)
+        self.lag_embedding = None
+        if cfg.pitch_lag:  # the past one pitch period back, as its mu-law code, times the voicing
+            self.lag_embedding = nn.Embedding(levels, cfg.residual_channels)
+            mu = levels - 1
+            self._code_values = mu_law_expand(torch.arange(levels, dtype=torch.float64) * (2.0 / mu) - 1.0, mu)
         self.speaker_embedding = None
         if cfg.num_speakers:
             # V h for every layer at once: (speaker) -> (layers * 2G); small, not to swamp an untrained model.
@@ -630,6 +689,18 @@ class WaveNet(Autoregressive):
         return (self.prediction_embedding(mu_law_encode(prediction, levels).to(prediction.device))
                 + self.excitation_embedding(mu_law_encode(excitation, levels).to(excitation.device)))
 
+    def _lag_frames(self, cond: torch.Tensor, steps: int):
+        """(n, frac, voicing) of every sample from the frames (B, C, F): `pitch_lags` and `source_voicing`."""
+        rows = cond[:, -PITCH_ROWS:]
+        n, frac = pitch_lags(rows, steps, self.hop_length, self.config.sample_rate)
+        return n, frac, source_voicing(rows, steps, self.hop_length)
+
+    def _lag_inputs(self, value: torch.Tensor, voicing: torch.Tensor) -> torch.Tensor:
+        """The pitch-lag input of a step: the past one period back, (...) float64 (`_PitchLag`), as its mu-law
+        code through `lag_embedding`, times the step's voicing (...): (..., R)."""
+        code = mu_law_encode(value, self.levels).to(value.device)
+        return self.lag_embedding(code) * voicing[..., None].to(self.lag_embedding.weight.dtype)
+
     def _network(self, inp: torch.Tensor, spk: torch.Tensor | None, up: torch.Tensor | None,
                  extra: torch.Tensor | None = None) -> torch.Tensor:
         """Shifted input codes (B, T) (inp[t] = a[t - 1]) -> output parameters (B, C_out, T). extra (B, T, R):
@@ -678,6 +749,16 @@ class WaveNet(Autoregressive):
             if self.prediction_embedding is not None:
                 excitation = F.pad(signal - shift, (1, 0))[:, :-1]  # e_(t-1); none before the start
                 extra = self._prediction_inputs(shift, excitation)  # (B, T, R)
+        if self.lag_embedding is not None:  # the decoded past one pitch period back, from past[:t] only
+            steps = past.shape[1]
+            n, frac, voicing = self._lag_frames(cond[..., context:], steps)
+            values = self._code_values.to(past.device)
+            signal = values[past]  # (B, T) float64
+            pad = int(n.max()) + 1  # silence before the start, as the network's input has
+            signal = torch.cat([values[self.silence].expand(past.shape[0], pad), signal], dim=1)
+            at = torch.arange(steps, device=past.device) + pad - n  # index of t - n in the padded signal
+            value = (1 - frac) * signal.gather(1, at) + frac * signal.gather(1, at - 1)
+            extra = self._lag_inputs(value, voicing)  # (B, T, R)
         return self._network(inp, self._speaker_bias(speaker), up, extra), shift
 
     def log_prob(self, a: torch.Tensor, speaker: torch.Tensor | None = None, cond: torch.Tensor | None = None,
@@ -723,7 +804,11 @@ class WaveNet(Autoregressive):
         categorical output's probability `floor`, if any), or for a predictive output a `_LinearPrediction` that
         keeps the decoded past. The generators call inputs() then sample() once per step, in order."""
         if not self.output.needs_prediction:
-            return (functools.partial(self.output.sample, floor=floor) if floor else self.output.sample), None
+            sample = functools.partial(self.output.sample, floor=floor) if floor else self.output.sample
+            if self.lag_embedding is None:
+                return sample, None
+            state = _PitchLag(self, cond, steps, batch, sample)
+            return state.sample, state.inputs
         state = _LinearPrediction(self, self._prediction_coefficients(cond, steps), batch)
         return state.sample, (state.inputs if self.prediction_embedding is not None else None)
 
@@ -868,10 +953,20 @@ class WaveNet(Autoregressive):
         return self.embedding.weight.new_zeros(self.embedding.weight.shape) if table is None else table.weight
 
     def generation_weights(self, spk: torch.Tensor | None, batch: int, weights: str = "float32",
-                           cond: torch.Tensor | None = None) -> GenerationWeights:
+                           cond: torch.Tensor | None = None, steps: int | None = None) -> GenerationWeights:
         """This model's weights packed for generating `batch` sequences with speaker biases `spk` (B, L, 2G) or
         None: what every fast backend reads (generation.py). cond (B, C, F): the mel frames, which the
-        "lpc_mixture" output needs for its prediction coefficients (`GenerationWeights.prediction`)."""
+        "lpc_mixture" output needs for its prediction coefficients (`GenerationWeights.prediction`), and the
+        pitch lag (`GenerationWeights.lag`) for `steps` samples."""
+        lag = None
+        if self.lag_embedding is not None:
+            if cond is None or cond.shape[0] != batch or steps is None:
+                raise ValueError(f"the pitch lag follows the frames' f0: pass cond ({batch}, {self.cond_channels}, "
+                                 f"F) and steps, got {_shape(cond)} and {steps!r}")
+            n, frac, voicing = self._lag_frames(cond, steps)
+            values = self._code_values
+            lag = LagWeights(embedding=self.lag_embedding.weight, n=n, frac=frac, voicing=voicing, values=values,
+                             silence=float(values[self.silence]))
         prediction = None
         if self.output.needs_prediction:
             if cond is None or cond.shape[0] != batch:
@@ -904,7 +999,7 @@ class WaveNet(Autoregressive):
             h2_w=self.head.output_conv.weight[:, :, 0], h2_b=self.head.output_conv.bias,
             cond_w=torch.cat([b.cond_proj.weight[:, :, 0] for b in blocks]) if mel else None,
             cond_b=torch.cat([b.cond_proj.bias for b in blocks]) if mel else None,
-            prediction=prediction,
+            prediction=prediction, lag=lag,
         )
 
     # The backends, on what `generate` prepared: speaker biases spk (B, L, 2G) or None, upsampled mel features
@@ -916,14 +1011,14 @@ class WaveNet(Autoregressive):
 
     def _generate_cached(self, steps, spk, up, u, temperature, sample=None, inputs=None, cond=None) -> torch.Tensor:
         # The queue loop takes the prediction from `inputs` and `sample` (_LinearPrediction), not the weights'.
-        return generate_torch(self.generation_weights(spk, u.shape[0], cond=cond), steps, up, u, temperature,
-                              sample or self.output.sample, inputs)
+        return generate_torch(self.generation_weights(spk, u.shape[0], cond=cond, steps=steps), steps, up, u,
+                              temperature, sample or self.output.sample, inputs)
 
     def _generate_fused(self, steps, spk, up, u, temperature, weights="float32", cond=None,
                         floor=0.0) -> torch.Tensor | None:
         if self.fused_unsupported(weights) is not None:
             return None
-        w = self.generation_weights(spk, u.shape[0], weights, cond)
+        w = self.generation_weights(spk, u.shape[0], weights, cond, steps)
         codes = wavenet_step.run(w, steps, up, u, temperature, floor=floor)
         return None if codes is None else codes.to(u.device)
 
