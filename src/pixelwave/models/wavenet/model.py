@@ -26,7 +26,9 @@ and the phase of the fundamental at the frame's centre (`pixelwave.audio.pitch`)
 a sine source at the audio rate (`pitch_source`, as in neural source-filter vocoders): cos and sin of the
 first harmonics of a phase that turns at f0 and meets each frame's measured phase, scaled by the voicing. It is
 a fixed function of the frames, so it is as available in generation as the mel is, and the network only has to
-shape a periodic excitation it is shown, in step with the recording's, rather than invent one.
+shape a periodic excitation it is shown, in step with the recording's, rather than invent one. With `pitch_lag`
+the input also carries the decoded past one pitch period back (`pitch_lags`; a codec's long-term predictor tap),
+times the voicing: a function of the codes before t, so the model stays exact and causal.
 
 Generation: all randomness comes from `generator` up front (one uniform per sample) and every sample is drawn
 by inverse CDF, so the naive generator (the parallel pass over the last R inputs, per sample) and the cached
