@@ -18,15 +18,15 @@ speech-eval extra brings it).
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from scipy.signal import stft
 
-RATE, FRAME, STEP, SPEECH_DB = 16000, 512, 128, 30.0
+import respoken
+from respoken import RATE
+
+FRAME, STEP, SPEECH_DB = 512, 128, 30.0
 BANDS = ((60, 500), (500, 1000), (1000, 1500), (1500, 2000), (2000, 3000), (3000, 4000), (4000, 6000),
          (6000, 7900))
 
@@ -40,38 +40,21 @@ def band_levels(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def voice_scores(folder: Path, voice: str) -> dict:
-    pairs = sorted(folder.glob(f"{voice}-*-recording.wav"))
-    if not pairs:
-        raise SystemExit(f"{folder}: no {voice}-N-recording.wav (write them with eval --speech-out)")
     rec_all, gen_all = [], []
-    for rec_path in pairs:
-        rec, rate = sf.read(rec_path)
-        gen, rate2 = sf.read(str(rec_path).replace("-recording.wav", ".wav"))
-        if rate != RATE or rate2 != RATE:
-            raise SystemExit(f"{rec_path}: expected {RATE} Hz audio")
-        n = min(len(rec), len(gen))
-        (lr, total), (lg, _) = band_levels(rec[:n]), band_levels(gen[:n])
+    for rec, gen in respoken.pairs(folder, voice):
+        (lr, total), (lg, _) = band_levels(rec), band_levels(gen)
         speech = total > total.max() - SPEECH_DB
         rec_all.append(lr[:, speech])
         gen_all.append(lg[:, speech])
     rec, gen = np.concatenate(rec_all, 1), np.concatenate(gen_all, 1)  # (bands, frames)
     diff = gen - rec
-    return {"utterances": len(pairs), "frames": rec.shape[1],
+    return {"utterances": len(rec_all), "frames": rec.shape[1],
             "bands": {f"{lo}-{hi}": {"bias_db": float(d.mean()), "error_db": float(np.abs(d).mean()),
                                      "tracking": float(np.corrcoef(r, g)[0, 1])}
                       for (lo, hi), d, r, g in zip(BANDS, diff, rec, gen, strict=True)}}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path, help="what `pixelwave eval ... --speech-out` wrote")
-    p.add_argument("--voices", nargs="+", default=["slt", "rms", "awb"])
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    scores = {v: voice_scores(args.folder, v) for v in args.voices}
-    if args.json:
-        print(json.dumps(scores, indent=2))
-        return
+def table(scores: dict) -> None:
     names = [f"{lo}-{hi} Hz" for lo, hi in BANDS]
     print("bias / error dB, tracking, per band (over the recording's speech frames)")
     print("| voice | frames | " + " | ".join(names) + " |")
@@ -82,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    respoken.main(__doc__, voice_scores, table)

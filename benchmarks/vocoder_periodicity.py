@@ -18,18 +18,17 @@ Needs scipy (the speech-eval extra brings it).
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from scipy.signal import butter, sosfiltfilt
 
+import respoken
 from pixelwave.audio import pitch
+from respoken import RATE
 
-RATE, HOP, N_FFT, VOICED = 16000, 200, 800, 0.8
+HOP, N_FFT, VOICED = 200, 800, 0.8
 BANDS = ((60, 1000), (1000, 2000), (2000, 4000), (4000, 7900))
 
 
@@ -48,16 +47,9 @@ def period_correlation(x: np.ndarray, f0: np.ndarray) -> np.ndarray:
 
 def voice_scores(folder: Path, voice: str) -> dict:
     rec_corr, gen_corr, lost, bands = [], [], [], {b: ([], []) for b in BANDS}
-    pairs = sorted(folder.glob(f"{voice}-*-recording.wav"))
-    if not pairs:
-        raise SystemExit(f"{folder}: no {voice}-N-recording.wav (write them with eval --speech-out)")
-    for rec_path in pairs:
-        rec, rate = sf.read(rec_path)
-        gen, rate2 = sf.read(str(rec_path).replace("-recording.wav", ".wav"))
-        if rate != RATE or rate2 != RATE:
-            raise SystemExit(f"{rec_path}: expected {RATE} Hz audio")
-        n = min(len(rec), len(gen))
-        rec, gen = rec[:n], gen[:n]
+    utterances = 0
+    for rec, gen in respoken.pairs(folder, voice):
+        utterances += 1
         pr = pitch(torch.from_numpy(rec).float(), RATE, HOP, N_FFT).numpy()
         pg = pitch(torch.from_numpy(gen).float(), RATE, HOP, N_FFT).numpy()
         voiced = pr[1] > VOICED
@@ -69,23 +61,14 @@ def voice_scores(folder: Path, voice: str) -> dict:
             sos = butter(6, [lo, hi], btype="band", fs=RATE, output="sos")
             bands[(lo, hi)][0].extend(period_correlation(sosfiltfilt(sos, rec), f0)[voiced])
             bands[(lo, hi)][1].extend(period_correlation(sosfiltfilt(sos, gen), f0)[voiced])
-    return {"utterances": len(pairs), "voiced_frames": len(rec_corr),
+    return {"utterances": utterances, "voiced_frames": len(rec_corr),
             "voicing_recording": float(np.mean(rec_corr)), "voicing_respoken": float(np.mean(gen_corr)),
             "unvoiced_share": float(np.mean(lost)),
             "bands": {f"{lo}-{hi}": {"recording": float(np.mean(a)), "respoken": float(np.mean(b))}
                       for (lo, hi), (a, b) in bands.items()}}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path, help="what `pixelwave eval ... --speech-out` wrote")
-    p.add_argument("--voices", nargs="+", default=["slt", "rms", "awb"])
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    scores = {v: voice_scores(args.folder, v) for v in args.voices}
-    if args.json:
-        print(json.dumps(scores, indent=2))
-        return
+def table(scores: dict) -> None:
     names = [f"{lo}-{hi} Hz" for lo, hi in BANDS]
     print("| voice | voiced frames | voicing rec / re-spoken | no longer voiced | "
           + " | ".join(f"{n} rec / re-spoken" for n in names) + " |")
@@ -97,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    respoken.main(__doc__, voice_scores, table)

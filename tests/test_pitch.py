@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import pixelwave as pw
-from pixelwave import audio, runtime
+from pixelwave import audio
 from pixelwave.cli import main
 from pixelwave.data.audio import load_audio
 from pixelwave.models.wavenet import WaveNet
 from pixelwave.models.wavenet.model import SOURCE_HARMONICS, pitch_source, source_voicing
 
 RATE = 16000
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def voice(f0, seconds=0.5, harmonics=20, noise=0.002, seed=0):
@@ -292,15 +293,6 @@ def test_the_data_carries_the_pitch_rows():
     assert "pitch" not in plain.info()["mel"] and plain.cond_channels == 80
     with pytest.raises(Exception, match="pitch needs with_mel"):
         load_audio("flite-sample", split="test", pitch=True)
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setattr(runtime, "default_threads", lambda: 1)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_eval_and_resynthesize_with_pitch(tmp_path, capsys):

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 import pixelwave as pw
-from pixelwave import audio, runtime
+from pixelwave import audio
 from pixelwave.cli import main
 from pixelwave.models.wavenet import WaveNet
 from pixelwave.models.wavenet.model import pitch_lags
 
 RATE = 16000
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def rows(f0, voicing=1.0):
@@ -128,15 +129,6 @@ def test_config_checks():
         WaveNet(**base, pitch=True, sample_rate=RATE, pitch_lag=1)
     m = WaveNet(**base, pitch=True, sample_rate=RATE)
     assert m.lag_embedding is None and "lag_embedding.weight" not in m.state_dict()
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setattr(runtime, "default_threads", lambda: 1)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_and_resynthesize_with_the_lag(tmp_path, capsys):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixelwave import audio, runtime
+from pixelwave import audio
 from pixelwave.cli import main
 from pixelwave.data.audio import load_audio
 from pixelwave.models.wavenet import WaveNet
@@ -82,15 +82,6 @@ def test_the_model_decodes_through_the_inverse_filter():
     with pytest.raises(ValueError, match="pre_emphasis needs another output"):
         WaveNet(layers=2, stacks=1, cond_channels=8, hop_length=4, sample_rate=RATE, output="lpc_mixture",
                 pre_emphasis=0.85)
-
-
-@pytest.fixture
-def one_thread(monkeypatch):
-    monkeypatch.setattr(runtime, "default_threads", lambda: 1)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_a_run_keeps_the_emphasis_from_training_to_resynthesis(tmp_path, capsys, monkeypatch, one_thread):
