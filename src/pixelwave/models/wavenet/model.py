@@ -559,10 +559,8 @@ class WaveNet(Autoregressive):
             self.excitation_embedding = nn.Embedding(levels, cfg.residual_channels)
         self.lag_embedding = None
         if cfg.pitch_lag:  # the past one pitch period back, as its mu-law code, times the voicing
-            # At zero: an untrained model is the one without the lag (as cond_hidden's output conv starts), so
-            # the input's scale does not jump in voiced samples; the gradient still reaches every row.
+            # N(0, 1) as the code's own embedding: a zero start trained slower (docs/results.md, seventh round)
             self.lag_embedding = nn.Embedding(levels, cfg.residual_channels)
-            nn.init.zeros_(self.lag_embedding.weight)
             mu = levels - 1
             self._code_values = mu_law_expand(torch.arange(levels, dtype=torch.float64) * (2.0 / mu) - 1.0, mu)
         self.speaker_embedding = None
