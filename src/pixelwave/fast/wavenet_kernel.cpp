@@ -1269,12 +1269,11 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
         std::memcpy(P->lag_frac.p, d->lag_frac, n * sizeof(double));
         P->lag_voicing = Buf<double>(n);
         std::memcpy(P->lag_voicing.p, d->lag_voicing, n * sizeof(double));
-        const int64_t levels = P->K ? P->levels : C;
-        P->lag_values = Buf<double>(levels);
-        std::memcpy(P->lag_values.p, d->lag_values, levels * sizeof(double));
-        P->lag_emb = Buf<T>(levels * R);
-        std::memcpy(P->lag_emb.p, d->lag_emb, levels * R * sizeof(T));
-        P->mu = (double)(levels - 1);
+        P->lag_values = Buf<double>(P->levels);
+        std::memcpy(P->lag_values.p, d->lag_values, P->levels * sizeof(double));
+        P->lag_emb = Buf<T>(P->levels * R);
+        std::memcpy(P->lag_emb.p, d->lag_emb, P->levels * R * sizeof(T));
+        P->mu = (double)(P->levels - 1);
         P->log1p_mu = std::log1p(P->mu);
     }
     P->threads = std::max<int64_t>(1, std::min<int64_t>(d->threads, B == 1 ? 2 : B));

@@ -84,6 +84,13 @@ from pixelwave.models.wavenet.generation import (
 from pixelwave.nn import Head
 
 
+def code_values(levels: int) -> torch.Tensor:
+    """Every mu-law code's decoded value, (levels,) float64: `mu_law_decode`'s bin centres, kept in float64 for
+    the decoded past that the linear prediction and the pitch lag read."""
+    mu = levels - 1
+    return mu_law_expand(torch.arange(levels, dtype=torch.float64) * (2.0 / mu) - 1.0, mu)
+
+
 class CategoricalOutput:
     """p(a_t | a_<t) = softmax(logits) over the `levels` mu-law codes: the network emits `levels` channels."""
 
@@ -142,8 +149,7 @@ class PredictiveMixtureOutput:
         self.mu = mu = levels - 1
         y = (torch.arange(levels + 1, dtype=torch.float64) - 0.5) * (2.0 / mu) - 1.0  # bin edges, companded
         self.edges = mu_law_expand(y, mu)  # (levels + 1,) linear
-        # the codes' values: mu_law_decode's, kept in float64
-        self.centres = mu_law_expand(torch.arange(levels, dtype=torch.float64) * (2.0 / mu) - 1.0, mu)
+        self.centres = code_values(levels)
 
     def channels(self, levels: int) -> int:
         return mixture_param_count(1, self.mixtures)
@@ -561,8 +567,7 @@ class WaveNet(Autoregressive):
         if cfg.pitch_lag:  # the past one pitch period back, as its mu-law code, times the voicing
             # N(0, 1) as the code's own embedding: a zero start trained slower (docs/results.md, seventh round)
             self.lag_embedding = nn.Embedding(levels, cfg.residual_channels)
-            mu = levels - 1
-            self._code_values = mu_law_expand(torch.arange(levels, dtype=torch.float64) * (2.0 / mu) - 1.0, mu)
+            self._code_values = code_values(levels)
         self.speaker_embedding = None
         if cfg.num_speakers:
             # V h for every layer at once: (speaker) -> (layers * 2G); small, not to swamp an untrained model.
