@@ -29,6 +29,15 @@ def pairs(folder: Path, voice: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield rec[:n], gen[:n]
 
 
+def texts(folder: Path, voice: str) -> list[str]:
+    """The texts of `voice`'s utterances in `folder` (VOICE-N.txt), in the order `pairs` reads them."""
+    found = sorted(folder.glob(f"{voice}-*-recording.wav"))
+    missing = [p for p in found if not Path(str(p).replace("-recording.wav", ".txt")).exists()]
+    if missing:
+        raise SystemExit(f"{missing[0]}: no text beside it (eval --speech-out writes VOICE-N.txt since 2026-12-04)")
+    return [Path(str(p).replace("-recording.wav", ".txt")).read_text(encoding="utf-8").strip() for p in found]
+
+
 def main(doc: str, voice_scores: Callable[[Path, str], dict], table: Callable[[dict], None]) -> None:
     """`python benchmarks/NAME.py DIR [--voices slt rms awb] [--json]`: voice_scores(DIR, voice) for each voice,
     printed as JSON or by `table`."""

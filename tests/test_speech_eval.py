@@ -154,7 +154,8 @@ def test_score_resynthesis_reports_every_voice(tmp_path):
         assert v["utterances"] == 1 and 0 <= v["wer_recording"] < 0.5 and v["wer_resynthesis"] >= 0.5
         assert -1 <= v["stoi"] < 0.7 and v["mcd_db"] > 3  # an untrained model babbles
     assert res["mean"]["mcd_db"] == pytest.approx(np.mean([v["mcd_db"] for v in res["voices"].values()]))
-    assert sorted(p.name for p in tmp_path.iterdir())[:2] == ["awb-1-recording.wav", "awb-1.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir())[:3] == ["awb-1-recording.wav", "awb-1.txt", "awb-1.wav"]
+    assert (tmp_path / "awb-1.txt").read_text(encoding="utf-8") == res["voices"]["awb"]["texts"][0] + "\n"
     again = se.score_resynthesis(model, test, utterances_per_voice=1, recognise=False)
     assert again["voices"]["slt"]["mcd_db"] == res["voices"]["slt"]["mcd_db"]  # seeded: the same audio
     assert again["mean"]["wer_resynthesis"] is None

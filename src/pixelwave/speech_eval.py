@@ -233,7 +233,8 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
     (PocketSphinx on the recording) and `wer_resynthesis` (PocketSphinx on the re-spoken audio); with
     recognise=False no WER. The recording is the
     utterance as the data set holds it before mu-law coding (the same file, resampled and trimmed alike), cut to
-    whole mel frames. out_dir: also write VOICE-N.wav (re-spoken) and VOICE-N-recording.wav there.
+    whole mel frames. out_dir: also write VOICE-N.wav (re-spoken), VOICE-N-recording.wav and VOICE-N.txt (the
+    text, one line) there.
 
     Returns {"voices": {voice: {"utterances", "seconds", "stoi", "mcd_db", "wer_recording", "wer_resynthesis",
     "texts", "heard_recording", "heard_resynthesis"}}, "mean": {the four scores averaged over voices},
@@ -287,6 +288,7 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
             if out is not None:
                 write_wav(out / f"{voice}-{n + 1}.wav", respoken, rate)
                 write_wav(out / f"{voice}-{n + 1}-recording.wav", recording, rate)
+                (out / f"{voice}-{n + 1}.txt").write_text(row["text"] + "\n", encoding="utf-8")
             rows.append(row)
             done += 1
             if progress is not None:

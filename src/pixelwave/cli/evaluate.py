@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
                    help="mel WaveNet: utterance i is drawn with seed SEED + i (default 0); other seeds show how much "
                         "the scores owe to one draw")
     p.add_argument("--no-speech-scores", action="store_true", help="mel WaveNet: bits/sample only")
-    p.add_argument("--speech-out", help="mel WaveNet: also write the re-spoken and recorded WAVs to this folder")
+    p.add_argument("--speech-out", help="mel WaveNet: also write the re-spoken and recorded WAVs and the texts to "
+                   "this folder (VOICE-N.wav, VOICE-N-recording.wav, VOICE-N.txt)")
     p.set_defaults(func=cmd_eval)
 
 
