@@ -10,6 +10,9 @@ This script measures, on the held-out sentences of the embedded flite-sample (sl
   pulse per period where the pitch frames' source (`--pitch`: `pitch_source`, f0 and the fundamental's phase
   per frame) passes phase 0, weighted by its voicing v, plus white noise weighted by 1 - v (what a network shown
   the source could at least learn; an LPC vocoder of the 1980s, with today's pitch features)
+- mel noise: no LPC: white noise whose short-time spectrum (800-sample frames every 200 samples, the mel's own)
+  is set, bin by bin, to the log-mel frame's magnitudes interpolated over the bins on the mel scale, the
+  recording's overall level (a channel vocoder from the frames a vocoder is given: what the envelope alone says)
 - ceiling: the LPC filter driven by the true excitation after 8-bit mu-law quantisation (a perfect network)
 - the recording as plain 8-bit mu-law (what today's WaveNet models)
 
@@ -32,7 +35,7 @@ from collections import defaultdict
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import lfilter
+from scipy.signal import istft, lfilter, stft
 
 from pixelwave import speech_eval as se
 from pixelwave.audio import log_mel, mel_filterbank, mu_law_decode, mu_law_encode, pitch
@@ -46,12 +49,29 @@ def mel(f):
     return 2595.0 * np.log10(1.0 + f / 700.0)
 
 
-def lpc_from_log_mel(frames: np.ndarray) -> np.ndarray:
-    """(n_mels, F) natural-log mel magnitudes -> (F, ORDER) a_1..a_p with x_t ~ -sum_k a_k x_(t-k)."""
+def log_magnitudes(frames: np.ndarray) -> np.ndarray:
+    """(n_mels, F) natural-log mel magnitudes -> (F, N_FFT // 2 + 1) log magnitudes of the FFT bins, interpolated
+    on the mel scale between the bands' centres."""
     bank = mel_filterbank(RATE, N_FFT, N_MELS).numpy()  # (n_mels, bins)
     freqs = np.linspace(0.0, RATE / 2, N_FFT // 2 + 1)
     centres = (bank * freqs).sum(1) / bank.sum(1)  # (n_mels,) Hz
-    log_mag = np.stack([np.interp(mel(freqs), mel(centres), frames[:, f]) for f in range(frames.shape[1])])
+    return np.stack([np.interp(mel(freqs), mel(centres), frames[:, f]) for f in range(frames.shape[1])])
+
+
+def mel_noise(frames: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n samples of white noise whose STFT (N_FFT frames every HOP, frame f centred on sample f * HOP, as the
+    log-mel's) has, bin by bin, the magnitudes the log-mel frames (n_mels, F) give (log_magnitudes)."""
+    spec = stft(rng.standard_normal(n), RATE, nperseg=N_FFT, noverlap=N_FFT - HOP)[2]  # (bins, >= F)
+    frames_used = min(spec.shape[1], frames.shape[1])
+    spec = spec[:, :frames_used]
+    spec = spec / np.maximum(np.abs(spec), 1e-12) * np.exp(log_magnitudes(frames[:, :frames_used])).T
+    y = istft(spec, RATE, nperseg=N_FFT, noverlap=N_FFT - HOP)[1][:n]
+    return np.pad(y, (0, n - len(y)))
+
+
+def lpc_from_log_mel(frames: np.ndarray) -> np.ndarray:
+    """(n_mels, F) natural-log mel magnitudes -> (F, ORDER) a_1..a_p with x_t ~ -sum_k a_k x_(t-k)."""
+    log_mag = log_magnitudes(frames)
     r = np.fft.irfft(np.exp(2.0 * log_mag), axis=1)[:, : ORDER + 1]  # (F, ORDER + 1) autocorrelation
     r *= np.exp(-0.5 * (2 * np.pi * 60.0 * np.arange(ORDER + 1) / RATE) ** 2)  # lag window: smooth the peaks
     r[:, 0] *= 1.0001  # white-noise correction: a well-conditioned system
@@ -105,7 +125,10 @@ def main() -> None:
         x, rate = sf.read(str(FLITE_SAMPLE / u["file"]), dtype="float64")
         assert rate == RATE
         x = x[: len(x) // HOP * HOP]
-        coeffs = lpc_from_log_mel(log_mel(torch.from_numpy(x).float(), RATE, N_MELS, HOP, N_FFT).numpy())
+        frames = log_mel(torch.from_numpy(x).float(), RATE, N_MELS, HOP, N_FFT).numpy()
+        coeffs = lpc_from_log_mel(frames)
+        noise = mel_noise(frames, len(x), rng)
+        noise *= np.std(x) / max(np.std(noise), 1e-12)
         e = filter_frames(x, coeffs, inverse=True)
         which = frame_of(np.arange(len(x)), len(coeffs))
         energy = np.sqrt(np.bincount(which, e * e, len(coeffs)) / np.maximum(np.bincount(which, None, len(coeffs)), 1))
@@ -125,8 +148,8 @@ def main() -> None:
         ceiling = np.clip(filter_frames(quantised, coeffs, inverse=False), -1, 1)
         plain = mu_law_decode(mu_law_encode(torch.from_numpy(x))).double().numpy()
         row = {"gain_db": 10 * np.log10(np.var(x) / np.var(e))}
-        for name, wave in (("recording", x), ("floor", floor), ("pulses", pulses), ("ceiling", ceiling),
-                           ("mu-law", plain)):
+        for name, wave in (("recording", x), ("floor", floor), ("pulses", pulses), ("mel noise", noise),
+                           ("ceiling", ceiling), ("mu-law", plain)):
             row[f"stoi {name}"] = se.stoi(x, wave, RATE) if name != "recording" else 1.0
             row[f"wer {name}"] = se.word_error_rate(u["text"], se.recognize(wave.astype(np.float32), RATE))
         rows[voice].append(row)
