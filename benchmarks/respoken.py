@@ -15,14 +15,24 @@ import soundfile as sf
 RATE = 16000
 
 
-def pairs(folder: Path, voice: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(recording, re-spoken) float64 arrays of one length, per utterance of `voice` in `folder`."""
+def _recordings(folder: Path, voice: str) -> list[Path]:
+    """`voice`'s VOICE-N-recording.wav files in `folder`, in one order for every reader here."""
     found = sorted(folder.glob(f"{voice}-*-recording.wav"))
     if not found:
         raise SystemExit(f"{folder}: no {voice}-N-recording.wav (write them with eval --speech-out)")
-    for rec_path in found:
+    return found
+
+
+def _beside(rec_path: Path, suffix: str) -> Path:
+    """The file eval --speech-out writes beside a recording: VOICE-N + suffix."""
+    return Path(str(rec_path).replace("-recording.wav", suffix))
+
+
+def pairs(folder: Path, voice: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(recording, re-spoken) float64 arrays of one length, per utterance of `voice` in `folder`."""
+    for rec_path in _recordings(folder, voice):
         rec, rate = sf.read(rec_path)
-        gen, rate2 = sf.read(str(rec_path).replace("-recording.wav", ".wav"))
+        gen, rate2 = sf.read(_beside(rec_path, ".wav"))
         if rate != RATE or rate2 != RATE:
             raise SystemExit(f"{rec_path}: expected {RATE} Hz audio")
         n = min(len(rec), len(gen))
@@ -31,11 +41,11 @@ def pairs(folder: Path, voice: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 
 def texts(folder: Path, voice: str) -> list[str]:
     """The texts of `voice`'s utterances in `folder` (VOICE-N.txt), in the order `pairs` reads them."""
-    found = sorted(folder.glob(f"{voice}-*-recording.wav"))
-    missing = [p for p in found if not Path(str(p).replace("-recording.wav", ".txt")).exists()]
+    paths = [_beside(p, ".txt") for p in _recordings(folder, voice)]
+    missing = [p for p in paths if not p.exists()]
     if missing:
-        raise SystemExit(f"{missing[0]}: no text beside it (eval --speech-out writes VOICE-N.txt since 2026-12-04)")
-    return [Path(str(p).replace("-recording.wav", ".txt")).read_text(encoding="utf-8").strip() for p in found]
+        raise SystemExit(f"{missing[0]}: not found (eval --speech-out writes VOICE-N.txt since 2026-12-04)")
+    return [p.read_text(encoding="utf-8").strip() for p in paths]
 
 
 def main(doc: str, voice_scores: Callable[[Path, str], dict], table: Callable[[dict], None]) -> None:

@@ -41,9 +41,8 @@ from scipy.signal import istft, stft
 import respoken
 from pixelwave.speech_eval import recognize, word_error_rate
 from respoken import RATE
-from vocoder_band_levels import BANDS, SPEECH_DB, band_levels
+from vocoder_band_levels import BANDS, FRAME, SPEECH_DB, STEP, band_levels
 
-FRAME, STEP = 512, 128
 FREQS = np.fft.rfftfreq(FRAME, 1 / RATE)
 OCTAVES = ((0, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, RATE // 2 + 1))
 _EDGES = np.geomspace(100, RATE // 2 + 1, 25)
@@ -101,7 +100,7 @@ def draw_errors(folders: list[Path], voice: str) -> dict:
                                            "mean of draws - recording": []}
     for utterance in zip(*(respoken.pairs(f, voice) for f in folders), strict=True):
         rec = utterance[0][0]
-        if any(len(r) != len(rec) or not np.array_equal(r, rec) for r, _ in utterance):
+        if not all(np.array_equal(r, rec) for r, _ in utterance):
             raise SystemExit("the folders hold different recordings: give draws of one model on the same data")
         rec_levels, total = band_levels(rec)
         speech = total > total.max() - SPEECH_DB
