@@ -231,6 +231,10 @@ def train(config: TrainConfig, model: torch.nn.Module, train_set, test_set=None)
         rate = metrics["examples_per_second"]
         log(f"done: step {run.step} | train {metrics['train_bits_per_dim']:.4f} bits/{unit}{test_note} | "
             + (f"{rate * dims:,.0f} samples/s" if audio else f"{rate:,.0f} examples/s") + f" | run in {out}")
+        # Every rank has finished its work before any destroys the group (`finally`), so none tears down while
+        # another still runs (a rank aborted once, SIGABRT, at the end of a 2-rank CI run; its message was not
+        # kept, so this is a precaution, not a proven fix). Error paths skip it: a peer may never arrive.
+        procs.barrier()
         return metrics
     finally:
         stop.restore()
