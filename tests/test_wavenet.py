@@ -109,6 +109,24 @@ def test_every_parameter_gets_a_gradient():
     assert missing == []
 
 
+@pytest.mark.parametrize("kw", [{}, dict(num_speakers=2), dict(cond_channels=3, hop_length=4),
+                                dict(num_speakers=2, cond_channels=3, hop_length=4, cond_hidden=5)])
+def test_bf16_autocast_trains_with_every_conditioning(kw):
+    """`train --bf16`'s forward and backward: under bfloat16 autocast a layer's gate output can be float32 (the
+    speaker's bias is added in float32) while the skip sum is bfloat16; the log-probs stay within bfloat16's
+    rounding of float32's and every parameter gets a finite gradient."""
+    m = tiny(**kw).float()
+    a = codes(2, 24)
+    spk = torch.tensor([0, 1]) if "num_speakers" in kw else None
+    mel = mel_for(m, 2, 24).float() if "cond_channels" in kw else None
+    ref = m.log_prob(a, spk, mel, reduce=False)  # (B, T) nats
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lp = m.log_prob(a, spk, mel, reduce=False)
+    assert lp.shape == ref.shape and (lp.float() - ref).abs().max() < 0.1  # bf16: ~3 significant digits
+    (-lp.float().sum()).backward()
+    assert all(p.grad is not None and bool(p.grad.isfinite().all()) for p in m.parameters())
+
+
 def test_training_steps_lower_the_loss():
     m = tiny()
     a = codes(4, 64)
