@@ -2,8 +2,13 @@
 read from the machine the tests run on)."""
 
 import pytest
+import torch
 
 from pixelwave import runtime
+from pixelwave.data.base import ImageDataset
+from pixelwave.models import GatedPixelCNN, PixelVAE
+from pixelwave.models.wavenet import WaveNet
+from pixelwave.training.evaluation import evaluate
 
 
 @pytest.mark.parametrize("usable, cores, load, idle, threads", [
@@ -51,3 +56,58 @@ def test_default_threads_reads_the_machine_once_and_omp_num_threads_decides(monk
 def test_cpu_idle_share_is_a_share():
     share = runtime.cpu_idle_share(0.02)
     assert share is None or 0.0 <= share <= 1.0
+
+
+# ------------------------------------------------------------------------------- full float32 (no TF32 on CUDA)
+def flags():
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+@pytest.fixture
+def tf32_on():
+    """TF32 allowed for both, as a user's process may have it (PyTorch's default allows it for convolutions)."""
+    before = flags()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_full_float32_turns_tf32_off_inside_and_restores_after(tf32_on):
+    with runtime.full_float32():
+        assert flags() == (False, False)
+    assert flags() == (True, True)
+    with pytest.raises(RuntimeError), runtime.full_float32():
+        raise RuntimeError("inside")
+    assert flags() == (True, True)
+
+
+def test_likelihoods_and_samplers_run_in_full_float32(tf32_on):
+    """On a GPU, TF32 convolutions moved a likelihood's fourth decimal and made the naive image sampler draw
+    other pixels than the cached one (seen on an H200): evaluation and every sampler run with TF32 off."""
+    seen = []
+
+    def spy(module, inputs):
+        seen.append(flags())
+
+    def watch(model):  # every submodule: the samplers call parts of a model, not its forward
+        for m in model.modules():
+            m.register_forward_pre_hook(spy)
+
+    def runs_without_tf32(call):
+        before = len(seen)
+        call()
+        assert len(seen) > before and set(seen[before:]) == {(False, False)}
+        assert flags() == (True, True)  # and restored
+
+    image = GatedPixelCNN(channels=1, levels=4, hidden=8, layers=2, kernel_size=3)
+    watch(image)
+    runs_without_tf32(lambda: image.sample(1, size=(2, 2), cached=False))
+    runs_without_tf32(lambda: evaluate(image, ImageDataset("zeros", torch.zeros(2, 1, 2, 2, dtype=torch.uint8),
+                                                           None, levels=4), 1))
+    vae = PixelVAE(channels=1, levels=2, hidden=8, layers=2, kernel_size=3, latent_channels=2, latent_stride=1,
+                   encoder_channels=8)
+    watch(vae)
+    runs_without_tf32(lambda: vae.sample(1, size=(2, 2)))
+    wave = WaveNet(layers=2, stacks=1, residual_channels=4, gate_channels=4, skip_channels=4, levels=8)
+    watch(wave)
+    runs_without_tf32(lambda: wave.generate(3, backend="naive"))  # the queue loop calls no module: one scope

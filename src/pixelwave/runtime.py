@@ -3,10 +3,13 @@ hands out memory."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import time
+
+import torch
 
 
 def threads_for(usable: int, cores: int, load: float | None, idle: float | None) -> int:
@@ -89,3 +92,18 @@ def reuse_freed_memory() -> bool:
     m_trim_threshold, m_mmap_max = -1, -4
     # -1 is read as the largest size_t: the top of the heap is never handed back
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, -1))
+
+
+@contextlib.contextmanager
+def full_float32():
+    """float32 as IEEE float32 inside the scope, also on CUDA: there cuDNN runs float32 convolutions in TF32
+    (a 10-bit mantissa) by default on Ampere and later GPUs, so a likelihood moved in its fourth decimal and the
+    naive sampler (whole-image convolutions) drew other codes than the cached one (its own products) for the same
+    seed. The scope turns TF32 off for convolutions and matrix products and restores both settings after; it
+    decorates the evaluation and the samplers. Training keeps PyTorch's defaults. No effect on a CPU."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul

@@ -19,6 +19,7 @@ from torch import nn
 
 from pixelwave.distributions import categorical_log_prob, categorical_sample
 from pixelwave.nn import Head, MaskedConv2d
+from pixelwave.runtime import full_float32
 
 
 def check_in_range(t: torch.Tensor, high: int, what: str) -> None:
@@ -273,6 +274,7 @@ class ImageAutoregressive(Autoregressive):
         return out, keep, y
 
     @torch.no_grad()
+    @full_float32()
     def sample(self, n: int, size: tuple[int, int] | None = None, y: torch.Tensor | int | None = None,
                generator: torch.Generator | None = None, cached: bool = True, x: torch.Tensor | None = None,
                mask: torch.Tensor | None = None, cond: torch.Tensor | None = None,

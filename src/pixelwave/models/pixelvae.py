@@ -18,6 +18,7 @@ from torch import nn
 
 from pixelwave.models.base import ImageAutoregressive, ModelConfig, require
 from pixelwave.models.gated_pixelcnn import GatedPixelCNN, GatedPixelCNNConfig
+from pixelwave.runtime import full_float32
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -110,6 +111,7 @@ class PixelVAE(ImageAutoregressive):
         return rec - (kl / rec[0].numel())[:, None, None, None]
 
     @torch.no_grad()
+    @full_float32()
     def importance_log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 64,
                             generator: torch.Generator | None = None) -> torch.Tensor:
         """log (1/K) sum_k p(x, z_k) / q(z_k | x), z_k ~ q: a lower bound on log p(x) that tightens with K. (B,)"""
@@ -124,6 +126,7 @@ class PixelVAE(ImageAutoregressive):
         return torch.logsumexp(torch.stack(terms), 0) - math.log(samples)
 
     @torch.no_grad()
+    @full_float32()
     def sample(self, n: int, size: tuple[int, int] | None = None, y: torch.Tensor | int | None = None,
                generator: torch.Generator | None = None, cached: bool = True, x: torch.Tensor | None = None,
                mask: torch.Tensor | None = None, cond: torch.Tensor | None = None,
@@ -146,6 +149,7 @@ class PixelVAE(ImageAutoregressive):
                                    cond=self.upsampler(z), temperature=temperature)
 
     @torch.no_grad()
+    @full_float32()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None,
                     cached: bool = True) -> torch.Tensor:
         """Encode x to the mean of q(z | x) and sample the decoder given it: (B, C, H, W)."""

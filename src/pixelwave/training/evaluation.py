@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 
 from pixelwave.distributions import bits_per_dim
+from pixelwave.runtime import full_float32
 from pixelwave.training.seeds import seed_of
 
 
@@ -24,6 +25,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
+@full_float32()
 def evaluate(model: torch.nn.Module, dataset, batch_size: int, device: str | torch.device = "cpu", *,
              max_batches: int | None = None) -> dict:
     """Exact held-out likelihood: the sum of log p over every example / (N * dims * ln 2), in float64.

@@ -82,6 +82,7 @@ from pixelwave.models.wavenet.generation import (
     generate_torch,
 )
 from pixelwave.nn import Head
+from pixelwave.runtime import full_float32
 
 
 def code_values(levels: int) -> torch.Tensor:
@@ -832,6 +833,7 @@ class WaveNet(Autoregressive):
     BACKENDS: ClassVar[tuple[str, ...]] = ("auto", "fused", "torch", "naive")
 
     @torch.no_grad()
+    @full_float32()
     def generate(self, steps: int, batch: int = 1, speaker: torch.Tensor | int | None = None,
                  cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  cached: bool | None = None, temperature: float = 1.0, fast: bool | None = None,
