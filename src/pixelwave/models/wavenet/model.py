@@ -729,10 +729,8 @@ class WaveNet(Autoregressive):
             w = block.skip.weight[:, :, 0]  # (S, G)
             if skip is None:  # every layer's skip bias, added once
                 skip = F.linear(z, w, sum(b.skip.bias for b in self.blocks))
-            elif z.dtype == skip.dtype:
-                skip = skip.addmm_(z, w.t().to(z.dtype))
-            else:  # bf16 autocast: a float32 term (the speaker's bias, a pitch input) made this z float32
-                skip = skip + F.linear(z, w)
+            else:  # in skip's dtype: under bf16 autocast a float32 term (the speaker's bias) makes a z float32
+                skip = skip.addmm_(z.to(skip.dtype), w.t().to(skip.dtype))
         skip = skip.view(*x.shape[:2], -1)  # (B, T, S)
         head1, head2 = self.head.hidden_conv, self.head.output_conv
         h = F.relu(F.linear(F.relu(skip), head1.weight[:, :, 0], head1.bias))  # (B, T, S)
