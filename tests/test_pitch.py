@@ -322,3 +322,17 @@ def test_train_eval_and_resynthesize_with_pitch(tmp_path, capsys):
     assert main(["train", "--model", "wavenet", "--data", "flite-sample", "--preset", "tiny", "--pitch",
                  "--out", str(tmp_path / "x")]) == 2
     assert "add --mel" in capsys.readouterr().err
+
+
+def test_a_window_too_short_for_the_pitch_frames_is_a_one_line_error(tmp_path, capsys):
+    need = audio.pitch_min_fft(RATE)
+    assert need == 535  # two periods of 60 Hz at 16 kHz, and one sample
+    with pytest.raises(ValueError, match="too short"):
+        audio.pitch(voice(140, 0.1), RATE, n_fft=need - 1)
+    assert audio.pitch(voice(140, 0.1), RATE, n_fft=need).shape[0] == audio.PITCH_ROWS
+    out = tmp_path / "short"
+    assert main(["train", "--model", "wavenet", "--data", "flite-sample", "--preset", "tiny", "--mel", "--pitch",
+                 "--n-fft", "400", "--hop-length", "100", "--steps", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--n-fft 400 is too short for the pitch frames" in err and "535" in err and "Traceback" not in err
+    assert not out.exists()

@@ -163,6 +163,11 @@ PITCH_ROWS = 4  # what `pitch` adds to a frame: log(f0 / PITCH_REF_HZ), the voic
 PITCH_REF_HZ = 100.0
 
 
+def pitch_min_fft(sample_rate: int, f_min: float = 60.0) -> int:
+    """The shortest frame `pitch` can track f0 down to f_min in: two periods of the longest lag, and one sample."""
+    return 2 * int(math.ceil(sample_rate / f_min)) + 1
+
+
 def pitch(wave, sample_rate: int, hop_length: int = 200, n_fft: int = 800, f_min: float = 60.0,
           f_max: float = 400.0) -> torch.Tensor:
     """Pitch frames: (T,) -> (PITCH_ROWS, ceil(T / hop)) float32: row 0 log(f0 / 100 Hz), row 1 the voicing
@@ -187,8 +192,9 @@ def pitch(wave, sample_rate: int, hop_length: int = 200, n_fft: int = 800, f_min
         raise ValueError(f"need 0 < f_min < f_max <= sample_rate / 2, got {f_min}, {f_max}, {sample_rate}")
     lo, hi = max(2, int(sample_rate // f_max)), int(math.ceil(sample_rate / f_min))
     span = n_fft - hi - 1  # lags up to hi + 1 (the parabola) stay inside the frame
-    if span < hi:
-        raise ValueError(f"n_fft ({n_fft}) is too short for f_min {f_min} Hz: it needs >= {2 * hi + 1} samples")
+    if n_fft < pitch_min_fft(sample_rate, f_min):
+        raise ValueError(f"n_fft ({n_fft}) is too short for f_min {f_min} Hz: it needs >= "
+                         f"{pitch_min_fft(sample_rate, f_min)} samples")
     frames = -(-x.size // hop_length)
     padded = np.pad(x, (n_fft // 2, n_fft // 2 + hop_length))
     starts = np.arange(frames) * hop_length
