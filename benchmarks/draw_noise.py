@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import torch.nn.functional as F
 
 from pixelwave.cli.common import audio_options, load_checkpoint
 from pixelwave.data.audio import load_audio
+
+from harness import cpu_model, isa_level
 
 
 def spread(logits: torch.Tensor, codes: torch.Tensor, temperature: float, floor: float):
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor", type=float, default=0.002)
     args = ap.parse_args(argv)
     print(f"flite-sample held-out, teacher-forced; draw: T {args.temperature}, floor {args.floor}; "
-          f"{platform.processor() or platform.machine()}\n")
+          f"{cpu_model()}, {isa_level()}\n")
     print("| model | voice | draw std, codes: RMS / median | |mean - recording|, codes | bits/sample |")
     print("|---|---|---:|---:|---:|")
     for run in args.runs:

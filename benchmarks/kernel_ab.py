@@ -10,8 +10,9 @@ weights: speed does not depend on them) with the old and the new kernel in float
 (-march=native) and, on x86-64, as the AVX2 build (-march=x86-64-v3 appended through PIXELWAVE_FAST_CXXFLAGS, the
 same override for both trees), then the new kernel's other `--formats`. A process warms up on 4,000 samples and
 times `--calls` generations of 32,000 samples each; the table gives each row's median over all rounds and calls,
-the new/old ratio of each build, the CPU's model and vector flags. The fused step splits each sample over two
-threads while both get a core (`--cpus` pins every process to the CPUs given, through taskset, where it exists).
+the new/old ratio of each build, and the machine line of benchmarks/harness.py. The fused step splits each sample
+over two threads while both get a core (`--cpus` pins every process to the CPUs given, through taskset, where
+it exists).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from harness import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 32_000
@@ -48,17 +50,6 @@ for _ in range(calls):
     rates.append(steps / (time.perf_counter() - start))
 print(json.dumps(rates))
 """
-
-
-def cpu_line() -> str:
-    """The CPU's model name and its widest x86 vector extensions (or the machine), from lscpu where it exists."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.machine()
-    model = re.search(r"Model name:\s*(.+)", text)
-    flags = sorted(set(re.findall(r"\b(avx512[a-z_0-9]*|avx2|amx_[a-z0-9]+)\b", text)))
-    return f"{model.group(1).strip() if model else platform.machine()}; {' '.join(flags) or 'no AVX2'}"
 
 
 def rates(src: Path, weights: str, calls: int, cpus: str | None, flags: str | None) -> list[float]:
@@ -101,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1}/{args.rounds}: "
                   + ", ".join(f"{n} {statistics.median(v):,.0f}" for n, v in results.items()), flush=True)
     median = {name: statistics.median(v) for name, v in results.items()}
-    print(f"\n{cpu_line()}; --old {args.old}; standard model, batch 1, {STEPS:,} samples per call, medians of "
+    print(f"\n{machine()}; --old {args.old}; standard model, batch 1, {STEPS:,} samples per call, medians of "
           f"{args.rounds} x {args.calls}\n\n| kernel | build | samples/s | new / old |\n|---|---|---:|---:|")
     for name, value in median.items():
         who, weights, build = name.split()
@@ -109,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             and weights == "float32" else None
         print(f"| {who} {weights} | {build} | {value:,.0f} | {'' if ratio is None else f'{ratio:.2f}x'} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_line(), "old": args.old, "samples_per_s": results,
+        Path(args.json).write_text(json.dumps({"machine": machine(), "old": args.old, "samples_per_s": results,
                                                "median": median}, indent=1))
     return 0
 

@@ -192,9 +192,8 @@ def pitch(wave, sample_rate: int, hop_length: int = 200, n_fft: int = 800, f_min
         raise ValueError(f"need 0 < f_min < f_max <= sample_rate / 2, got {f_min}, {f_max}, {sample_rate}")
     lo, hi = max(2, int(sample_rate // f_max)), int(math.ceil(sample_rate / f_min))
     span = n_fft - hi - 1  # lags up to hi + 1 (the parabola) stay inside the frame
-    if n_fft < pitch_min_fft(sample_rate, f_min):
-        raise ValueError(f"n_fft ({n_fft}) is too short for f_min {f_min} Hz: it needs >= "
-                         f"{pitch_min_fft(sample_rate, f_min)} samples")
+    if n_fft < (need := pitch_min_fft(sample_rate, f_min)):
+        raise ValueError(f"n_fft ({n_fft}) is too short for f_min {f_min} Hz: it needs >= {need} samples")
     frames = -(-x.size // hop_length)
     padded = np.pad(x, (n_fft // 2, n_fft // 2 + hop_length))
     starts = np.arange(frames) * hop_length

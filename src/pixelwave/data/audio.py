@@ -284,9 +284,9 @@ def load_audio(name: str, split: str = "train", sample_rate: int = 16000, crop: 
     mel_options = (dict(n_mels=n_mels, hop_length=hop_length, n_fft=n_fft, f_min=0.0, f_max=sample_rate / 2)
                    if with_mel else None)
     if pitch:
-        if n_fft < pitch_min_fft(sample_rate):
-            raise UserError(f"--n-fft {n_fft} is too short for the pitch frames (--pitch): they need >= "
-                            f"{pitch_min_fft(sample_rate)} samples at {sample_rate} Hz (f0 down to 60 Hz)")
+        if n_fft < (need := pitch_min_fft(sample_rate)):
+            raise UserError(f"--n-fft {n_fft} is too short for the pitch frames (--pitch): they need >= {need} "
+                            f"samples at {sample_rate} Hz (f0 down to 60 Hz)")
         mel_options["pitch"] = True  # absent (not False) without: data.json of earlier runs stays as it was
     chunks, mels, lengths, frame_counts, spk, sources, texts = [], [], [], [], [], [], []
     for path, speaker, text in files:
