@@ -92,7 +92,7 @@ def test_the_vector_code_is_the_levels(level):
     assert ws.isa() == LEVELS[level][0]
 
 
-@pytest.mark.parametrize("batch,threads", [(1, 1), (1, 2), (3, 2)])
+@pytest.mark.parametrize("batch,threads", [(1, 1), (1, 2), (3, 2), (9, 2)])
 @pytest.mark.parametrize("output", [dict(), dict(output="logistic_mixture", mixtures=3)])
 def test_float64_codes_equal_the_pytorch_generators(level, batch, threads, output):
     """float64: the same codes as the PyTorch queue loop from the same uniforms; batch 1 on two threads stays
@@ -129,7 +129,7 @@ def test_float32_codes_equal_the_pytorch_generators(level, threads):
 
 # ------------------------------------------------------------------------------------------ weight formats
 @pytest.mark.parametrize("fmt", ["float32", "bf16", "int8", "fp16"])
-@pytest.mark.parametrize("batch,threads", [(1, 1), (1, 2), (3, 2)])
+@pytest.mark.parametrize("batch,threads", [(1, 1), (1, 2), (3, 2), (9, 2)])
 def test_weight_formats_equal_a_reference_rounded_the_same_way(level, fmt, batch, threads):
     """Each format's logits, teacher-forced on its own codes, are the float64 reference's with the weights
     rounded as the format defines, to float32's rounding of the sums (every logit within 1e-4; they differ by

@@ -214,15 +214,19 @@ constexpr int kMaxTile = 16;  // SIMD vectors per tile at one row; kMaxTileRows 
 constexpr int kMaxTileRows = 8;
 // Default shapes, in registers: one row: a tile of kTile1 vectors (AVX-512: 16 of 32 zmm, a layer's 256 conv
 // outputs in one pass; 16-register ISAs: 8, leaving room for the broadcast input and the weight loads); many
-// rows: 2 vectors by kRowBlock rows (16 accumulators with 32 registers, 12 with 16). Measured on Zen 5 (AVX-512
-// and x86-64-v3 builds) and Zen 3 (AVX2).
+// rows: kTileRows vectors by kRowBlock rows (16 accumulators with 32 registers, 12 with 16). Measured on Zen 5
+// (AVX-512 and x86-64-v3 builds), Zen 3 (AVX2) and Zen 4 (AVX-512 and x86-64-v3 builds).
 constexpr int kTile1 = kVecRegs >= 32 ? 16 : 8;
 constexpr int kTile1Int8 = kVecRegs >= 32 ? 8 : 4;  // int8 also holds each widened weight vector in a register
-// 16-register ISAs: float32 weights take 6 rows (12 accumulators, 2 weight vectors and a broadcast: 15 of 16
-// registers; paired A/B on a Zen 3, AVX2, standard model, batch 16 on 2 threads: 1.32x the 4 rows of before,
-// 10 pairs between 1.26x and 1.36x); bf16 and int8 keep 4 (each widened weight vector holds a register too:
-// bf16 with 6 rows was no faster).
-constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 6;
+// 16-register ISAs, float32 weights: 3 vectors by 4 rows (12 accumulators, 3 weight vectors and a broadcast: 16
+// registers; 7 loads per 12 multiply-adds). Batches split into 8 rows per thread, which 6-row blocks (2
+// vectors) ran as 6 + 2; 4-row blocks of 3 vectors made 1.10-1.12x at batch 8 and 16 and the same at 32 on a
+// Zen 4's x86-64-v3 build (2026-12-04, medians of paired rounds). Before that 6 rows of 2 vectors had replaced 4
+// of 2 (Zen 3, AVX2, batch 16: 1.32x, 10 pairs). bf16, int8 and fp16 keep 2 vectors by 4 rows (each widened
+// weight vector holds a register too: bf16 with 6 rows, or with 3 vectors, was no faster).
+constexpr int kTileRows = kVecRegs >= 32 ? 2 : 3;
+constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 4;
+constexpr int kTileRowsNarrow = 2;
 constexpr int kRowBlockNarrow = kVecRegs >= 32 ? 8 : 4;  // bf16, int8, fp16
 
 template <class T> using MkFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t);
@@ -1096,7 +1100,7 @@ template <class T> static void pack_part(Plan<T>* P, const PwDesc* d, Part<T>& W
     if (P->Cm) {  // many rows (a block of steps): narrow tiles, as for batches
         const T* cw = static_cast<const T*>(d->cond_w);
         W.cond_arena = Buf<T>(P->Cm * L * 2 * W.PG);
-        pack<T>(W.cond_arena.p, W.cond, P->Cm, L * 2 * W.PG, 2, [&](int64_t kk, int64_t m) -> T {
+        pack<T>(W.cond_arena.p, W.cond, P->Cm, L * 2 * W.PG, kTileRows, [&](int64_t kk, int64_t m) -> T {
             const int64_t o = unit_output(W, G, m % (2 * W.PG));
             return o < 0 ? T(0) : cw[((m / (2 * W.PG)) * 2 * G + o) * P->Cm + kk];
         });
@@ -1297,12 +1301,14 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     P->split_limit = std::max<int64_t>(0, d->split_limit);
     if (B == 1 && !P->split) P->threads = 1;
     const int64_t rows = P->split ? 1 : (B + P->threads - 1) / P->threads;  // most rows one thread runs
-    // One row per thread: the widest tiles that stay in registers (kTile1); more rows: 2 vectors by kRowBlock
-    // rows (each weight load serves them all).
-    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? (P->int8 ? kTile1Int8 : kTile1) : 2),
+    // One row per thread: the widest tiles that stay in registers (kTile1); more rows: kTileRows vectors by
+    // kRowBlock rows (each weight load serves them all).
+    const bool narrow = P->bf16 || P->int8 || P->fp16;
+    const int64_t many = narrow ? kTileRowsNarrow : kTileRows;
+    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d->tile ? d->tile : (rows == 1 ? (P->int8 ? kTile1Int8 : kTile1) : many),
                                                                 rows == 1 ? kMaxTile : kMaxTileRows));
     P->row_block = std::max<int64_t>(
-        1, std::min<int64_t>(d->row_block ? d->row_block : (P->bf16 || P->int8 || P->fp16 ? kRowBlockNarrow : kRowBlock), kMaxRows));
+        1, std::min<int64_t>(d->row_block ? d->row_block : (narrow ? kRowBlockNarrow : kRowBlock), kMaxRows));
     P->dil.assign(d->dilations, d->dilations + L);
     P->span.resize(L);
     for (int64_t i = 0; i < L; ++i) P->span[i] = (k - 1) * P->dil[i];
