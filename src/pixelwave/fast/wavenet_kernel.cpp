@@ -220,8 +220,9 @@ constexpr int kTile1 = kVecRegs >= 32 ? 16 : 8;
 constexpr int kTile1Int8 = kVecRegs >= 32 ? 8 : 4;  // int8 also holds each widened weight vector in a register
 // 16-register ISAs, float32 weights: 3 vectors by 4 rows (12 accumulators, 3 weight vectors and a broadcast: 16
 // registers; 7 loads per 12 multiply-adds). Batches split into 8 rows per thread, which 6-row blocks (2
-// vectors) ran as 6 + 2; 4-row blocks of 3 vectors made 1.10-1.12x at batch 8 and 16 and the same at 32 on a
-// Zen 4's x86-64-v3 build (2026-12-04, medians of paired rounds). Before that 6 rows of 2 vectors had replaced 4
+// vectors) ran as 6 + 2; 4-row blocks of 3 vectors made 1.07-1.08x at batch 8 and 16 (old and new source
+// alternating, medians of 8 paired rounds) and the same at 32 on a Zen 4's x86-64-v3 build (2026-12-04; the
+// mel projection's 64-step blocks use these tiles too: 1.02x). Before that 6 rows of 2 vectors had replaced 4
 // of 2 (Zen 3, AVX2, batch 16: 1.32x, 10 pairs). bf16, int8 and fp16 keep 2 vectors by 4 rows (each widened
 // weight vector holds a register too: bf16 with 6 rows, or with 3 vectors, was no faster).
 constexpr int kTileRows = kVecRegs >= 32 ? 2 : 3;
