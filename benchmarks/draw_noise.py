@@ -5,7 +5,7 @@
 
 For every held-out utterance of flite-sample (8 per voice), teacher-forced, each step's draw distribution is the
 one `pixelwave eval --speech-temperature T --speech-probability-floor F` draws from (softmax(logits / T), less the
-floor, renormalised: `pixelwave.distributions.categorical_sample`). Per voice it prints the root mean square and
+floor, renormalised: `pixelwave.distributions.categorical_probs`). Per voice it prints the root mean square and
 the median over the steps of that distribution's standard deviation in codes (the spread of a draw around the
 distribution's mean: what the proxy's noise std models), the mean absolute distance in codes from that mean to
 the recording's code, and the held-out bits/sample of the model itself (T = 1, no floor). RUN is a run folder or
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from pixelwave.cli.common import audio_options, load_checkpoint
 from pixelwave.data.audio import load_audio
+from pixelwave.distributions import categorical_probs
 
 from harness import cpu_model, isa_level
 
@@ -32,10 +33,7 @@ def spread(logits: torch.Tensor, codes: torch.Tensor, temperature: float, floor:
     """logits (L, T), codes (T,) -> (variance (T,), mean (T,), log2 p of the codes at T = 1 (T,)): of the draw
     distribution `categorical_sample` uses, in codes."""
     logits = logits.double()
-    probs = F.softmax(logits / temperature, dim=0)
-    if floor:
-        probs = (probs - floor).clamp(min=0)
-        probs = probs / probs.sum(0, keepdim=True)
+    probs = categorical_probs(logits.t(), temperature, floor).t()
     c = torch.arange(logits.shape[0], dtype=torch.float64)[:, None]
     mean = (probs * c).sum(0)
     var = (probs * c * c).sum(0) - mean**2

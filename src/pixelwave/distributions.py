@@ -34,16 +34,12 @@ def check_floor(floor: float, levels: int) -> None:
                          f"likely keeps some mass), not {floor!r}")
 
 
-def categorical_sample(logits: torch.Tensor, u: torch.Tensor,
-                       temperature: float | torch.Tensor = 1.0, floor: float = 0.0) -> torch.Tensor:
-    """Inverse-CDF sample from softmax(logits / T) over the last dim, given uniforms `u` of shape logits[..., 0];
-    T a number or a tensor of u's shape (a temperature per draw). floor, in [0, 1 / L) for L values: every
-    probability less `floor`, negatives to zero, renormalised (LPCNet's sampling: the many unlikely values, whose
-    mass is a noise floor, are never drawn; the most likely value always keeps some mass).
-
-    The randomness is an input, so every sampler (naive, cached, fused) that sees the same logits and the same
-    `u` draws the same value.
-    """
+def categorical_probs(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0,
+                      floor: float = 0.0) -> torch.Tensor:
+    """The distribution `categorical_sample` draws from, over the last dim: softmax(logits / T), and with a
+    floor in [0, 1 / L) for L values every probability less `floor`, negatives to zero, renormalised (LPCNet's
+    sampling: the many unlikely values, whose mass is a noise floor, are never drawn; the most likely value
+    always keeps some mass). T: a number, or a tensor of logits[..., 0]'s shape (a temperature per draw)."""
     if floor:
         check_floor(floor, logits.shape[-1])
     if isinstance(temperature, torch.Tensor):
@@ -56,7 +52,18 @@ def categorical_sample(logits: torch.Tensor, u: torch.Tensor,
     if floor:
         probs = (probs - floor).clamp_(min=0)
         probs = probs / probs.sum(-1, keepdim=True)
-    cdf = probs.cumsum(-1)  # (..., L)
+    return probs
+
+
+def categorical_sample(logits: torch.Tensor, u: torch.Tensor,
+                       temperature: float | torch.Tensor = 1.0, floor: float = 0.0) -> torch.Tensor:
+    """Inverse-CDF sample from `categorical_probs(logits, temperature, floor)` over the last dim, given uniforms
+    `u` of shape logits[..., 0]; T a number or a tensor of u's shape (a temperature per draw).
+
+    The randomness is an input, so every sampler (naive, cached, fused) that sees the same logits and the same
+    `u` draws the same value.
+    """
+    cdf = categorical_probs(logits, temperature, floor).cumsum(-1)  # (..., L)
     idx = (cdf < u.unsqueeze(-1)).sum(-1)  # first index whose CDF reaches u
     return idx.clamp_(max=logits.shape[-1] - 1)
 
