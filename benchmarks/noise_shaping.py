@@ -5,10 +5,12 @@ A WaveNet that draws mu-law codes adds an error that is white in the coded signa
 tilt's effect with no network: each held-out recording of flite-sample is pre-emphasised with alpha, optionally
 weighted further by the mel frames' own LPC filter A(z / gamma) (adaptive noise shaping, as CELP codecs weight
 their error: the error then follows the formants), mu-law coded (256 codes), given Gaussian noise of `--noise`
-codes (rounded: a stand-in for a network's draw), decoded and filtered back, and scored by PocketSphinx (WER)
-and STOI against the recording. With --noise 0 it is the coding alone.
+codes (rounded: a stand-in for a network's draw; white, or with `--shapes diff diff2` high-passed once or twice
+at the same RMS, as `--draw-shaping 1 / 2` shapes a WaveNet's draw), decoded and filtered back, and scored by
+PocketSphinx (WER) and STOI against the recording. With --noise 0 it is the coding alone.
 
-    python benchmarks/noise_shaping.py [--alphas 0.7 0.85 0.95] [--gammas 0 0.9] [--noise 3] [--seeds 0 1]
+    python benchmarks/noise_shaping.py [--alphas 0.7 0.85 0.95] [--gammas 0 0.9] [--shapes white diff] [--noise 3]
+        [--seeds 0 1]
 
 About 1 s per utterance and setting on one core. Needs scipy (the speech-eval extra brings it).
 """
@@ -65,15 +67,25 @@ def unweight(y: np.ndarray, coeffs: np.ndarray, gamma: float) -> np.ndarray:
     return x[p:]
 
 
+def shaped_noise(n: int, shape: str, rng: np.random.Generator) -> np.ndarray:
+    """n unit-variance Gaussian values: white, or high-passed by (1 - z^-1) ("diff") or (1 - z^-1)^2 ("diff2")
+    and scaled back to unit variance (a draw whose error falls at high frequencies)."""
+    order = {"white": 0, "diff": 1, "diff2": 2}[shape]
+    g = rng.standard_normal(n + order)
+    for _ in range(order):
+        g = np.diff(g)
+    return g / np.sqrt({0: 1.0, 1: 2.0, 2: 6.0}[order])
+
+
 def coded(x: np.ndarray, coeffs: np.ndarray, alpha: float, gamma: float, noise: float,
-          rng: np.random.Generator) -> np.ndarray:
+          rng: np.random.Generator, shape: str = "white") -> np.ndarray:
     """x pre-emphasised (alpha), weighted (gamma), mu-law coded, given `noise` codes of noise, decoded and filtered
     back: what a vocoder's draw with that error would sound like."""
     e = pre_emphasis(x, alpha).numpy()
     y = weight(e, coeffs, gamma) if gamma else e
     codes = mu_law_encode(torch.from_numpy(y))
     if noise:
-        codes = (codes + torch.from_numpy(np.round(rng.standard_normal(len(y)) * noise)).long()).clamp(0, 255)
+        codes = (codes + torch.from_numpy(np.round(shaped_noise(len(y), shape, rng) * noise)).long()).clamp(0, 255)
     y = mu_law_decode(codes).double().numpy()
     back = de_emphasis(unweight(y, coeffs, gamma) if gamma else y, alpha).numpy()
     return np.clip(back, -1.0, 1.0)
@@ -83,6 +95,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--alphas", type=float, nargs="+", default=[0.7, 0.85, 0.9, 0.95, 0.97])
     p.add_argument("--gammas", type=float, nargs="+", default=[0.0], help="0: no adaptive weighting")
+    p.add_argument("--shapes", nargs="+", default=["white"], choices=["white", "diff", "diff2"],
+                   help="the noise's spectrum: white, or high-passed once or twice (default white)")
     p.add_argument("--noise", type=float, default=3.0, help="std of the code noise (default 3)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="noise draws (default 0 1)")
     p.add_argument("--per-voice", type=int, default=8, help="held-out utterances per voice (default 8: all)")
@@ -103,29 +117,29 @@ def main() -> None:
         x = x[: len(x) // HOP * HOP]
         coeffs = lpc.coefficients(log_mel(torch.from_numpy(x).float(), RATE, N_MELS, HOP, N_FFT)[None], RATE,
                                   ORDER)[0].numpy()
+        settings = [(a, g, sh) for a in args.alphas for g in args.gammas for sh in args.shapes]
         for seed in args.seeds:
-            for alpha in args.alphas:
-                for gamma in args.gammas:
-                    rng = np.random.default_rng([seed, args.voices.index(voice), count[voice]])  # one draw per setting
-                    wave = coded(x, coeffs, alpha, gamma, args.noise, rng)
-                    heard = se.recognize(wave.astype(np.float32), RATE)
-                    scores[(alpha, gamma, voice, "wer")].append(se.word_error_rate(u["text"], heard))
-                    scores[(alpha, gamma, voice, "stoi")].append(se.stoi(x, wave, RATE))
-    result = {f"alpha {a} gamma {g}": {v: {k: float(np.mean(scores[(a, g, v, k)])) for k in ("wer", "stoi")}
-                                       for v in args.voices}
-              for a in args.alphas for g in args.gammas}
+            for alpha, gamma, shape in settings:
+                rng = np.random.default_rng([seed, args.voices.index(voice), count[voice]])  # one draw per setting
+                wave = coded(x, coeffs, alpha, gamma, args.noise, rng, shape)
+                heard = se.recognize(wave.astype(np.float32), RATE)
+                scores[(alpha, gamma, shape, voice, "wer")].append(se.word_error_rate(u["text"], heard))
+                scores[(alpha, gamma, shape, voice, "stoi")].append(se.stoi(x, wave, RATE))
+    result = {f"alpha {a} gamma {g} shape {sh}": {v: {k: float(np.mean(scores[(a, g, sh, v, k)]))
+                                                     for k in ("wer", "stoi")} for v in args.voices}
+              for a in args.alphas for g in args.gammas for sh in args.shapes}
     if args.json:
         print(json.dumps(result, indent=2))
         return
     cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | cut -d: -f2"], capture_output=True, text=True)
     print(f"flite-sample held-out, {args.per_voice} per voice, code noise {args.noise:g}, seeds {args.seeds}; "
           f"{cpu.stdout.strip() or platform.processor()}\n")
-    print("| alpha | gamma | " + " | ".join(f"WER {v}" for v in args.voices) + " | "
+    print("| alpha | gamma | noise | " + " | ".join(f"WER {v}" for v in args.voices) + " | "
           + " | ".join(f"STOI {v}" for v in args.voices) + " |")
-    print("|---:|---:|" + "---:|" * (2 * len(args.voices)))
+    print("|---:|---:|---|" + "---:|" * (2 * len(args.voices)))
     for name, row in result.items():
-        a, g = name.split()[1], name.split()[3]
-        print(f"| {a} | {g} | " + " | ".join(f"{row[v]['wer']:.3f}" for v in args.voices) + " | "
+        a, g, sh = name.split()[1], name.split()[3], name.split()[5]
+        print(f"| {a} | {g} | {sh} | " + " | ".join(f"{row[v]['wer']:.3f}" for v in args.voices) + " | "
               + " | ".join(f"{row[v]['stoi']:.3f}" for v in args.voices) + " |")
 
 

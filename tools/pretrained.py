@@ -155,7 +155,7 @@ def score(card: dict, model) -> None:
         card["speech_scores"] = dict(
             data=result["data"], utterances_per_voice=scores["utterances_per_voice"], seed=scores["seed"],
             temperature=scores.get("temperature"),
-            **{k: scores[k] for k in ("voiced_temperature", "probability_floor") if k in scores},
+            **{k: scores[k] for k in ("voiced_temperature", "probability_floor", "draw_shaping") if k in scores},
             voices={v: {k: round(x[k], 4) for k in keep} for v, x in scores["voices"].items()})
 
 

@@ -103,7 +103,7 @@ def audio(out: Path, seconds: float) -> None:
     # A sentence no model heard in training, in the Scottish voice: the recording above, WaveNet's below.
     held_out = FLITE_SAMPLE / "awb" / "012.flac"
     run("resynthesize", ["resynthesize", "pretrained:vocoder", "--input", str(held_out), "--out",
-                         str(out / "vocoder.wav"), "--force"])  # at the card's temperature
+                         str(out / "vocoder.wav"), "--force"])  # drawn as its card says
     if shutil.which("flite"):
         run("say", ["say", "Deep autoregressive models, in real time.", "--voice", "awb", "--out",
                     str(out / "say.wav"), "--force"])

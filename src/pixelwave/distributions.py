@@ -68,6 +68,34 @@ def categorical_sample(logits: torch.Tensor, u: torch.Tensor,
     return idx.clamp_(max=logits.shape[-1] - 1)
 
 
+DRAW_SHAPINGS = (0, 1, 2)
+
+
+def shaped_uniforms(batch: int, steps: int, order: int = 0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """The uniforms of `batch` rows of `steps` inverse-CDF draws, (batch, steps) float32 in [0, 1), whose draws'
+    errors are high-passed `order` times (noise shaping; `draw_shaping` on `WaveNet.generate`).
+
+    order 0: `torch.rand(batch, steps, generator=generator)` itself, independent draws. order n in (1, 2): Gaussians
+    (batch, steps + n) from `generator`, differenced n times along the steps (the filter (1 - z^-1)^n), divided by
+    sqrt(C(2n, n)) to unit variance again, through the normal CDF. Each value is then exactly uniform by itself
+    (each draw is still from its own step's distribution) and neighbours are anticorrelated (their Gaussians' lag-1
+    correlation -1/2 for n = 1, -2/3 for n = 2), so the quantile each step draws at, and with it how far the draw
+    lands from the middle of its distribution, has a spectrum rising as |2 sin(w / 2)|^(2n): the draw's error is
+    moved out of the low frequencies, as a sigma-delta converter moves its quantisation error. The steps are then
+    no longer drawn independently: the codes are not a sample of the model's joint distribution (as with a
+    temperature), which the exact likelihoods never depend on.
+    """
+    if isinstance(order, bool) or not isinstance(order, int) or order not in DRAW_SHAPINGS:
+        raise ValueError(f"draw shaping must be one of {', '.join(map(str, DRAW_SHAPINGS))}, not {order!r}")
+    if not order:
+        return torch.rand(batch, steps, generator=generator)
+    g = torch.randn(batch, steps + order, generator=generator, dtype=torch.float64)
+    g = torch.diff(g, n=order, dim=1) / math.sqrt(math.comb(2 * order, order))
+    below_one = torch.nextafter(torch.tensor(1.0), torch.tensor(0.0))  # float32 rounding must not reach 1
+    return torch.special.ndtr(g).float().clamp_(max=below_one)
+
+
 # ---- discretized logistic mixture (Salimans et al. 2017, PixelCNN++; also WaveNet's optional output) ----
 #
 # `levels` integer values sit at the centres of equal bins on [-1, 1]: value v <-> 2v/(levels-1) - 1, bin width

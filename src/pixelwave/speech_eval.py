@@ -222,7 +222,7 @@ def _per_voice_utterances(dataset, per_voice: int) -> dict[str, list[int]]:
 def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int = 0, out_dir=None,
                       device: str | torch.device = "cpu", recognise: bool = True, progress=None,
                       temperature: float = 1.0, voiced_temperature: float | None = None,
-                      probability_floor: float = 0.0) -> dict:
+                      probability_floor: float = 0.0, draw_shaping: int = 0) -> dict:
     """Re-speak held-out utterances with a mel-conditioned WaveNet and score them against the recordings.
 
     For each voice (speaker) of `dataset` (loaded with mel features, as the model was trained), its first
@@ -238,8 +238,8 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
 
     Returns {"voices": {voice: {"utterances", "seconds", "stoi", "mcd_db", "wer_recording", "wer_resynthesis",
     "texts", "heard_recording", "heard_resynthesis"}}, "mean": {the four scores averaged over voices},
-    "utterances_per_voice", "seed", "temperature"} (and "voiced_temperature", "probability_floor" when given:
-    `WaveNet.generate`'s).
+    "utterances_per_voice", "seed", "temperature"} (and "voiced_temperature", "probability_floor", "draw_shaping"
+    when given: `WaveNet.generate`'s).
     `progress(done, total)` is called after each utterance.
     """
     if model.cond_channels is None:
@@ -273,7 +273,7 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
             codes = model.generate(steps, cond=utt["cond"].to(device), speaker=speaker,
                                    generator=torch.Generator().manual_seed(seed + i),
                                    temperature=temperature, voiced_temperature=voiced_temperature,
-                                   probability_floor=probability_floor)  # (1, steps)
+                                   probability_floor=probability_floor, draw_shaping=draw_shaping)  # (1, steps)
             respoken = model.waveform(codes[0]).numpy()  # (steps,)
             row = {"stoi": _stoi_or_nan(recording, respoken, rate),
                    "mcd_db": mel_cepstral_distortion(recording, respoken, rate, n_mels=model.cond_channels,
@@ -305,4 +305,5 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
     return {"voices": voices, "mean": mean, "utterances_per_voice": utterances_per_voice, "seed": seed,
             "temperature": temperature,
             **({"voiced_temperature": voiced_temperature} if voiced_temperature is not None else {}),
-            **({"probability_floor": probability_floor} if probability_floor else {})}
+            **({"probability_floor": probability_floor} if probability_floor else {}),
+            **({"draw_shaping": draw_shaping} if draw_shaping else {})}

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from pixelwave.cli.common import Parser, add_checkpoint_argument, add_command, device_of, load_checkpoint, positive
+from pixelwave.distributions import DRAW_SHAPINGS
 from pixelwave.errors import UserError
 
 
@@ -113,7 +114,8 @@ def cmd_generate(args, parser) -> int:
     n = args.num
     codes = model.generate(steps, batch=n, speaker=speaker, generator=gen,
                            backend="naive" if args.naive else "auto", weights=weights,
-                           temperature=temperature(args, args.checkpoint))  # (n, steps), one batch
+                           temperature=temperature(args, args.checkpoint),
+                           draw_shaping=draw_shaping(args.draw_shaping, args.checkpoint))  # (n, steps), one batch
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     titles = [f"{model.model_name}{who}, seed {args.seed}" + (f", clip {i + 1} of {n}" if n > 1 else "")
@@ -193,6 +195,13 @@ def voiced_temperature(value: float | None, checkpoint: str, model, flag: str = 
     return value if value is not None else pretrained.voiced_temperature(checkpoint)
 
 
+def draw_shaping(value: int | None, checkpoint: str) -> int:
+    """The flag's value, else what a shipped model's card recommends, else 0 (independent draws)."""
+    from pixelwave import pretrained
+
+    return value if value is not None else pretrained.draw_shaping(checkpoint)
+
+
 def probability_floor(value: float | None, checkpoint: str, model, flag: str = "--probability-floor") -> float:
     """The flag's value, else what a shipped model's card recommends, else 0 (none); UserError for a model whose
     output is not categorical, or a floor out of [0, 1 / levels)."""
@@ -240,8 +249,8 @@ def vocode(args, checkpoint: str, model, info: dict, device, wave, speaker, name
                            backend="naive" if args.naive else "auto", weights=weights,
                            temperature=temperature(args, checkpoint),
                            voiced_temperature=voiced_temperature(args.voiced_temperature, checkpoint, model),
-                           probability_floor=probability_floor(args.probability_floor, checkpoint,
-                                                               model))  # (1, steps)
+                           probability_floor=probability_floor(args.probability_floor, checkpoint, model),
+                           draw_shaping=draw_shaping(args.draw_shaping, checkpoint))  # (1, steps)
     took = time.perf_counter() - t0
     who = f", speaker {name}" if name else ""
     seconds = write_audio(outs, png, codes, model, rate, [f"WaveNet{who}"], reference=(reference, wave))
@@ -293,6 +302,10 @@ def cmd_data_speech(args, parser) -> int:
 FLOOR_HELP = ("a categorical vocoder: draw each sample with every code's probability less P, negatives to zero, "
               "renormalised (LPCNet's sampling, e.g. 0.002; default 0 = none, or what a pretrained model's card "
               "recommends)")
+SHAPING_HELP = ("1 or 2: anticorrelate the draws' uniforms from sample to sample, so that each draw's error is "
+                "high-passed once or twice (noise shaping: less of it where speech has its formants; each sample "
+                "still drawn from its own distribution); default 0 = independent draws, or what a pretrained "
+                "model's card recommends")
 
 
 def add_parsers(sub) -> None:
@@ -389,6 +402,7 @@ def _generation_flags(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=positive(float),
                    help="sampling temperature (default 1, or what a pretrained model's card recommends)")
+    p.add_argument("--draw-shaping", type=int, choices=DRAW_SHAPINGS, help=SHAPING_HELP)
     p.add_argument("--naive", action="store_true", help="use the reference generator (same audio, much slower)")
     p.add_argument("--weights", choices=weight_formats(),
                    help="the fused CPU step's weights: float32 (default), bf16 or fp16 (half the bytes: faster; fp16 "

@@ -16,6 +16,7 @@ from pixelwave.cli.common import (
     positive,
 )
 from pixelwave.compat import check_compatible
+from pixelwave.distributions import DRAW_SHAPINGS
 from pixelwave.errors import UserError
 
 
@@ -37,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--speech-probability-floor", type=float, metavar="P",
                    help="categorical vocoders: the probability floor of the re-spoken utterances' draws (see "
                         "resynthesize --probability-floor)")
+    p.add_argument("--speech-draw-shaping", type=int, choices=DRAW_SHAPINGS,
+                   help="mel WaveNets: high-pass the re-spoken utterances' draw errors 1 or 2 times (see resynthesize "
+                        "--draw-shaping)")
     p.add_argument("--speech-utterances", type=positive(), default=4,
                    help="mel WaveNet (vocoder): re-speak this many held-out utterances per voice and score them "
                         "(STOI, MCD, PocketSphinx WER of recording and re-spoken audio; default 4)")
@@ -94,7 +98,7 @@ def cmd_eval(args, parser) -> int:
 def speech_scores(model, dataset, args, device) -> tuple[dict | None, str | None]:
     """score_resynthesis on the split, or (None, why) when the speech-eval extra is missing: bits/sample stand."""
     from pixelwave import pretrained
-    from pixelwave.cli.audio import probability_floor, voiced_temperature
+    from pixelwave.cli.audio import draw_shaping, probability_floor, voiced_temperature
     from pixelwave.speech_eval import MissingExtra, score_resynthesis
 
     speech_temperature = args.speech_temperature or pretrained.temperature(args.checkpoint)
@@ -103,7 +107,8 @@ def speech_scores(model, dataset, args, device) -> tuple[dict | None, str | None
     try:
         return score_resynthesis(model, dataset, args.speech_utterances, seed=args.speech_seed, out_dir=args.speech_out,
                                  device=device, temperature=speech_temperature, voiced_temperature=voiced,
-                                 probability_floor=floor), None
+                                 probability_floor=floor,
+                                 draw_shaping=draw_shaping(args.speech_draw_shaping, args.checkpoint)), None
     except MissingExtra as e:
         print(f"note: no speech scores: {e}", file=sys.stderr)
         return None, str(e)

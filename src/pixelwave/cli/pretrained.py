@@ -63,6 +63,7 @@ def format_card(c: dict, size: int) -> str:
     ]
     if c.get("temperature"):
         floor = f", probability floor {c['probability_floor']}" if c.get("probability_floor") else ""
+        floor += f", draw shaping {c['draw_shaping']}" if c.get("draw_shaping") else ""
         lines.append(f"  sampling    temperature {c['temperature']}{floor} (the defaults of generate, resynthesize, "
                      f"say, eval)")
     if c.get("voices"):
@@ -70,6 +71,7 @@ def format_card(c: dict, size: int) -> str:
     if c.get("speech_scores"):
         sc = c["speech_scores"]
         floor = f", floor {sc['probability_floor']}" if sc.get("probability_floor") else ""
+        floor += f", draw shaping {sc['draw_shaping']}" if sc.get("draw_shaping") else ""
         lines.append(f"  speech      {sc['utterances_per_voice']} held-out utterances per voice of {sc['data']}, "
                      f"re-spoken at temperature {sc['temperature']}{floor}: voice STOI, WER re-spoken (recording)")
         lines += [f"              {voice:<8} {x['stoi']:.3f}  {x['wer_resynthesis']:.3f} ({x['wer_recording']:.3f})"

@@ -92,6 +92,12 @@ def probability_floor(location: str | os.PathLike) -> float:
     return 0.0 if value is None else float(value)
 
 
+def draw_shaping(location: str | os.PathLike) -> int:
+    """The draw shaping (`WaveNet.generate`'s `draw_shaping`) that a shipped model's card recommends, else 0."""
+    value = _card_value(location, "draw_shaping")
+    return 0 if value is None else int(value)
+
+
 def trained_voices(location: str | os.PathLike) -> list[str] | None:
     """The voices a shipped vocoder was trained on, as its card lists them (None: no list, e.g. speaker-independent
     or not shipped). A vocoder trained on few voices re-speaks other voices poorly."""

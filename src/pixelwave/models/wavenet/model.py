@@ -70,6 +70,7 @@ from pixelwave.distributions import (
     interval_mixture_log_prob,
     interval_mixture_table,
     mixture_param_count,
+    shaped_uniforms,
 )
 from pixelwave.fast import wavenet_step
 from pixelwave.models.base import Autoregressive, ModelConfig, check_in_range, require
@@ -836,7 +837,8 @@ class WaveNet(Autoregressive):
                  cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  cached: bool | None = None, temperature: float = 1.0, fast: bool | None = None,
                  bf16: bool | None = None, *, backend: str = "auto", weights: str = "float32",
-                 voiced_temperature: float | None = None, probability_floor: float = 0.0) -> torch.Tensor:
+                 voiced_temperature: float | None = None, probability_floor: float = 0.0,
+                 draw_shaping: int = 0) -> torch.Tensor:
         """Draw `batch` waveforms of `steps` mu-law codes: LongTensor (batch, steps).
 
         speaker: an int or (batch,) ids; cond: (batch, cond_channels, ceil(steps / hop_length)) mel frames.
@@ -856,6 +858,10 @@ class WaveNet(Autoregressive):
         fully voiced, linear between), as LPCNet samples voiced speech sharper than noise.
         probability_floor: the categorical output only: every code's probability (after the temperature) less this,
         negatives to zero, renormalised, as LPCNet draws (`categorical_sample`); in [0, 1 / levels), 0 = off.
+        draw_shaping: 0 (default) independent draws; 1 or 2: the draws' uniforms are anticorrelated from step to
+        step so that each draw's distance from the middle of its distribution is high-passed once or twice
+        (`pixelwave.distributions.shaped_uniforms`: noise shaping; each draw is still from its step's
+        distribution, the steps no longer independently). Any output; every backend draws the same codes.
         cached: True (default) is backend="auto", False the naive reference (DESIGN.md's spelling).
         fast, bf16: the 0.1.0 spellings, deprecated: fast=True is backend="fused", fast=False "torch", bf16=True
         weights="bf16".
@@ -884,7 +890,7 @@ class WaveNet(Autoregressive):
             if why:
                 raise ValueError(f"{weights} generation cannot run: {why}")
         param = next(self.parameters())
-        u = torch.rand(batch, steps, generator=generator).to(param.device)  # all the randomness, up front
+        u = shaped_uniforms(batch, steps, draw_shaping, generator).to(param.device)  # all the randomness, up front
         if voiced_temperature is not None:  # a temperature per draw (B, steps), like u
             v = source_voicing(cond[:, -PITCH_ROWS:], steps, self.hop_length).to(u.device)
             temperature = (temperature + (voiced_temperature - temperature) * v).to(u.dtype)
