@@ -85,14 +85,8 @@ def test_bad_shapings_are_refused():
             tiny().generate(8, draw_shaping=bad)
 
 
-def test_the_cli_takes_a_shaping(tmp_path, capsys):
-    out = tmp_path / "voc"
-    assert main(["train", "--model", "wavenet", "--data", "flite-sample", "--preset", "tiny", "--no-progress",
-                 "--eval-every", "0", "--steps", "1", "--samples", "0", "--mel", "--unconditional", "--threads", "1",
-                 "--out", str(out)]) == 0
-    wav = tmp_path / "in.wav"
-    t = np.arange(4000) / 16000
-    audio.write_wav(wav, (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 16000)
+def test_the_cli_takes_a_shaping(tmp_path, capsys, tiny_vocoder):
+    out, wav = tiny_vocoder
     for shaping in ("0", "2"):
         assert main(["resynthesize", str(out), "--input", str(wav), "--out", str(tmp_path / f"s{shaping}.wav"),
                      "--draw-shaping", shaping, "--threads", "1"]) == 0
