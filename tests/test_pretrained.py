@@ -157,7 +157,7 @@ def test_the_vocoder_re_speaks_a_held_out_recording(tmp_path, capsys):
     """pretrained:vocoder: the issue's recipe (categorical, --pitch, pre-emphasis, --cond-hidden), drawn at its
     card's temperature, probability floor and draw shaping; its card holds the speech scores it was measured with
     (every voice, the unseen kal16 too), trained in <= 2 hours on 2 threads: STOI >= 0.85 on the three training
-    voices, WER <= the recording's + 0.15 on slt and rms (awb: at his line, not over four draws). It re-speaks a
+    voices, WER <= the recording's + 0.15 on slt and rms (awb: 0.01 over, on the mean of four draws). It re-speaks a
     held-out flite-sample sentence."""
     import soundfile as sf
 
@@ -170,17 +170,17 @@ def test_the_vocoder_re_speaks_a_held_out_recording(tmp_path, capsys):
     assert pretrained.temperature("pretrained:vocoder") == card["temperature"] == 0.7
     assert pretrained.probability_floor("pretrained:vocoder") == card["probability_floor"] == 0.002
     assert pretrained.probability_floor("pretrained:vocoder-lpc") == 0.0
-    assert pretrained.draw_shaping("pretrained:vocoder") == card["draw_shaping"] == 2
+    assert pretrained.draw_shaping("pretrained:vocoder") == card["draw_shaping"] == 1
     assert pretrained.draw_shaping("pretrained:vocoder-lpc") == 0
     assert pretrained.size_on_disk("vocoder") <= 10_000_000
     assert card["training_seconds"] <= 2 * 3600 and card["machine"]["threads"] == 2  # the issue: <= 2 hours
     scores = card["speech_scores"]
     assert set(scores["voices"]) == {"slt", "rms", "awb", "kal16"} and scores["temperature"] == 0.7
-    assert scores["probability_floor"] == 0.002 and scores["draw_shaping"] == 2
+    assert scores["probability_floor"] == 0.002 and scores["draw_shaping"] == 1
     assert all(0 < v["stoi"] <= 1 and v["utterances"] == scores["utterances_per_voice"]
                for v in scores["voices"].values())
-    for voice in ("slt", "rms", "awb"):  # STOI meets the goal; WER for slt and rms (awb: 0.195 at this seed, his
-        v = scores["voices"][voice]        # four-seed mean 0.199 against 0.197: docs/results.md, twelfth round)
+    for voice in ("slt", "rms", "awb"):  # STOI meets the goal; WER for slt and rms (awb: 0.205 at this seed, his
+        v = scores["voices"][voice]        # four-seed mean 0.208 against 0.197: docs/results.md, twelfth round)
         assert v["stoi"] >= 0.85, (voice, v)
         assert voice == "awb" or v["wer_resynthesis"] <= v["wer_recording"] + 0.15, (voice, v)
     out = tmp_path / "re.wav"
