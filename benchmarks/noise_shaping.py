@@ -32,6 +32,7 @@ from pixelwave import lpc
 from pixelwave import speech_eval as se
 from pixelwave.audio import de_emphasis, log_mel, mu_law_decode, mu_law_encode, pre_emphasis
 from pixelwave.data.audio import FLITE_SAMPLE
+from pixelwave.distributions import high_passed
 
 RATE, HOP, N_FFT, N_MELS, ORDER = 16000, 200, 800, 80, 16
 
@@ -68,13 +69,10 @@ def unweight(y: np.ndarray, coeffs: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def shaped_noise(n: int, shape: str, rng: np.random.Generator) -> np.ndarray:
-    """n unit-variance Gaussian values: white, or high-passed by (1 - z^-1) ("diff") or (1 - z^-1)^2 ("diff2")
-    and scaled back to unit variance (a draw whose error falls at high frequencies)."""
+    """n unit-variance Gaussian values: white, or high-passed once ("diff") or twice ("diff2") and scaled back to
+    unit variance, as `--draw-shaping 1 / 2` shapes a WaveNet's draw (`pixelwave.distributions.high_passed`)."""
     order = {"white": 0, "diff": 1, "diff2": 2}[shape]
-    g = rng.standard_normal(n + order)
-    for _ in range(order):
-        g = np.diff(g)
-    return g / np.sqrt({0: 1.0, 1: 2.0, 2: 6.0}[order])
+    return high_passed(torch.from_numpy(rng.standard_normal(n + order)), order).numpy()
 
 
 def coded(x: np.ndarray, coeffs: np.ndarray, alpha: float, gamma: float, noise: float,

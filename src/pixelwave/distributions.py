@@ -71,6 +71,12 @@ def categorical_sample(logits: torch.Tensor, u: torch.Tensor,
 DRAW_SHAPINGS = (0, 1, 2)
 
 
+def high_passed(g: torch.Tensor, order: int) -> torch.Tensor:
+    """Unit-variance white noise g (..., T + order) -> (..., T): differenced `order` times along the last dim (the
+    filter (1 - z^-1)^order) and divided by sqrt(C(2 order, order)), so that it has unit variance again."""
+    return torch.diff(g, n=order, dim=-1) / math.sqrt(math.comb(2 * order, order)) if order else g
+
+
 def shaped_uniforms(batch: int, steps: int, order: int = 0,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """The uniforms of `batch` rows of `steps` inverse-CDF draws, (batch, steps) float32 in [0, 1), whose draws'
@@ -90,8 +96,7 @@ def shaped_uniforms(batch: int, steps: int, order: int = 0,
         raise ValueError(f"draw shaping must be one of {', '.join(map(str, DRAW_SHAPINGS))}, not {order!r}")
     if not order:
         return torch.rand(batch, steps, generator=generator)
-    g = torch.randn(batch, steps + order, generator=generator, dtype=torch.float64)
-    g = torch.diff(g, n=order, dim=1) / math.sqrt(math.comb(2 * order, order))
+    g = high_passed(torch.randn(batch, steps + order, generator=generator, dtype=torch.float64), order)
     below_one = torch.nextafter(torch.tensor(1.0), torch.tensor(0.0))  # float32 rounding must not reach 1
     return torch.special.ndtr(g).float().clamp_(max=below_one)
 
