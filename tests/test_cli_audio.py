@@ -404,10 +404,32 @@ def test_eval_scores_a_vocoder_per_voice(flite_vocoder, capsys, tmp_path):
     # --speech-seed draws the re-spoken utterances anew (the recordings stay)
     assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1", "--json",
                  "--speech-seed", "1000", "--speech-out", str(tmp_path / "other")]) == 0
-    assert json.loads(capsys.readouterr().out)["speech_scores"]["seed"] == 1000
+    other = json.loads(capsys.readouterr().out)["speech_scores"]
+    assert other["seed"] == 1000
     differ = {f.name: f.read_bytes() != (tmp_path / "other" / f.name).read_bytes()
               for f in (tmp_path / "wavs").glob("*.wav")}
     assert len(differ) == 8 and sum(differ.values()) == 4, differ  # the four re-spoken, not the four recordings
+    # --speech-draws 2: the draws of seeds 0 and 1000 in one report, and their means
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1", "--json",
+                 "--speech-draws", "2", "--speech-out", str(tmp_path / "both")]) == 0
+    both = json.loads(capsys.readouterr().out)["speech_scores"]
+    assert both["draws"] == 2 and both["seeds"] == [0, 1000]
+    for name, v in both["voices"].items():
+        one, two = scores["voices"][name], other["voices"][name]
+        for key in ("stoi", "mcd_db", "wer_resynthesis"):
+            assert [d[key] for d in v["draws"]] == [one[key], two[key]], (name, key)
+            assert v[key] == pytest.approx((one[key] + two[key]) / 2)
+        assert v["wer_recording"] == one["wer_recording"] and v["heard_resynthesis"] == one["heard_resynthesis"]
+    assert both["mean"]["mcd_db"] == pytest.approx((scores["mean"]["mcd_db"] + other["mean"]["mcd_db"]) / 2)
+    assert (tmp_path / "both" / "awb-1-draw2.wav").read_bytes() == (tmp_path / "other" / "awb-1.wav").read_bytes()
+    assert len(list((tmp_path / "both").glob("*.wav"))) == 12
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1",
+                 "--speech-draws", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "means of 2 draws, seeds 0, 1000" in table[1] and table[2].endswith("WER per draw")
+    assert len(table[3].split()) == 9  # slt's seven columns and its two draws' WER
+    assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-draws", "0"]) == 2
+    assert "--speech-draws" in capsys.readouterr().err
 
 
 def test_eval_without_the_speech_extra_says_how_to_install(flite_vocoder, capsys, monkeypatch):

@@ -168,6 +168,9 @@ def test_score_resynthesis_needs_a_mel_model():
         se.score_resynthesis(plain, test)
     with pytest.raises(UserError, match="mel features"):
         se.score_resynthesis(WaveNet(**TINY), load_audio("flite-sample", "test"))
+    for draws in (0, True, 1.0):
+        with pytest.raises(UserError, match="draws must be a positive integer"):
+            se.score_resynthesis(WaveNet(**TINY), test, draws=draws)
 
 
 @needs_stoi

@@ -25,7 +25,12 @@ from pixelwave.audio import log_mel, resample, write_wav
 from pixelwave.errors import UserError
 
 __all__ = ["stoi", "mel_cepstral_distortion", "mel_cepstrum", "recognize", "word_error_rate", "normalise_text",
-           "score_resynthesis", "require_extra", "MissingExtra", "MCD_COEFFICIENTS", "RECOGNIZER_RATE"]
+           "score_resynthesis", "require_extra", "MissingExtra", "MCD_COEFFICIENTS", "RECOGNIZER_RATE",
+           "DRAW_SEED_STEP"]
+
+# score_resynthesis's draw d of utterance i is seeded seed + DRAW_SEED_STEP * d + i: draws=4 at seed 0 are the
+# draws of seeds 0, 1000, 2000 and 3000 one at a time (how docs/results.md's four-draw tables were made).
+DRAW_SEED_STEP = 1000
 
 EXTRA_HINT = "pip install 'pixelwave[speech-eval]'"
 MCD_COEFFICIENTS = 24  # c1..c24: the spectral envelope; c0 (loudness) is left out
@@ -222,24 +227,28 @@ def _per_voice_utterances(dataset, per_voice: int) -> dict[str, list[int]]:
 def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int = 0, out_dir=None,
                       device: str | torch.device = "cpu", recognise: bool = True, progress=None,
                       temperature: float = 1.0, voiced_temperature: float | None = None,
-                      probability_floor: float = 0.0, draw_shaping: int = 0) -> dict:
+                      probability_floor: float = 0.0, draw_shaping: int = 0, draws: int = 1) -> dict:
     """Re-speak held-out utterances with a mel-conditioned WaveNet and score them against the recordings.
 
     For each voice (speaker) of `dataset` (loaded with mel features, as the model was trained), its first
     `utterances_per_voice` utterances with text are re-spoken whole from their log-mel frames
     (`model.generate(steps, cond=..., speaker=...)`, utterance i of the data set drawn with a generator seeded
-    `seed + i`, so its figures do not depend on how many are scored). Per voice the mean over its utterances of:
+    `seed + i`, so its figures do not depend on how many are scored). draws > 1: each utterance is re-spoken
+    `draws` times, draw d seeded `seed + DRAW_SEED_STEP * d + i` (so draw d is what `seed + 1000 d` alone
+    gives), and the re-spoken scores are means over the draws too, each draw's own under "draws": a voice's WER
+    moves by up to ~0.1 from one draw to the next over 8 sentences. Per voice the mean over its utterances of:
     `stoi` (nan for an utterance too short for it), `mcd_db` (mel_cepstral_distortion), `wer_recording`
     (PocketSphinx on the recording) and `wer_resynthesis` (PocketSphinx on the re-spoken audio); with
     recognise=False no WER. The recording is the
     utterance as the data set holds it before mu-law coding (the same file, resampled and trimmed alike), cut to
-    whole mel frames. out_dir: also write VOICE-N.wav (re-spoken), VOICE-N-recording.wav and VOICE-N.txt (the
-    text, one line) there.
+    whole mel frames. out_dir: also write VOICE-N.wav (re-spoken; the first draw's, VOICE-N-drawD.wav the
+    others'), VOICE-N-recording.wav and VOICE-N.txt (the text, one line) there.
 
     Returns {"voices": {voice: {"utterances", "seconds", "stoi", "mcd_db", "wer_recording", "wer_resynthesis",
-    "texts", "heard_recording", "heard_resynthesis"}}, "mean": {the four scores averaged over voices},
-    "utterances_per_voice", "seed", "temperature"} (and "voiced_temperature", "probability_floor", "draw_shaping"
-    when given: `WaveNet.generate`'s).
+    "texts", "heard_recording", "heard_resynthesis" (the first draw's)}}, "mean": {the four scores averaged over
+    voices}, "utterances_per_voice", "seed", "temperature"} (and "voiced_temperature", "probability_floor",
+    "draw_shaping" when given: `WaveNet.generate`'s); with draws > 1 also "draws" and "seeds" at the top, and per
+    voice "draws": [{"seed", "stoi", "mcd_db", "wer_resynthesis", "heard_resynthesis"} for each draw].
     `progress(done, total)` is called after each utterance.
     """
     if model.cond_channels is None:
@@ -251,6 +260,8 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
                         f"{' + pitch' * model.config.pitch}, hop {model.hop_length})")
     if isinstance(utterances_per_voice, bool) or not isinstance(utterances_per_voice, int) or utterances_per_voice < 1:
         raise UserError(f"utterances per voice must be a positive integer, got {utterances_per_voice!r}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise UserError(f"draws must be a positive integer, got {draws!r}")
     require_extra("pystoi", *(("pocketsphinx", "jiwer") if recognise else ()))
     device = torch.device(device)
     rate = dataset.sample_rate
@@ -258,7 +269,9 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    total, done = sum(map(len, picks.values())), 0
+    total, done = sum(map(len, picks.values())) * draws, 0
+    seeds = [seed + DRAW_SEED_STEP * d for d in range(draws)]
+    respoken_keys = ("stoi", "mcd_db", "wer_resynthesis", "heard_resynthesis")
     voices = {}
     for voice, idx in picks.items():
         rows = []
@@ -270,40 +283,53 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
             if speaker is not None and int(speaker) >= model.num_speakers:
                 raise UserError(f"voice {voice} has speaker id {int(speaker)}, but the model knows "
                                 f"{model.num_speakers} speakers: score it with a data set it was trained on")
-            codes = model.generate(steps, cond=utt["cond"].to(device), speaker=speaker,
-                                   generator=torch.Generator().manual_seed(seed + i),
-                                   temperature=temperature, voiced_temperature=voiced_temperature,
-                                   probability_floor=probability_floor, draw_shaping=draw_shaping)  # (1, steps)
-            respoken = model.waveform(codes[0]).numpy()  # (steps,)
-            row = {"stoi": _stoi_or_nan(recording, respoken, rate),
-                   "mcd_db": mel_cepstral_distortion(recording, respoken, rate, n_mels=model.cond_channels,
-                                                     hop_length=dataset.hop_length,
-                                                     n_fft=dataset.mel_options["n_fft"]),
-                   "text": dataset.texts[i], "seconds": steps / rate}
+            row = {"text": dataset.texts[i], "seconds": steps / rate, "draws": []}
             if recognise:
                 row["heard_recording"] = recognize(recording, rate)
-                row["heard_resynthesis"] = recognize(respoken, rate)
                 row["wer_recording"] = word_error_rate(row["text"], row["heard_recording"])
-                row["wer_resynthesis"] = word_error_rate(row["text"], row["heard_resynthesis"])
+            for d, s in enumerate(seeds):
+                codes = model.generate(steps, cond=utt["cond"].to(device), speaker=speaker,
+                                       generator=torch.Generator().manual_seed(s + i),
+                                       temperature=temperature, voiced_temperature=voiced_temperature,
+                                       probability_floor=probability_floor, draw_shaping=draw_shaping)  # (1, steps)
+                respoken = model.waveform(codes[0]).numpy()  # (steps,)
+                scores = {"stoi": _stoi_or_nan(recording, respoken, rate),
+                          "mcd_db": mel_cepstral_distortion(recording, respoken, rate, n_mels=model.cond_channels,
+                                                            hop_length=dataset.hop_length,
+                                                            n_fft=dataset.mel_options["n_fft"])}
+                if recognise:
+                    scores["heard_resynthesis"] = recognize(respoken, rate)
+                    scores["wer_resynthesis"] = word_error_rate(row["text"], scores["heard_resynthesis"])
+                row["draws"].append(scores)
+                if out is not None:
+                    write_wav(out / f"{voice}-{n + 1}{f'-draw{d + 1}' if d else ''}.wav", respoken, rate)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
             if out is not None:
-                write_wav(out / f"{voice}-{n + 1}.wav", respoken, rate)
                 write_wav(out / f"{voice}-{n + 1}-recording.wav", recording, rate)
                 (out / f"{voice}-{n + 1}.txt").write_text(row["text"] + "\n", encoding="utf-8")
             rows.append(row)
-            done += 1
-            if progress is not None:
-                progress(done, total)
+        per_draw = [{"seed": s, **{key: ([r["draws"][d][key] for r in rows] if key.startswith("heard")
+                                         else float(np.mean([r["draws"][d][key] for r in rows])))
+                                   for key in respoken_keys if key in rows[0]["draws"][0]}}
+                    for d, s in enumerate(seeds)]
         summary = {"utterances": len(rows), "seconds": round(sum(r["seconds"] for r in rows), 2)}
         for key in ("stoi", "mcd_db", "wer_recording", "wer_resynthesis"):
-            summary[key] = float(np.mean([r[key] for r in rows])) if key in rows[0] else None
+            if key == "wer_recording":
+                summary[key] = float(np.mean([r[key] for r in rows])) if recognise else None
+            else:  # every draw scores the same utterances: the mean of the draws' means
+                summary[key] = float(np.mean([x[key] for x in per_draw])) if key in per_draw[0] else None
         summary["texts"] = [r["text"] for r in rows]
         summary["heard_recording"] = [r.get("heard_recording") for r in rows]
-        summary["heard_resynthesis"] = [r.get("heard_resynthesis") for r in rows]
+        summary["heard_resynthesis"] = per_draw[0].get("heard_resynthesis", [None] * len(rows))
+        if draws > 1:
+            summary["draws"] = per_draw
         voices[voice] = summary
     mean = {key: (float(np.mean([v[key] for v in voices.values()])) if recognise or not key.startswith("wer")
                   else None) for key in ("stoi", "mcd_db", "wer_recording", "wer_resynthesis")}
     return {"voices": voices, "mean": mean, "utterances_per_voice": utterances_per_voice, "seed": seed,
-            "temperature": temperature,
+            **({"draws": draws, "seeds": seeds} if draws > 1 else {}), "temperature": temperature,
             **({"voiced_temperature": voiced_temperature} if voiced_temperature is not None else {}),
             **({"probability_floor": probability_floor} if probability_floor else {}),
             **({"draw_shaping": draw_shaping} if draw_shaping else {})}

@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
     p.add_argument("--speech-seed", type=int, default=0,
                    help="mel WaveNet: utterance i is drawn with seed SEED + i (default 0); other seeds show how much "
                         "the scores owe to one draw")
+    p.add_argument("--speech-draws", type=positive(), default=1, metavar="N",
+                   help="mel WaveNet: re-speak each utterance N times (draw d with seed SEED + 1000 d + i) and report "
+                        "the re-spoken scores' means over the draws, and each draw's (default 1)")
     p.add_argument("--no-speech-scores", action="store_true", help="mel WaveNet: bits/sample only")
     p.add_argument("--speech-out", help="mel WaveNet: also write the re-spoken and recorded WAVs and the texts to "
                    "this folder (VOICE-N.wav, VOICE-N-recording.wav, VOICE-N.txt)")
@@ -108,7 +111,8 @@ def speech_scores(model, dataset, args, device) -> tuple[dict | None, str | None
         return score_resynthesis(model, dataset, args.speech_utterances, seed=args.speech_seed, out_dir=args.speech_out,
                                  device=device, temperature=speech_temperature, voiced_temperature=voiced,
                                  probability_floor=floor,
-                                 draw_shaping=draw_shaping(args.speech_draw_shaping, args.checkpoint)), None
+                                 draw_shaping=draw_shaping(args.speech_draw_shaping, args.checkpoint),
+                                 draws=args.speech_draws), None
     except MissingExtra as e:
         print(f"note: no speech scores: {e}", file=sys.stderr)
         return None, str(e)
@@ -119,10 +123,16 @@ def speech_table(scores: dict) -> str:
     def score(x, spec):
         return "-" if x is None else format(x, spec)
 
-    lines = ["re-spoken held-out utterances scored against their recordings (WER: PocketSphinx, en-US model)",
-             f"{'voice':<10} {'utts':>4} {'seconds':>7} {'STOI':>6} {'MCD dB':>7} {'WER rec':>8} {'WER re-spoken':>13}"]
+    draws = scores.get("draws", 1)
+    lines = ["re-spoken held-out utterances scored against their recordings (WER: PocketSphinx, en-US model)"
+             + (f"; re-spoken scores: means of {draws} draws, seeds {', '.join(map(str, scores['seeds']))}"
+                if draws > 1 else ""),
+             f"{'voice':<10} {'utts':>4} {'seconds':>7} {'STOI':>6} {'MCD dB':>7} {'WER rec':>8} {'WER re-spoken':>13}"
+             + ("  WER per draw" if draws > 1 else "")]
     for name, v in [*scores["voices"].items(), ("mean", scores["mean"])]:
+        per_draw = v.get("draws")
         lines.append(f"{name:<10} {v.get('utterances', ''):>4} {v.get('seconds', ''):>7} {score(v['stoi'], '.3f'):>6} "
                      f"{score(v['mcd_db'], '.2f'):>7} {score(v['wer_recording'], '.3f'):>8} "
-                     f"{score(v['wer_resynthesis'], '.3f'):>13}")
+                     f"{score(v['wer_resynthesis'], '.3f'):>13}"
+                     + (f"  {' '.join(score(d.get('wer_resynthesis'), '.3f') for d in per_draw)}" if per_draw else ""))
     return "\n".join(lines)
