@@ -249,7 +249,7 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
     voices}, "utterances_per_voice", "seed", "temperature"} (and "voiced_temperature", "probability_floor",
     "draw_shaping" when given: `WaveNet.generate`'s); with draws > 1 also "draws" and "seeds" at the top, and per
     voice "draws": [{"seed", "stoi", "mcd_db", "wer_resynthesis", "heard_resynthesis"} for each draw].
-    `progress(done, total)` is called after each utterance.
+    `progress(done, total)` is called after each re-spoken draw (total: utterances x draws).
     """
     if model.cond_channels is None:
         raise UserError("speech scores re-speak recordings from their mel frames: the model has no mel conditioning "

@@ -52,7 +52,8 @@ def add_parser(sub) -> None:
                         "the re-spoken scores' means over the draws, and each draw's (default 1)")
     p.add_argument("--no-speech-scores", action="store_true", help="mel WaveNet: bits/sample only")
     p.add_argument("--speech-out", help="mel WaveNet: also write the re-spoken and recorded WAVs and the texts to "
-                   "this folder (VOICE-N.wav, VOICE-N-recording.wav, VOICE-N.txt)")
+                   "this folder (VOICE-N.wav, VOICE-N-recording.wav, VOICE-N.txt; VOICE-N-drawD.wav for the draws "
+                   "after the first)")
     p.set_defaults(func=cmd_eval)
 
 
