@@ -82,7 +82,7 @@ def shaped_uniforms(batch: int, steps: int, order: int = 0,
     """The uniforms of `batch` rows of `steps` inverse-CDF draws, (batch, steps) float32 in [0, 1), whose draws'
     errors are high-passed `order` times (noise shaping; `draw_shaping` on `WaveNet.generate`).
 
-    order 0: `torch.rand(batch, steps, generator=generator)` itself, independent draws. order n in (1, 2): Gaussians
+    order 0: `torch.rand(batch, steps, generator=generator)` itself, independent draws. order n = 1 or 2: Gaussians
     (batch, steps + n) from `generator`, differenced n times along the steps (the filter (1 - z^-1)^n), divided by
     sqrt(C(2n, n)) to unit variance again, through the normal CDF. Each value is then exactly uniform by itself
     (each draw is still from its own step's distribution) and neighbours are anticorrelated (their Gaussians' lag-1

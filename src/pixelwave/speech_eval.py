@@ -316,10 +316,9 @@ def score_resynthesis(model, dataset, utterances_per_voice: int = 4, seed: int =
                     for d, s in enumerate(seeds)]
         summary = {"utterances": len(rows), "seconds": round(sum(r["seconds"] for r in rows), 2)}
         for key in ("stoi", "mcd_db", "wer_recording", "wer_resynthesis"):
-            if key == "wer_recording":
-                summary[key] = float(np.mean([r[key] for r in rows])) if recognise else None
-            else:  # every draw scores the same utterances: the mean of the draws' means
-                summary[key] = float(np.mean([x[key] for x in per_draw])) if key in per_draw[0] else None
+            # the recordings' own per utterance; the re-spoken ones the mean of the draws' means (same utterances)
+            source = rows if key == "wer_recording" else per_draw
+            summary[key] = float(np.mean([x[key] for x in source])) if key in source[0] else None
         summary["texts"] = [r["text"] for r in rows]
         summary["heard_recording"] = [r.get("heard_recording") for r in rows]
         summary["heard_resynthesis"] = per_draw[0].get("heard_resynthesis", [None] * len(rows))
