@@ -5,6 +5,7 @@ import importlib.util
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -385,7 +386,7 @@ speech_extra = pytest.mark.skipif(
 
 
 @speech_extra
-def test_eval_scores_a_vocoder_per_voice(flite_vocoder, capsys, tmp_path):
+def test_eval_scores_a_vocoder_per_voice(flite_vocoder, capsys, tmp_path, monkeypatch):
     assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1",
                  "--speech-out", str(tmp_path / "wavs")]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -412,7 +413,8 @@ def test_eval_scores_a_vocoder_per_voice(flite_vocoder, capsys, tmp_path):
     # --speech-draws 2: the draws of seeds 0 and 1000 in one report, and their means
     assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1", "--json",
                  "--speech-draws", "2", "--speech-out", str(tmp_path / "both")]) == 0
-    both = json.loads(capsys.readouterr().out)["speech_scores"]
+    report = json.loads(capsys.readouterr().out)
+    both = report["speech_scores"]
     assert both["draws"] == 2 and both["seeds"] == [0, 1000]
     for name, v in both["voices"].items():
         one, two = scores["voices"][name], other["voices"][name]
@@ -423,6 +425,21 @@ def test_eval_scores_a_vocoder_per_voice(flite_vocoder, capsys, tmp_path):
     assert both["mean"]["mcd_db"] == pytest.approx((scores["mean"]["mcd_db"] + other["mean"]["mcd_db"]) / 2)
     assert (tmp_path / "both" / "awb-1-draw2.wav").read_bytes() == (tmp_path / "other" / "awb-1.wav").read_bytes()
     assert len(list((tmp_path / "both").glob("*.wav"))) == 12
+    # a pretrained model's card (tools/pretrained.py) keeps each draw beside the means
+    tool_file = Path(__file__).resolve().parents[1] / "tools" / "pretrained.py"
+    spec = importlib.util.spec_from_file_location("pretrained_tool", tool_file)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(tool, "run", lambda command, capture=False: json.dumps(report))
+    card = {"eval_command": "pixelwave eval pretrained:vocoder --data flite-sample --speech-draws 2"}
+    tool.score(card, pw.load(flite_vocoder))
+    kept = card["speech_scores"]
+    assert kept["draws"] == 2 and kept["seeds"] == [0, 1000] and kept["data"] == "flite-sample"
+    for name, v in both["voices"].items():
+        assert kept["voices"][name]["wer_resynthesis"] == round(v["wer_resynthesis"], 4)
+        assert [d["seed"] for d in kept["voices"][name]["draws"]] == [0, 1000]
+        assert [d["wer_resynthesis"] for d in kept["voices"][name]["draws"]] == [
+            round(d["wer_resynthesis"], 4) for d in v["draws"]]
     assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1",
                  "--speech-draws", "2"]) == 0
     table = capsys.readouterr().out.splitlines()

@@ -152,11 +152,15 @@ def score(card: dict, model) -> None:
     if "speech_scores" in result:  # a vocoder: its re-spoken held-out utterances, scored (pixelwave.speech_eval)
         scores = result["speech_scores"]
         keep = ("utterances", "stoi", "mcd_db", "wer_recording", "wer_resynthesis")
+        per_draw = ("seed", "stoi", "mcd_db", "wer_resynthesis")  # eval --speech-draws N: each draw's, beside the means
         card["speech_scores"] = dict(
             data=result["data"], utterances_per_voice=scores["utterances_per_voice"], seed=scores["seed"],
-            temperature=scores.get("temperature"),
+            **{k: scores[k] for k in ("draws", "seeds") if k in scores}, temperature=scores.get("temperature"),
             **{k: scores[k] for k in ("voiced_temperature", "probability_floor", "draw_shaping") if k in scores},
-            voices={v: {k: round(x[k], 4) for k in keep} for v, x in scores["voices"].items()})
+            voices={v: {**{k: round(x[k], 4) for k in keep},
+                        **({"draws": [{k: round(d[k], 4) for k in per_draw if k in d} for d in x["draws"]]}
+                           if "draws" in x else {})}
+                    for v, x in scores["voices"].items()})
 
 
 def rescore(name: str) -> dict:
