@@ -160,11 +160,14 @@ template <class T> struct Buf {  // a 64-byte aligned, zeroed array
 };
 
 // ------------------------------------------------------------------------------------------ microkernel
-// Y[b, 0 : OB*N] += sum_k X[b, k] * W[k, 0 : OB*N] for b < BB; W is one packed tile, (K, OB*N) row-major.
-// The accumulators stay in registers. FMA latency (4 cycles) needs >= 8 independent chains to keep two FMA
-// pipes busy, so small blocks (BB*OB < 8) keep U partial sums over k (k mod U) and add them at the end.
+// Y[b, 0 : OB*N] = Y0[b, 0 : OB*N] + sum_k X[b, k] * W[k, 0 : OB*N] for b < BB; W is one packed tile, (K, OB*N)
+// row-major. Y0 is Y (accumulate) or where the sums start (a bias: row stride ld0, 0 for one row for all), so
+// that a bias is not first copied into Y. The accumulators stay in registers. FMA latency (4 cycles) needs >= 8
+// independent chains to keep two FMA pipes busy, so small blocks (BB*OB < 8) keep U partial sums over k (k mod
+// U) and add them at the end.
 template <class T, int BB, int OB>
-static void mk(int64_t K, const T* __restrict W, const T* __restrict X, int64_t ldx, T* __restrict Y, int64_t ldy) {
+static void mk(int64_t K, const T* __restrict W, const T* __restrict X, int64_t ldx, T* Y, int64_t ldy, const T* Y0,
+               int64_t ld0) {
     using V = typename VT<T>::V;
     constexpr int N = VT<T>::N;
     constexpr int U = BB * OB >= 8 ? 1 : 8 / (BB * OB);
@@ -173,7 +176,7 @@ static void mk(int64_t K, const T* __restrict W, const T* __restrict X, int64_t 
     for (int b = 0; b < BB; ++b)
 #pragma GCC unroll 16
         for (int o = 0; o < OB; ++o) {
-            acc[0][b][o] = vload<T>(Y + b * ldy + o * N);
+            acc[0][b][o] = vload<T>(Y0 + b * ld0 + o * N);
 #pragma GCC unroll 8
             for (int j = 1; j < U; ++j) acc[j][b][o] = V{};
         }
@@ -230,7 +233,7 @@ constexpr int kRowBlock = kVecRegs >= 32 ? 8 : 4;
 constexpr int kTileRowsNarrow = 2;
 constexpr int kRowBlockNarrow = kVecRegs >= 32 ? 8 : 4;  // bf16, int8, fp16
 
-template <class T> using MkFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t);
+template <class T> using MkFn = void (*)(int64_t, const T*, const T*, int64_t, T*, int64_t, const T*, int64_t);
 
 template <class T, int BB> static MkFn<T> pick_tile(int ob) {
     switch (ob) {
@@ -558,11 +561,16 @@ static void gemm_pairs(const PMat<float>& W, int64_t k0, int64_t kn, int64_t row
     }
 }
 // Y (rows, M) += X (rows, kn) . W[k0 : k0 + kn, :]: a range of the packed matrix's inputs (X holds just those).
+// With Y0: Y = Y0 + X . W[...] instead (Y0's rows ld0 apart; 0: one row, e.g. a bias, for every row).
 template <class T>
 static void gemm_part(const PMat<T>& W, int64_t k0, int64_t kn, int64_t rows, int row_block, const T* X,
-                      int64_t ldx, T* Y, int64_t ldy) {
+                      int64_t ldx, T* Y, int64_t ldy, const T* Y0 = nullptr, int64_t ld0 = 0) {
     constexpr int N = VT<T>::N;
     if constexpr (std::is_same_v<T, float>) {
+        if ((W.pairs || W.half || W.q) && Y0) {  // the widening kernels accumulate into Y: start it at Y0
+            for (int64_t r = 0; r < rows; ++r) std::memcpy(Y + r * ldy, Y0 + r * ld0, W.M * sizeof(T));
+            Y0 = nullptr;
+        }
         if (W.pairs) return gemm_pairs(W, k0, kn, rows, row_block, X, ldx, Y, ldy);
         if (W.half) {
 #if PW_F16
@@ -573,22 +581,28 @@ static void gemm_part(const PMat<T>& W, int64_t k0, int64_t kn, int64_t rows, in
         }
         if (W.q) return gemm_widened<Int8Weights>(W, W.q, k0, kn, rows, row_block, X, ldx, Y, ldy);
     }
+    if (!Y0) {
+        Y0 = Y;
+        ld0 = ldy;
+    }
     const int64_t mv = W.M / N;
     const T* wp = W.data;
     for (int64_t v0 = 0; v0 < mv; v0 += W.tile) {
         const int ob = (int)std::min<int64_t>(W.tile, mv - v0);
         for (int64_t r = 0; r < rows; r += row_block) {
             const int bb = (int)std::min<int64_t>(row_block, rows - r);
-            pick<T>(bb, ob)(kn, wp + k0 * ob * N, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy);
+            pick<T>(bb, ob)(kn, wp + k0 * ob * N, X + r * ldx, ldx, Y + r * ldy + v0 * N, ldy, Y0 + r * ld0 + v0 * N,
+                            ld0);
         }
         wp += W.K * ob * N;
     }
 }
 
-// Y (rows, M) += X (rows, K) . W, X and Y with row strides ldx, ldy.
+// Y (rows, M) += X (rows, K) . W, X and Y with row strides ldx, ldy (with Y0: Y = Y0 + X . W, as gemm_part).
 template <class T>
-static void gemm(const PMat<T>& W, int64_t rows, int row_block, const T* X, int64_t ldx, T* Y, int64_t ldy) {
-    gemm_part<T>(W, 0, W.K, rows, row_block, X, ldx, Y, ldy);
+static void gemm(const PMat<T>& W, int64_t rows, int row_block, const T* X, int64_t ldx, T* Y, int64_t ldy,
+                 const T* Y0 = nullptr, int64_t ld0 = 0) {
+    gemm_part<T>(W, 0, W.K, rows, row_block, X, ldx, Y, ldy, Y0, ld0);
 }
 
 // ------------------------------------------------------------------------------------------ nonlinearities
@@ -1533,28 +1547,24 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
             }
             bias_s = X.cbias.p + (s - X.blk_start) * nb * H;
         }
-        // h = bias + the taps on the inputs of earlier steps (the queues), for layer i
-        auto conv_past = [&](int64_t i) {
+        // h = bias + W_tap,i . [x_{t-(k-1)d}, .., x_t]: the inputs of earlier steps from layer i's queue into xin,
+        // beside this step's input; kn = (k - 1) R (split mode) leaves this step's input's tap for later
+        auto taps = [&](int64_t i, int64_t kn) {
             const int64_t span = P->span[i], d = P->dil[i];
             const T* q = X.queues + X.qoff[i];
-            for (int64_t b = 0; b < nb; ++b) {
+            for (int64_t b = 0; b < nb; ++b)
                 for (int64_t j = 0; j + 1 < k; ++j) {
                     const int64_t slot = pos_mod(t - (k - 1 - j) * d, span);
                     std::memcpy(X.xin.p + b * X.ldx + j * R, q + (b * span + slot) * R, R * sizeof(T));
                 }
-                std::memcpy(X.h.p + b * X.ldh, bias_s + b * H + i * 2 * PG, 2 * PG * sizeof(T));
-            }
+            gemm_part<T>(W.tap[i], 0, kn, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh, bias_s + i * 2 * PG, H);
         };
-        if (SPLIT) {  // the products with the queued inputs are done early, while the other thread catches up
-            conv_past(0);
-            gemm_part<T>(W.tap[0], 0, (k - 1) * R, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
-        }
+        if (SPLIT) taps(0, (k - 1) * R);  // done early, while the other thread catches up
         for (int64_t i = 0; i < L; ++i) {
             const int64_t span = P->span[i];
             T* q = X.queues + X.qoff[i];
             if (!SPLIT) {
-                conv_past(i);
-                gemm<T>(W.tap[i], nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+                taps(i, k * R);
             } else {  // + the tap on this step's input
                 gemm_part<T>(W.tap[i], (k - 1) * R, R, nb, rb, xcur, X.ldx, X.h.p, X.ldh);
             }
@@ -1579,8 +1589,7 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
                 // while the other half arrives: this layer's skip contribution, the next layer's queued taps
                 if (i == 0) std::memset(X.sk.p, 0, PS * sizeof(T));
                 gemm_part<T>(W.skip, i * gp, gp, 1, 1, X.z.p + i * gp, 0, X.sk.p, 0);
-                conv_past(i + 1);
-                gemm_part<T>(W.tap[i + 1], 0, (k - 1) * R, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh);
+                taps(i + 1, (k - 1) * R);
                 wait();
                 const T* r0 = P->ex_r.p + (nex % 2 * 2 + 0) * PR;
                 const T* r1 = P->ex_r.p + (nex % 2 * 2 + 1) * PR;
@@ -1589,20 +1598,17 @@ template <class T, bool SPLIT> static int64_t run_steps(Plan<T>* P, int64_t c, c
         }
         bool stop = false;
         if (!SPLIT) {
-            for (int64_t b = 0; b < nb; ++b) std::memcpy(X.sk.p + b * X.lds, P->skip_b.p, PS * sizeof(T));
-            gemm<T>(W.skip, nb, rb, X.z.p, X.ldz, X.sk.p, X.lds);
+            gemm<T>(W.skip, nb, rb, X.z.p, X.ldz, X.sk.p, X.lds, P->skip_b.p, 0);  // the biases: one row for all
             for (int64_t b = 0; b < nb; ++b) {
                 T* sb = X.sk.p + b * X.lds;
                 for (int64_t j = 0; j < S; ++j) sb[j] = sb[j] > T(0) ? sb[j] : T(0);
             }
-            for (int64_t b = 0; b < nb; ++b) std::memcpy(X.hid.p + b * X.lds, P->h1_b.p, PS * sizeof(T));
-            gemm<T>(W.h1, nb, rb, X.sk.p, X.lds, X.hid.p, X.lds);
+            gemm<T>(W.h1, nb, rb, X.sk.p, X.lds, X.hid.p, X.lds, P->h1_b.p, 0);
             for (int64_t b = 0; b < nb; ++b) {
                 T* hb = X.hid.p + b * X.lds;
                 for (int64_t j = 0; j < S; ++j) hb[j] = hb[j] > T(0) ? hb[j] : T(0);
             }
-            for (int64_t b = 0; b < nb; ++b) std::memcpy(X.logits.p + b * X.ldc, P->h2_b.p, PC * sizeof(T));
-            gemm<T>(W.h2, nb, rb, X.hid.p, X.lds, X.logits.p, X.ldc);
+            gemm<T>(W.h2, nb, rb, X.hid.p, X.lds, X.logits.p, X.ldc, P->h2_b.p, 0);
         } else {
             if (L == 1) std::memset(X.sk.p, 0, PS * sizeof(T));
             gemm_part<T>(W.skip, (L - 1) * gp, gp, 1, 1, X.z.p + (L - 1) * gp, 0, X.sk.p, 0);  // the last layer's
