@@ -26,8 +26,12 @@ machine to itself. Speaker + mel rows (batch 1): the conditioned standard model 
 The roofline: at batch 1 every sample reads every weight once, so a step cannot beat the rate at which the
 machine reads a buffer the size of its weights (both threads each reading its half, as the split step does:
 wavenet_step.stream_rate, timed in the same run between the repeats); "of roofline" is each batch-1 fast row's
-samples/s as a share of that limit for its format's bytes. Timing, the matmul and the machine line come from
-benchmarks/harness.py, the model and the naive step from benchmarks/sections/wavenet.py, as in benchmarks/run.py.
+samples/s as a share of that limit for its format's bytes. A batch of 16 is bound by its multiply-adds instead:
+its rows' "of roofline" cell gives its share of the rate of the same step's matrix products alone (no gates,
+copies or draws; wavenet_step.product_rate, the same build, format and threads, timed between the repeats), and
+the summary line the batch-16 / batch-1 ratio those products alone would allow. Timing, the matmul and the
+machine line come from benchmarks/harness.py, the model and the naive step from benchmarks/sections/wavenet.py,
+as in benchmarks/run.py.
 
 --vocoder: the LPCNet-style vocoder (`VOCODER`: 10 layers, 32/32/64, 80 mel bands at hop 200, output
 "lpc_mixture" with 10 logistics around a 16-tap linear prediction) at batch 1 on one thread (torch's and the
@@ -131,9 +135,11 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
             formats: tuple[str, ...] = WEIGHT_FORMATS, log=print) -> dict:
     """Every figure in one run. Returns {"machine", "builds", "matmul_gflops", "stream", "load_before",
     "load_after", "rows"}, rows being dicts with path, build, weights, batch, samples_per_s (median), rtf_16k,
-    and for the fast path split_share, samples_per_cpu_s, threads and (batch 1) pct_of_stream_limit. stream:
-    {format: {"bytes", "passes_per_s"}}: the roofline (every weight read once per sample at batch 1, both
-    threads each reading its half, as the split step does). quick: a few hundred steps per run, 1 repeat."""
+    and for the fast path split_share, samples_per_cpu_s, threads and (batch 1) pct_of_stream_limit, (batch
+    `batch_big`) products_per_s and pct_of_products. stream: {format: {"bytes", "passes_per_s"}}: the roofline
+    (every weight read once per sample at batch 1, both threads each reading its half, as the split step does);
+    products_per_s: the ceiling of the batch (its step's matrix products alone, wavenet_step.product_rate, timed
+    between the repeats). quick: a few hundred steps per run, 1 repeat."""
     repeats = repeats or (1 if quick else 3)
     load_before = os.getloadavg()
     m = standard_wavenet().eval()
@@ -169,14 +175,23 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
     fns["matmul"] = lambda: [matmul() for _ in range(MATMULS)]
     times = {key: [] for key in fns}
     stream = {fmt: {"bytes": weight_bytes(m, fmt), "passes_per_s": []} for fmt in formats} if fast_ok else {}
+    # the ceiling of the batch rows: each build and format's step with its products alone (batch_big rows)
+    ceiling = {(info["build"], info["weights"]): [] for (path, batch), (_, _, runs, info) in configs.items()
+               if runs is not None and batch == batch_big}
+    marches = dict(build_list)
     for rep in range(repeats):  # one repeat at a time, to log progress; interleaved within it
         for key, ts in harness.interleaved(fns, 0, 1).items():
             times[key] += ts
         for fig in stream.values():  # the roofline, in the same stretch of time
             fig["passes_per_s"].append(wavenet_step.stream_rate(fig["bytes"], 2, 0.1 if quick else 0.5))
+        for (label, fmt), rates in ceiling.items():
+            with wavenet_step.target(marches[label]) if marches[label] else contextlib.nullcontext():
+                rates.append(wavenet_step.product_rate(m.generation_weights(None, batch_big, fmt),
+                                                       seconds=0.05 if quick else 0.3))
         log(f"  repeat {rep + 1}/{repeats} done")
     for fig in stream.values():
         fig["passes_per_s"] = statistics.median(fig["passes_per_s"])
+    ceiling = {key: statistics.median(rates) if None not in rates else None for key, rates in ceiling.items()}
     rows = []
     for (path, batch), (steps, _, runs, info) in configs.items():
         row = {"path": path, "batch": batch, **info,
@@ -188,6 +203,9 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
                 row[key] = statistics.median(vals) if vals else None
             if batch == 1:
                 row["pct_of_stream_limit"] = 100 * row["samples_per_s"] / stream[info["weights"]]["passes_per_s"]
+            elif ceiling.get((info["build"], info["weights"])):
+                row["products_per_s"] = ceiling[(info["build"], info["weights"])]
+                row["pct_of_products"] = 100 * row["samples_per_s"] / row["products_per_s"]
         row["rtf_16k"] = row["samples_per_s"] / harness.AUDIO_RATE
         rows.append(row)
     return {"machine": harness.machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -372,6 +390,8 @@ def table(res: dict) -> str:
         cpu = f"{r['samples_per_cpu_s']:,.0f}" if r.get("samples_per_cpu_s") else ""
         split = f"{r['split_share']:.0%}" if r.get("split_share") is not None else ""
         roof = f"{r['pct_of_stream_limit']:.0f}%" if r.get("pct_of_stream_limit") is not None else ""
+        if r.get("pct_of_products") is not None:
+            roof = f"{r['pct_of_products']:.0f}% of products ({r['products_per_s']:,.0f})"
         sps = f"{r['samples_per_s']:,.0f}" if r["samples_per_s"] >= 100 else f"{r['samples_per_s']:.2g}"
         cells.append([r["path"], str(r["batch"]), sps, f"{r['rtf_16k']:.3g}", vs, cpu, split, roof])
     lines += harness.markdown_table(["path", "batch", "samples/s", "x real time (16 kHz)", "vs cached", "fast/CPU-s",
@@ -383,6 +403,8 @@ def table(res: dict) -> str:
         line = r["path"]
         if big:
             line += f": batch {big[0]['batch']} aggregate / batch 1 {big[0]['samples_per_s'] / r['samples_per_s']:.1f}x"
+            if big[0].get("products_per_s"):
+                line += f" (products alone: at most {big[0]['products_per_s'] / r['samples_per_s']:.1f}x)"
         if r["conditioned"]:
             plain = rate.get((r["path"].replace(", speaker + mel", ""), 1))
             if plain:

@@ -419,6 +419,20 @@ def test_the_kernel_names_its_vector_code_and_streams():
     assert small > 0 and big > 0 and small > 10 * big
 
 
+@needs_kernel
+def test_product_rate_times_a_batch_steps_products():
+    """product_rate() (the batch rows' ceiling in the benchmark): samples/s of a step's products alone, for a batch
+    on two threads or one row on one; None for batch 1 split over two threads (its bound is the roofline). It
+    times the products: a network with eight times the layers (five times the multiply-adds) runs them at well
+    under half the rate."""
+    small = WaveNet(layers=4, stacks=2, residual_channels=32, gate_channels=32, skip_channels=64).float().eval()
+    big = WaveNet(layers=32, stacks=2, residual_channels=32, gate_channels=32, skip_channels=64).float().eval()
+    rate = {m: ws.product_rate(m.generation_weights(None, 4), threads=2, seconds=0.1) for m in (small, big)}
+    assert rate[small] > 0 and rate[big] > 0 and rate[small] > 2 * rate[big]
+    assert ws.product_rate(small.generation_weights(None, 1), threads=1, seconds=0.05) > 0
+    assert ws.product_rate(small.generation_weights(None, 1), threads=2) is None
+
+
 # ------------------------------------------------------------------------------------------ fallback
 def test_no_fast_env_runs_the_pytorch_path(monkeypatch):
     m = tiny(num_speakers=2)

@@ -1734,10 +1734,49 @@ template <class T> static int run(Plan<T>* P, const RunArgs& a) {
     return 0;
 }
 
+// The ceiling of a many-row step: `steps` steps of context c's matrix products alone (the taps, residuals,
+// skips and head, from their biases, as run_steps calls them; none of the gates, copies, queue traffic or
+// draws). The inputs are the context's zeros, so no value is subnormal and the products take their usual time.
+template <class T> static void products_ctx(Plan<T>* P, int64_t c, int64_t steps) {
+    Ctx<T>& X = P->ctx[c];
+    const Part<T>& W = *X.part;
+    const int64_t L = P->L, R = P->R, k = P->k, nb = X.nb, PG = W.PG, H = L * 2 * PG;
+    const int rb = (int)P->row_block;
+    T* xcur = X.xin.p + (k - 1) * R;
+    for (int64_t s = 0; s < steps; ++s) {
+        for (int64_t i = 0; i < L; ++i) {
+            gemm_part<T>(W.tap[i], 0, k * R, nb, rb, X.xin.p, X.ldx, X.h.p, X.ldh, X.sbias.p + i * 2 * PG, H);
+            if (i + 1 < L) gemm<T>(W.res[i], nb, rb, X.z.p + i * W.gp, X.ldz, xcur, X.ldx);
+        }
+        gemm<T>(W.skip, nb, rb, X.z.p, X.ldz, X.sk.p, X.lds, P->skip_b.p, 0);
+        gemm<T>(W.h1, nb, rb, X.sk.p, X.lds, X.hid.p, X.lds, P->h1_b.p, 0);
+        gemm<T>(W.h2, nb, rb, X.hid.p, X.lds, X.logits.p, X.ldc, P->h2_b.p, 0);
+    }
+}
+
+// Nanoseconds for `steps` such steps of every context at once, each on its own thread as run() places them; -1
+// for a split plan (batch 1 on two threads: its bound is the weights' bytes, pw_stream_rate's figure) or when
+// no thread starts.
+template <class T> static int64_t products(Plan<T>* P, int64_t steps) {
+    if (P->split) return -1;
+    const int64_t nctx = (int64_t)P->ctx.size();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    try {
+        for (int64_t c = 1; c < nctx; ++c) pool.emplace_back([P, c, steps]() { products_ctx<T>(P, c, steps); });
+    } catch (...) {
+        for (auto& th : pool) th.join();
+        return -1;
+    }
+    products_ctx<T>(P, 0, steps);
+    for (auto& th : pool) th.join();
+    return (int64_t)std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ C interface
-PW_API int pw_abi_version() { return 11; }
+PW_API int pw_abi_version() { return 12; }
 PW_API int pw_f16() { return PW_F16; }  // whether this build converts half floats in hardware (fp16 weights)
 PW_API const char* pw_isa() { return PW_ISA; }  // the vector code this build runs: avx512, avx2, avx, neon, sse, ..
 PW_API int pw_vector_bytes() { return kVecBytes; }
@@ -1824,5 +1863,11 @@ template <class T> static void stats(void* p, int64_t* out) {
 }
 PW_API void pw_wn_stats_f32(void* p, int64_t* out) { stats<float>(p, out); }
 PW_API void pw_wn_stats_f64(void* p, int64_t* out) { stats<double>(p, out); }
+PW_API int64_t pw_wn_products_f32(void* p, int64_t steps) {
+    return products<float>(static_cast<Plan<float>*>(p), steps);
+}
+PW_API int64_t pw_wn_products_f64(void* p, int64_t steps) {
+    return products<double>(static_cast<Plan<double>*>(p), steps);
+}
 PW_API void pw_wn_free_f32(void* p) { delete static_cast<Plan<float>*>(p); }
 PW_API void pw_wn_free_f64(void* p) { delete static_cast<Plan<double>*>(p); }

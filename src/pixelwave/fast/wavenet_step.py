@@ -47,7 +47,7 @@ import torch
 from pixelwave.fast import _build
 
 SOURCE = "wavenet_kernel.cpp"
-_ABI = 11
+_ABI = 12
 _MAX_CHUNK = 4096  # steps per kernel call (between calls Python can be interrupted)
 
 _i64, _vp, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
@@ -132,6 +132,8 @@ def kernel() -> ctypes.CDLL | None:
                 getattr(lib, f"pw_wn_run_{sfx}").argtypes = [_vp, ctypes.POINTER(_RunArgs)]
                 getattr(lib, f"pw_wn_stats_{sfx}").restype = None
                 getattr(lib, f"pw_wn_stats_{sfx}").argtypes = [_vp, ctypes.POINTER(_i64)]
+                getattr(lib, f"pw_wn_products_{sfx}").restype = _i64
+                getattr(lib, f"pw_wn_products_{sfx}").argtypes = [_vp, _i64]
                 getattr(lib, f"pw_wn_free_{sfx}").restype = None
                 getattr(lib, f"pw_wn_free_{sfx}").argtypes = [_vp]
         _lib_checked[id(lib)] = ok
@@ -242,31 +244,16 @@ def generate(model, steps: int, spk: torch.Tensor | None, up: torch.Tensor | Non
     return None if codes is None else codes.to(next(model.parameters()).device)
 
 
-@torch.no_grad()
-def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: float | torch.Tensor,
-        threads: int | None = None, logits_out: torch.Tensor | None = None, tile: int = 0, row_block: int = 0,
-        patience: int = 0, split_limit: int = 0, floor: float = 0.0) -> torch.Tensor | None:
-    """The codes (B, steps), on the CPU, generated with the GenerationWeights `w`, or None if the kernel cannot
-    run here. up: (B, C, steps) upsampled mel features or None; u: (B, steps) uniforms; temperature: a number,
-    or one per draw (B, steps); floor: the categorical draw's probability floor (`categorical_sample`; mixture
-    outputs take none). logits_out, if given, is filled with every step's network output (steps, B,
-    C_out): the logits, or the mixture's parameters.
-    threads: 1 or more (default `default_threads`); tile, row_block: kernel tuning (0: its defaults);
-    patience: at batch 1 on 2 threads, the slow waits within 128 steps after which one thread goes on alone for
-    the rest of the chunk (0: the kernel's default, 8; -1: never, so that tests exercise the two-thread path);
-    split_limit: if > 0, split mode hands over to one thread after this many steps of every chunk (tests: the
-    hand-over and back).
-    w.format "bf16": multiply by bfloat16 copies of the weights (nearest even), widened to float32 in registers;
-    "fp16": by IEEE half-float copies (nearest even), widened by the CPU's own conversion (F16C, NEON); "int8":
-    by int8 copies with a scale per output channel (weight-only quantisation: q = round(w / scale), scale = max
-    |w| over the channel's inputs / 127; the summed skips are one matrix of every layer's gates; the output layer
-    stays float32). Inputs, products and sums are float32 in every format; the codes then follow
-    the model to the weights' precision (docs/benchmarks.md has the KL of each from float32).
-    """
+@contextlib.contextmanager
+def _plan(w, steps: int, up: torch.Tensor | None, threads: int | None, tile: int = 0, row_block: int = 0,
+          patience: int = 0, split_limit: int = 0):
+    """The kernel's plan for the GenerationWeights `w` (packed weights, queues, threads): yields (lib, suffix,
+    plan), freed on exit, or None if the kernel cannot run here. The arguments are `run`'s."""
     dtype = w.conv_w.dtype
     channels = (w.residual_channels, w.gate_channels, w.skip_channels)
     if cannot_run(dtype, torch.device("cpu"), w.format, channels) is not None or w.mixtures is None:
-        return None
+        yield None
+        return
     lib = kernel()
     sfx = _SUFFIX[dtype]
     L, R, G, S, k = w.layers, w.residual_channels, w.gate_channels, w.skip_channels, w.kernel_size
@@ -313,8 +300,59 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
                  dilations=ptr.pop("dil"), **ptr)
     plan = getattr(lib, f"pw_wn_create_{sfx}")(ctypes.byref(desc))
     if not plan:
-        return None
+        yield None
+        return
     try:
+        yield lib, sfx, plan
+    finally:
+        getattr(lib, f"pw_wn_free_{sfx}")(plan)
+
+
+@torch.no_grad()
+def product_rate(w, threads: int | None = None, seconds: float = 0.3) -> float | None:
+    """Samples/s of the GenerationWeights `w`'s step with its matrix products alone (no gates, copies or draws),
+    the threads placed as `run` places them: the ceiling of a many-row batch, which is bound by its
+    multiply-adds, as the roofline (`stream_rate`) is batch 1's. Timed for about `seconds` after a warm-up step.
+    None where the kernel cannot run, or for batch 1 split over two threads (whose bound is the roofline)."""
+    with _plan(w, 1, None, threads) as made:
+        if made is None:
+            return None
+        lib, sfx, plan = made
+        products = getattr(lib, f"pw_wn_products_{sfx}")
+        if products(plan, 1) < 0:  # warm-up: the weights' and buffers' first touch
+            return None
+        ns = products(plan, 4)  # the pace, then about `seconds` of it
+        steps = max(4, int(seconds / max(ns * 1e-9 / 4, 1e-7)))
+        ns = products(plan, steps)
+        return None if ns <= 0 else w.batch * steps / (ns * 1e-9)
+
+
+@torch.no_grad()
+def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: float | torch.Tensor,
+        threads: int | None = None, logits_out: torch.Tensor | None = None, tile: int = 0, row_block: int = 0,
+        patience: int = 0, split_limit: int = 0, floor: float = 0.0) -> torch.Tensor | None:
+    """The codes (B, steps), on the CPU, generated with the GenerationWeights `w`, or None if the kernel cannot
+    run here. up: (B, C, steps) upsampled mel features or None; u: (B, steps) uniforms; temperature: a number,
+    or one per draw (B, steps); floor: the categorical draw's probability floor (`categorical_sample`; mixture
+    outputs take none). logits_out, if given, is filled with every step's network output (steps, B,
+    C_out): the logits, or the mixture's parameters.
+    threads: 1 or more (default `default_threads`); tile, row_block: kernel tuning (0: its defaults);
+    patience: at batch 1 on 2 threads, the slow waits within 128 steps after which one thread goes on alone for
+    the rest of the chunk (0: the kernel's default, 8; -1: never, so that tests exercise the two-thread path);
+    split_limit: if > 0, split mode hands over to one thread after this many steps of every chunk (tests: the
+    hand-over and back).
+    w.format "bf16": multiply by bfloat16 copies of the weights (nearest even), widened to float32 in registers;
+    "fp16": by IEEE half-float copies (nearest even), widened by the CPU's own conversion (F16C, NEON); "int8":
+    by int8 copies with a scale per output channel (weight-only quantisation: q = round(w / scale), scale = max
+    |w| over the channel's inputs / 127; the summed skips are one matrix of every layer's gates; the output layer
+    stays float32). Inputs, products and sums are float32 in every format; the codes then follow
+    the model to the weights' precision (docs/benchmarks.md has the KL of each from float32).
+    """
+    with _plan(w, steps, up, threads, tile, row_block, patience, split_limit) as made:
+        if made is None:
+            return None
+        lib, sfx, plan = made
+        B, C, dtype = w.batch, w.out_channels, w.conv_w.dtype
         codes = torch.empty(B, steps, dtype=torch.long)
         u = _c(u.to(dtype))
         temps = _c(temperature.to(dtype)) if isinstance(temperature, torch.Tensor) else None  # (B, steps)
@@ -350,6 +388,4 @@ def run(w, steps: int, up: torch.Tensor | None, u: torch.Tensor, temperature: fl
         last_run.clear()
         last_run.update(threads=stats[0], split_steps=stats[1], single_steps=stats[2], cpu_s=stats[3] * 1e-9)
         return codes
-    finally:
-        getattr(lib, f"pw_wn_free_{sfx}")(plan)
 
