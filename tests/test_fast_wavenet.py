@@ -20,6 +20,7 @@ from pixelwave.models.wavenet import WaveNet
 
 TINY = dict(layers=6, stacks=2, residual_channels=8, gate_channels=8, skip_channels=16, levels=16)
 CASES = [dict(), dict(num_speakers=3), dict(cond_channels=3, hop_length=4),
+         dict(residual_channels=5, gate_channels=7, skip_channels=11, num_speakers=2),  # no width fills a vector
          dict(kernel_size=3, num_speakers=2, cond_channels=2, hop_length=5),
          dict(output="logistic_mixture", mixtures=3, num_speakers=2),
          dict(output="lpc_mixture", mixtures=3, num_speakers=2, cond_channels=4, hop_length=4, lpc_order=5,
