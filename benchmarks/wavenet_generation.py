@@ -6,6 +6,7 @@ batch 1 and 16, with the roofline, side by side in one run.
     .venv/bin/python benchmarks/wavenet_generation.py --json out.json
     .venv/bin/python benchmarks/wavenet_generation.py --kl       # the KL of each weight format, shipped models
     .venv/bin/python benchmarks/wavenet_generation.py --vocoder  # the lpc_mixture vocoder instead: ~1 min
+    .venv/bin/python benchmarks/wavenet_generation.py --pairs 10 # batch 1, 16, 1 in turn: each triple's ratio
 
 The standard model (20 layers = 2 stacks x 10, residual 64, gate 128, skip 256, kernel 2, 256 levels), float32,
 untrained weights (speed does not depend on them). Each configuration runs `repeats` times, interleaved with the
@@ -212,6 +213,43 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
             "builds": [label for label, _ in build_list],
             "matmul_gflops": MATMULS * matmul_flops / harness.med(times["matmul"]) / 1e9, "stream": stream,
             "load_before": load_before, "load_after": os.getloadavg(), "repeats": repeats, "rows": rows}
+
+
+def measure_pairs(pairs: int, batch_big: int = 16, log=print) -> dict:
+    """--pairs N: batch 1, batch `batch_big`, batch 1 again, float32, N times per build, each triple's ratio
+    (batch_big aggregate / the mean of the two batch-1 rates beside it): how the ratio moves when batch 1 alone
+    changes speed (a shared host's state), which the medians of `measure` hide. Returns {"machine", "date",
+    "rows"}, a row per triple: build, batch1 (the two rates), big, ratio."""
+    m = standard_wavenet().eval()
+    rows = []
+    for label, march in builds():
+        one, big = _generate(m, 1, 16_000, True, march=march), _generate(m, batch_big, 4_000, True, march=march)
+        one(), big()  # warm-up: builds the kernel (first use)
+        for i in range(pairs):
+            rates = [n / harness.timed(fn, 1)[0] for n, fn in ((16_000, one), (batch_big * 4_000, big), (16_000, one))]
+            rows.append({"build": label, "batch1": [rates[0], rates[2]], "big": rates[1],
+                         "ratio": 2 * rates[1] / (rates[0] + rates[2])})
+            log(f"  {label} {i + 1}/{pairs}: batch 1 {rates[0]:,.0f}, batch {batch_big} {rates[1]:,.0f}, batch 1 "
+                f"{rates[2]:,.0f}: {rows[-1]['ratio']:.2f}x")
+    return {"machine": harness.machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "batch_big": batch_big,
+            "rows": rows}
+
+
+def pairs_table(res: dict) -> str:
+    lines = [f"WaveNet generation, standard model (untrained), float32: batch 1, batch {res['batch_big']}, batch 1, "
+             f"in turn -- {res['machine']}", f"{res['date']}", ""]
+    cells = []
+    for label in dict.fromkeys(r["build"] for r in res["rows"]):
+        rs = [r for r in res["rows"] if r["build"] == label]
+        ones = [x for r in rs for x in r["batch1"]]
+        ratios = [r["ratio"] for r in rs]
+        cells.append([label, str(len(rs)), f"{min(ones):,.0f}-{max(ones):,.0f}",
+                      f"{min(r['big'] for r in rs):,.0f}-{max(r['big'] for r in rs):,.0f}",
+                      f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})",
+                      f"{sum(x >= 3 for x in ratios)} of {len(ratios)}"])
+    lines += harness.markdown_table(["build", "triples", "batch 1 samples/s", f"batch {res['batch_big']} samples/s",
+                                     "ratio, median (range)", "ratio >= 3x"], cells, "lrrrrr")
+    return "\n".join(lines)
 
 
 def vocoder_mel(steps: int) -> torch.Tensor:
@@ -425,11 +463,16 @@ def main(argv=None) -> None:
     ap.add_argument("--vocoder", action="store_true", help="the lpc_mixture vocoder's rows instead (one thread)")
     ap.add_argument("--kl", action="store_true", help="the KL of each weight format from float32 on the shipped "
                                                        "models instead")
+    ap.add_argument("--pairs", type=int, default=0, help="instead: batch 1, 16, 1 in turn, N times per build, "
+                                                          "float32, and each triple's ratio")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.threads:  # else torch's default, as before the flag existed
         torch.set_num_threads(args.threads)
-    if args.kl:
+    if args.pairs:
+        res = measure_pairs(args.pairs)
+        text = pairs_table(res)
+    elif args.kl:
         res = measure_kl(quick=args.quick)
         text = kl_table(res)
     elif args.vocoder:
