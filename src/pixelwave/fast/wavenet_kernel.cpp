@@ -606,33 +606,22 @@ static void gemm(const PMat<T>& W, int64_t rows, int row_block, const T* X, int6
 }
 
 // ------------------------------------------------------------------------------------------ nonlinearities
-// a < b ? a : b and a > b ? a : b lane by lane, as x86's MINPS / MAXPS define them (with a NaN: b). GCC lowers
-// the ternaries on vectors to a compare and a blend (two instructions, a longer chain); the instructions give
-// the same results. NEON's FMIN / FMAX differ only for NaNs and signed zeros, which the clamps below never see.
-static inline VT<float>::V vmin(VT<float>::V a, VT<float>::V b) {
+// x clamped to [lo, hi] lane by lane: x > hi ? hi : x, then x < lo ? lo : x, as x86's MINPS / MAXPS compute them
+// (one instruction each; GCC lowers the ternaries on vectors to a compare and a blend, a longer chain), with the
+// same results. NEON's FMIN / FMAX differ only for NaNs and signed zeros, which these clamps never see.
+static inline VT<float>::V vclamp(VT<float>::V x, VT<float>::V lo, VT<float>::V hi) {
+    using V = VT<float>::V;
 #if defined(__AVX512F__)
-    return (VT<float>::V)_mm512_min_ps((__m512)a, (__m512)b);
+    return (V)_mm512_max_ps((__m512)lo, _mm512_min_ps((__m512)hi, (__m512)x));
 #elif defined(__AVX__)
-    return (VT<float>::V)_mm256_min_ps((__m256)a, (__m256)b);
+    return (V)_mm256_max_ps((__m256)lo, _mm256_min_ps((__m256)hi, (__m256)x));
 #elif defined(__SSE2__)
-    return (VT<float>::V)_mm_min_ps((__m128)a, (__m128)b);
+    return (V)_mm_max_ps((__m128)lo, _mm_min_ps((__m128)hi, (__m128)x));
 #elif defined(__aarch64__) && defined(__ARM_NEON)
-    return (VT<float>::V)vminq_f32((float32x4_t)a, (float32x4_t)b);
+    return (V)vmaxq_f32((float32x4_t)lo, vminq_f32((float32x4_t)hi, (float32x4_t)x));
 #else
-    return a < b ? a : b;
-#endif
-}
-static inline VT<float>::V vmax(VT<float>::V a, VT<float>::V b) {
-#if defined(__AVX512F__)
-    return (VT<float>::V)_mm512_max_ps((__m512)a, (__m512)b);
-#elif defined(__AVX__)
-    return (VT<float>::V)_mm256_max_ps((__m256)a, (__m256)b);
-#elif defined(__SSE2__)
-    return (VT<float>::V)_mm_max_ps((__m128)a, (__m128)b);
-#elif defined(__aarch64__) && defined(__ARM_NEON)
-    return (VT<float>::V)vmaxq_f32((float32x4_t)a, (float32x4_t)b);
-#else
-    return a > b ? a : b;
+    x = x > hi ? hi : x;
+    return x < lo ? lo : x;
 #endif
 }
 
@@ -640,8 +629,7 @@ static inline VT<float>::V exp_ps(VT<float>::V x) {  // Cephes expf: ~1 ulp on [
     using V = VT<float>::V;
     using I = VT<float>::I;
     const V hi = vsplat<float>(88.3762626647949f), lo = vsplat<float>(-88.3762626647949f);
-    x = vmin(hi, x);
-    x = vmax(lo, x);
+    x = vclamp(x, lo, hi);
     V fx = x * 1.44269504088896341f;
     const V magic = vsplat<float>(12582912.0f);  // 1.5 * 2^23: adding and subtracting rounds to nearest
     fx = (fx + magic) - magic;
@@ -663,7 +651,7 @@ static inline VT<float>::V exp_ps(VT<float>::V x) {  // Cephes expf: ~1 ulp on [
 
 // z[0:G] = tanh(h[0:G]) * sigmoid(h[PG:PG+G]); h holds the filter half at 0 and the gate half at PG. Four
 // vectors at a time: each one's exps and divisions are a long chain, and the out-of-order window holds more of
-// them side by side when they sit side by side in the code (with vmin / vmax: 31 -> 22 cycles a vector on a
+// them side by side when they sit side by side in the code (with vclamp: 31 -> 22 cycles a vector on a
 // Zen 4's x86-64-v3 build, the same bits). When G fills whole vectors z takes them directly, else via tmp.
 static void gate(const float* h, int64_t PG, int64_t G, float* z, float* tmp) {
     using V = VT<float>::V;
