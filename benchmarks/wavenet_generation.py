@@ -30,7 +30,10 @@ wavenet_step.stream_rate, timed in the same run between the repeats); "of roofli
 samples/s as a share of that limit for its format's bytes. A batch of 16 is bound by its multiply-adds instead:
 its rows' "of roofline" cell gives its share of the rate of the same step's matrix products alone (no gates,
 copies or draws; wavenet_step.product_rate, the same build, format and threads, timed between the repeats), and
-the summary line the batch-16 / batch-1 ratio those products alone would allow. Timing, the matmul and the
+the summary line the batch-16 / batch-1 ratio those products alone would allow. Split mode's other yardstick,
+timed with the roofline: a cache line's round trip between two threads placed as split mode places its two
+(wavenet_step.round_trip), the cost of each of the step's L + 2 exchanges; on a cloud VM it moves with where the
+host puts the two vCPUs, and batch 1 with it (--pairs shows each triple's). Timing, the matmul and the
 machine line come from benchmarks/harness.py, the model and the naive step from benchmarks/sections/wavenet.py,
 as in benchmarks/run.py.
 
@@ -176,6 +179,7 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
     fns["matmul"] = lambda: [matmul() for _ in range(MATMULS)]
     times = {key: [] for key in fns}
     stream = {fmt: {"bytes": weight_bytes(m, fmt), "passes_per_s": []} for fmt in formats} if fast_ok else {}
+    round_trips = []
     # the ceiling of the batch rows: each build and format's step with its products alone (batch_big rows)
     ceiling = {(info["build"], info["weights"]): [] for (path, batch), (_, _, runs, info) in configs.items()
                if runs is not None and batch == batch_big}
@@ -185,6 +189,8 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
             times[key] += ts
         for fig in stream.values():  # the roofline, in the same stretch of time
             fig["passes_per_s"].append(wavenet_step.stream_rate(fig["bytes"], 2, 0.1 if quick else 0.5))
+        if fast_ok:
+            round_trips.append(wavenet_step.round_trip(0.02 if quick else 0.1))
         for (label, fmt), rates in ceiling.items():
             with wavenet_step.target(marches[label]) if marches[label] else contextlib.nullcontext():
                 rates.append(wavenet_step.product_rate(m.generation_weights(None, batch_big, fmt),
@@ -212,43 +218,69 @@ def measure(quick: bool = False, repeats: int | None = None, batch_big: int = 16
     return {"machine": harness.machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
             "builds": [label for label, _ in build_list],
             "matmul_gflops": MATMULS * matmul_flops / harness.med(times["matmul"]) / 1e9, "stream": stream,
+            "round_trip_ns": [ns for ns in round_trips if ns is not None],
             "load_before": load_before, "load_after": os.getloadavg(), "repeats": repeats, "rows": rows}
 
 
 def measure_pairs(pairs: int, batch_big: int = 16, log=print) -> dict:
     """--pairs N: batch 1, batch `batch_big`, batch 1 again, float32, N times per build, each triple's ratio
     (batch_big aggregate / the mean of the two batch-1 rates beside it): how the ratio moves when batch 1 alone
-    changes speed (a shared host's state), which the medians of `measure` hide. Returns {"machine", "date",
-    "rows"}, a row per triple: build, batch1 (the two rates), big, ratio."""
+    changes speed (a shared host's state), which the medians of `measure` hide, with the cores' round trip
+    (wavenet_step.round_trip) before and after each triple: what moves batch 1. Returns {"machine", "date",
+    "rows"}, a row per triple: build, batch1 (the two rates), big, ratio, round_trip_ns (before, after)."""
     m = standard_wavenet().eval()
     rows = []
     for label, march in builds():
         one, big = _generate(m, 1, 16_000, True, march=march), _generate(m, batch_big, 4_000, True, march=march)
         one(), big()  # warm-up: builds the kernel (first use)
         for i in range(pairs):
+            before = wavenet_step.round_trip()
             rates = [n / harness.timed(fn, 1)[0] for n, fn in ((16_000, one), (batch_big * 4_000, big), (16_000, one))]
+            trips = [before, wavenet_step.round_trip()]
             rows.append({"build": label, "batch1": [rates[0], rates[2]], "big": rates[1],
-                         "ratio": 2 * rates[1] / (rates[0] + rates[2])})
+                         "ratio": 2 * rates[1] / (rates[0] + rates[2]), "round_trip_ns": trips})
             log(f"  {label} {i + 1}/{pairs}: batch 1 {rates[0]:,.0f}, batch {batch_big} {rates[1]:,.0f}, batch 1 "
-                f"{rates[2]:,.0f}: {rows[-1]['ratio']:.2f}x")
+                f"{rates[2]:,.0f}: {rows[-1]['ratio']:.2f}x; round trip "
+                + " / ".join("-" if ns is None else f"{ns:.0f}" for ns in trips) + " ns")
     return {"machine": harness.machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "batch_big": batch_big,
             "rows": rows}
+
+
+def trip_state(trips: list, least: float) -> str:
+    """A triple's cores: "near" when both its round trips are within 1.5x the run's least, "far" when both are
+    beyond, else "mixed"; "unknown" without the figures (no kernel)."""
+    if not trips or None in trips:
+        return "unknown"
+    near = [ns <= 1.5 * least for ns in trips]
+    return "near" if all(near) else "far" if not any(near) else "mixed"
 
 
 def pairs_table(res: dict) -> str:
     lines = [f"WaveNet generation, standard model (untrained), float32: batch 1, batch {res['batch_big']}, batch 1, "
              f"in turn -- {res['machine']}", f"{res['date']}", ""]
+    least = min((ns for r in res["rows"] for ns in r["round_trip_ns"] if ns is not None), default=0.0)
     cells = []
     for label in dict.fromkeys(r["build"] for r in res["rows"]):
-        rs = [r for r in res["rows"] if r["build"] == label]
-        ones = [x for r in rs for x in r["batch1"]]
-        ratios = [r["ratio"] for r in rs]
-        cells.append([label, str(len(rs)), f"{min(ones):,.0f}-{max(ones):,.0f}",
-                      f"{min(r['big'] for r in rs):,.0f}-{max(r['big'] for r in rs):,.0f}",
-                      f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})",
-                      f"{sum(x >= 3 for x in ratios)} of {len(ratios)}"])
-    lines += harness.markdown_table(["build", "triples", "batch 1 samples/s", f"batch {res['batch_big']} samples/s",
-                                     "ratio, median (range)", "ratio >= 3x"], cells, "lrrrrr")
+        every = [r for r in res["rows"] if r["build"] == label]
+        groups = {"": every}
+        for state in ("near", "far", "mixed"):  # by the cores' state, where the triples were not all in one
+            rs = [r for r in every if trip_state(r["round_trip_ns"], least) == state]
+            if rs and len(rs) < len(every):
+                groups[f", cores {state}"] = rs
+        for suffix, rs in groups.items():
+            ones = [x for r in rs for x in r["batch1"]]
+            ratios = [r["ratio"] for r in rs]
+            ns = [x for r in rs for x in r["round_trip_ns"] if x is not None]
+            cells.append([label + suffix, str(len(rs)), f"{min(ns):.0f}-{max(ns):.0f}" if ns else "",
+                          f"{min(ones):,.0f}-{max(ones):,.0f}",
+                          f"{min(r['big'] for r in rs):,.0f}-{max(r['big'] for r in rs):,.0f}",
+                          f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})",
+                          f"{sum(x >= 3 for x in ratios)} of {len(ratios)}"])
+    lines += harness.markdown_table(["build", "triples", "round trip ns", "batch 1 samples/s",
+                                     f"batch {res['batch_big']} samples/s", "ratio, median (range)", "ratio >= 3x"],
+                                    cells, "lrrrrrr")
+    lines += ["", f"round trip: a cache line between the two cores and back, before and after each triple; cores "
+                  f"near / far: both within / beyond 1.5x the run's least ({least:.0f} ns), mixed: one of each"]
     return "\n".join(lines)
 
 
@@ -419,6 +451,10 @@ def table(res: dict) -> str:
         lines.append(f"roofline, {fmt} weights: reading {fig['bytes'] / 1e6:.2f} MB with both threads (each its "
                      f"half): {fig['passes_per_s']:,.0f} passes/s ({fig['bytes'] * fig['passes_per_s'] / 1e9:.0f} "
                      f"GB/s) = the batch-1 limit in samples/s")
+    if res.get("round_trip_ns"):
+        ns = res["round_trip_ns"]
+        lines.append(f"the cores' round trip (each of split mode's exchanges waits on one), between the repeats: "
+                     f"median {statistics.median(ns):.0f} ns ({min(ns):.0f}-{max(ns):.0f})")
     lines.append("")
     cells = []
     for r in res["rows"]:

@@ -10,6 +10,8 @@ float32 test checks the logits to 1e-5 and that, on its seed, no draw is within 
 codes must be (and are) equal too.
 """
 
+import os
+
 import pytest
 import torch
 
@@ -418,6 +420,22 @@ def test_the_kernel_names_its_vector_code_and_streams():
     assert ws.isa() in ("avx512", "avx2", "avx", "neon", "sse", "generic")
     small, big = ws.stream_rate(64_000, 1, 0.05), ws.stream_rate(64_000_000, 1, 0.1)
     assert small > 0 and big > 0 and small > 10 * big
+
+
+@needs_kernel
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_round_trip_times_the_cores_exchange():
+    """round_trip() (split mode's other yardstick in the benchmark): nanoseconds for a cache line between two
+    threads on two cores and back. With the process held to one CPU the two threads take turns on it, each wait
+    running out of spins and yielding, so the same call takes far longer: it times the threads' exchange."""
+    two = ws.round_trip(0.02)
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        one = ws.round_trip(0.02)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert 0 < two < 1e5 and one > 10 * two, (two, one)
 
 
 @needs_kernel

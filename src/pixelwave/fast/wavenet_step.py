@@ -47,7 +47,7 @@ import torch
 from pixelwave.fast import _build
 
 SOURCE = "wavenet_kernel.cpp"
-_ABI = 12
+_ABI = 13
 _MAX_CHUNK = 4096  # steps per kernel call (between calls Python can be interrupted)
 
 _i64, _vp, _f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
@@ -125,6 +125,8 @@ def kernel() -> ctypes.CDLL | None:
             lib.pw_f16.restype = ctypes.c_int
             lib.pw_stream_rate.restype = ctypes.c_double
             lib.pw_stream_rate.argtypes = [_i64, _i64, ctypes.c_double]
+            lib.pw_round_trip.restype = ctypes.c_double
+            lib.pw_round_trip.argtypes = [ctypes.c_double]
             for sfx in _SUFFIX.values():
                 getattr(lib, f"pw_wn_create_{sfx}").restype = _vp
                 getattr(lib, f"pw_wn_create_{sfx}").argtypes = [ctypes.POINTER(_Desc)]
@@ -208,6 +210,15 @@ def stream_rate(nbytes: int, threads: int = 2, seconds: float = 0.3) -> float | 
     lib = kernel()
     rate = None if lib is None else lib.pw_stream_rate(int(nbytes), int(threads), float(seconds))
     return None if rate is None or rate < 0 else rate
+
+
+def round_trip(seconds: float = 0.05) -> float | None:
+    """Nanoseconds a cache line takes from one core to the other and back, between two threads placed as split
+    mode places its two: the cost of each of the L + 2 exchanges a split step makes (on a cloud VM it moves with
+    where the host puts the two vCPUs, and batch 1's speed with it). None without a kernel."""
+    lib = kernel()
+    ns = None if lib is None else lib.pw_round_trip(float(seconds))
+    return None if ns is None or ns < 0 else ns
 
 
 def default_threads(batch: int) -> int:
