@@ -440,6 +440,14 @@ def test_eval_scores_a_vocoder_per_voice(flite_vocoder, capsys, tmp_path, monkey
         assert [d["seed"] for d in kept["voices"][name]["draws"]] == [0, 1000]
         assert [d["wer_resynthesis"] for d in kept["voices"][name]["draws"]] == [
             round(d["wer_resynthesis"], 4) for d in v["draws"]]
+    # eval without a recognizer reports no WER: the card keeps None rather than failing to round it
+    for v in report["speech_scores"]["voices"].values():
+        v["wer_recording"] = v["wer_resynthesis"] = None
+        for d in v["draws"]:
+            d["wer_resynthesis"] = None
+    tool.score(card, pw.load(flite_vocoder))
+    assert all(v["wer_recording"] is None and v["stoi"] is not None and v["draws"][0]["wer_resynthesis"] is None
+               for v in card["speech_scores"]["voices"].values())
     assert main(["eval", str(flite_vocoder), "--data", "flite-sample", "--speech-utterances", "1",
                  "--speech-draws", "2"]) == 0
     table = capsys.readouterr().out.splitlines()

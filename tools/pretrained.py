@@ -143,6 +143,11 @@ def ship(name: str, run_dir: Path | None) -> dict:
     return card
 
 
+def _rounded(value: float | None) -> float | None:
+    """A score to 4 decimals; None (a score eval could not compute, e.g. WER without a recognizer) stays None."""
+    return None if value is None else round(value, 4)
+
+
 def score(card: dict, model) -> None:
     """Run the card's eval command and put its held-out figure (and a vocoder's speech scores) on the card."""
     result = json.loads(run(card["eval_command"] + " --json", capture=True))
@@ -157,8 +162,8 @@ def score(card: dict, model) -> None:
             data=result["data"], utterances_per_voice=scores["utterances_per_voice"], seed=scores["seed"],
             **{k: scores[k] for k in ("draws", "seeds") if k in scores}, temperature=scores.get("temperature"),
             **{k: scores[k] for k in ("voiced_temperature", "probability_floor", "draw_shaping") if k in scores},
-            voices={v: {**{k: round(x[k], 4) for k in keep},
-                        **({"draws": [{k: round(d[k], 4) for k in per_draw if k in d} for d in x["draws"]]}
+            voices={v: {**{k: _rounded(x[k]) for k in keep},
+                        **({"draws": [{k: _rounded(d[k]) for k in per_draw if k in d} for d in x["draws"]]}
                            if "draws" in x else {})}
                     for v, x in scores["voices"].items()})
 
