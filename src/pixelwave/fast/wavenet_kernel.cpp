@@ -1848,15 +1848,16 @@ PW_API double pw_round_trip(double seconds) {
         };
         std::thread peer([&]() {
             move_off(cpu0);
-            for (int64_t n = 1;; ++n) {  // answer every ping; a ping of -1 ends it
+            for (int64_t n = 1;; ++n) {  // answer every ping, until one comes with `stop` set
                 spin(seq[0].v, n);
                 if (stop.load(std::memory_order_relaxed)) return;
                 seq[1].v.store(n, std::memory_order_release);
             }
         });
-        spin(seq[1].v, 0);
+        int64_t n = 1;  // the first round trip, untimed: the peer has started and moved
+        seq[0].v.store(n, std::memory_order_release);
+        spin(seq[1].v, n);
         const auto t0 = std::chrono::steady_clock::now();
-        int64_t n = 0;
         double took = 0.0;
         do {  // round trips in batches of 256, until `seconds` have passed
             for (int j = 0; j < 256; ++j) {
@@ -1868,7 +1869,7 @@ PW_API double pw_round_trip(double seconds) {
         stop.store(true, std::memory_order_relaxed);
         seq[0].v.store(n + 1, std::memory_order_release);
         peer.join();
-        return took * 1e9 / (double)n;
+        return took * 1e9 / (double)(n - 1);
     } catch (...) {
         return -1.0;
     }
