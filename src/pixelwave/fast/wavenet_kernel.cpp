@@ -1402,19 +1402,23 @@ template <class T> static Plan<T>* create(const PwDesc* d) {
     return owner.release();
 }
 
-template <class T> static inline void wait_for(Plan<T>* P, int other, int64_t n) {
-    const std::atomic<int64_t>& a = P->seq[other].v;
+// Spin until the other thread's counter `a` reaches n; past the spin budget the other thread is not running:
+// slow() is called (once per wait) and the core is given away.
+template <class F> static inline void spin_for(const std::atomic<int64_t>& a, int64_t n, F slow) {
     int spins = 0;
     bool noted = false;
     while (a.load(std::memory_order_acquire) < n) {
         cpu_relax();
-        if (++spins >= kSpins) {  // the other thread is not running: note it (once), give the core away
-            if (!noted) P->slow.fetch_add(1, std::memory_order_relaxed);
+        if (++spins >= kSpins) {
+            if (!noted) slow();
             noted = true;
             std::this_thread::yield();
             spins = 0;
         }
     }
+}
+template <class T> static inline void wait_for(Plan<T>* P, int other, int64_t n) {
+    spin_for(P->seq[other].v, n, [P]() { P->slow.fetch_add(1, std::memory_order_relaxed); });
 }
 
 struct RunArgs {
@@ -1837,15 +1841,7 @@ PW_API double pw_round_trip(double seconds) {
         Seq seq[2];
         std::atomic<bool> stop{false};
         const int cpu0 = current_cpu();
-        auto spin = [](const std::atomic<int64_t>& a, int64_t n) {
-            for (int spins = 0; a.load(std::memory_order_acquire) < n;) {
-                cpu_relax();
-                if (++spins >= kSpins) {  // the other thread has no core now: let it run
-                    std::this_thread::yield();
-                    spins = 0;
-                }
-            }
-        };
+        auto spin = [](const std::atomic<int64_t>& a, int64_t n) { spin_for(a, n, []() {}); };
         std::thread peer([&]() {
             move_off(cpu0);
             for (int64_t n = 1;; ++n) {  // answer every ping, until one comes with `stop` set
